@@ -1,0 +1,1 @@
+"""The streaming engine: sources, sinks, pipeline, RU governor and checkpoints."""

@@ -1,0 +1,76 @@
+"""Exact JSON: every number comes back as the same bits, and NaN/Infinity are refused.
+
+orjson is the fast path. It cannot hold integers beyond 64 bits, so those documents fall back to
+the standard library, which keeps arbitrary integers; both write floats in their shortest
+round-trip form, so ``2100.607537417505`` and ``-0.0`` survive unchanged. orjson would silently
+write NaN as ``null``: :func:`dumps` is therefore only given documents that came through
+:func:`loads` (which refuses NaN) or were checked with :func:`ensure_finite`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import orjson
+
+
+class NonFiniteNumber(ValueError):
+    """A NaN or Infinity, which JSON and Cosmos DB cannot store."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NonFiniteNumber(f"{name} is not a valid JSON number (Cosmos DB cannot store it)")
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse JSON exactly.
+
+    :raises NonFiniteNumber: for NaN / Infinity literals.
+    :raises ValueError: for malformed JSON.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = bytes(data).decode("utf-8") if not isinstance(data, str) else data
+        return json.loads(text, parse_constant=_refuse_constant)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON of a finite document."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate from a \\uD800 escape
+        return _stdlib_dumps(obj, sort_keys=False)
+
+
+def canonical(obj: Any) -> bytes:
+    """Sorted-key compact JSON: equal documents give equal bytes (used for digests)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return _stdlib_dumps(obj, sort_keys=True)
+
+
+def _stdlib_dumps(obj: Any, *, sort_keys: bool) -> bytes:
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=sort_keys)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates are legal JSON escapes but not UTF-8: keep them escaped
+        return json.dumps(
+            obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False, sort_keys=sort_keys
+        ).encode("ascii")
+
+
+def ensure_finite(obj: Any, path: str = "") -> None:
+    """Raise :class:`NonFiniteNumber` naming the first NaN/Infinity inside ``obj``."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise NonFiniteNumber(f"{obj!r} at {path or '/'} is not a valid JSON number")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            ensure_finite(value, f"{path}/{key}")
+    elif isinstance(obj, list):
+        for index, value in enumerate(obj):
+            ensure_finite(value, f"{path}/{index}")

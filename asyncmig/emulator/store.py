@@ -1,0 +1,286 @@
+"""Durable emulator state in SQLite: databases, containers, offers, physical ranges and documents.
+
+Everything runs on the server's single event-loop thread, so requests never interleave inside a
+transaction; WAL mode with ``synchronous=NORMAL`` keeps a committed write across a process kill.
+Documents are stored as the exact JSON bytes returned to clients (system properties included), so
+reads and ``SELECT *`` pages are served without re-encoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asyncmig.core import jsoncodec
+from asyncmig.emulator.partitioning import PhysicalRange, initial_boundaries, split_point
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS databases (id TEXT PRIMARY KEY, rid TEXT NOT NULL UNIQUE, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS containers (
+    db TEXT NOT NULL, id TEXT NOT NULL, rid TEXT NOT NULL UNIQUE, body BLOB NOT NULL,
+    lsn INTEGER NOT NULL DEFAULT 0, routing_version INTEGER NOT NULL DEFAULT 1, next_range INTEGER NOT NULL,
+    PRIMARY KEY (db, id));
+CREATE TABLE IF NOT EXISTS offers (rid TEXT PRIMARY KEY, resource_rid TEXT NOT NULL UNIQUE, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ranges (
+    coll TEXT NOT NULL, id TEXT NOT NULL, min TEXT NOT NULL, max TEXT NOT NULL, parents TEXT NOT NULL,
+    online INTEGER NOT NULL, PRIMARY KEY (coll, id));
+CREATE TABLE IF NOT EXISTS docs (
+    coll TEXT NOT NULL, epk TEXT NOT NULL, id TEXT NOT NULL, lsn INTEGER NOT NULL, ts INTEGER NOT NULL,
+    body BLOB NOT NULL, PRIMARY KEY (coll, epk, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_by_lsn ON docs (coll, lsn);
+"""
+
+
+def _rid(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii").replace("/", "-")
+
+
+def new_rid(parent_rid: str | None, size: int) -> str:
+    """A resource id that embeds its parent's, as real RIDs do (db 4 bytes, container 8, doc 16)."""
+    parent = base64.b64decode(parent_rid.replace("-", "/")) if parent_rid else b""
+    return _rid(parent + os.urandom(size - len(parent)))
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    db: str
+    id: str
+    rid: str
+    body: dict[str, Any]
+    lsn: int
+    routing_version: int
+
+    @property
+    def partition_key(self) -> dict[str, Any]:
+        return self.body["partitionKey"]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDoc:
+    epk: str
+    id: str
+    lsn: int
+    body: bytes
+
+
+class Store:
+    """SQLite-backed state; ``path=None`` keeps everything in memory for throwaway runs."""
+
+    def __init__(self, path: Path | None) -> None:
+        target = ":memory:" if path is None else str(path)
+        self.db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def begin(self) -> None:
+        self.db.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+
+    # -- databases ---------------------------------------------------------------------------
+    def list_databases(self) -> list[dict[str, Any]]:
+        return [jsoncodec.loads(b) for (b,) in self.db.execute("SELECT body FROM databases ORDER BY rowid")]
+
+    def get_database(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT body FROM databases WHERE id=?", (name,)).fetchone()
+        return jsoncodec.loads(row[0]) if row else None
+
+    def create_database(self, name: str) -> dict[str, Any]:
+        rid = new_rid(None, 4)
+        body = {
+            "id": name, "_rid": rid, "_self": f"dbs/{rid}/", "_etag": f'"{os.urandom(8).hex()}"',
+            "_colls": "colls/", "_users": "users/", "_ts": int(time.time()),
+        }
+        self.db.execute("INSERT INTO databases VALUES (?,?,?)", (name, rid, jsoncodec.dumps(body)))
+        return body
+
+    def delete_database(self, name: str) -> None:
+        for (coll,) in self.db.execute("SELECT id FROM containers WHERE db=?", (name,)).fetchall():
+            self.delete_container(name, coll)
+        db = self.get_database(name)
+        if db:
+            self.db.execute("DELETE FROM offers WHERE resource_rid=?", (db["_rid"],))
+        self.db.execute("DELETE FROM databases WHERE id=?", (name,))
+
+    # -- containers --------------------------------------------------------------------------
+    def _container(self, row: tuple[Any, ...]) -> ContainerRecord:
+        db, cid, rid, body, lsn, version = row
+        return ContainerRecord(db, cid, rid, jsoncodec.loads(body), lsn, version)
+
+    def list_containers(self, db: str) -> list[ContainerRecord]:
+        rows = self.db.execute(
+            "SELECT db,id,rid,body,lsn,routing_version FROM containers WHERE db=? ORDER BY rowid", (db,)
+        )
+        return [self._container(r) for r in rows]
+
+    def get_container(self, db: str, cid: str) -> ContainerRecord | None:
+        row = self.db.execute(
+            "SELECT db,id,rid,body,lsn,routing_version FROM containers WHERE db=? AND id=?", (db, cid)
+        ).fetchone()
+        return self._container(row) if row else None
+
+    def create_container(self, db_rid: str, db: str, body: dict[str, Any], partitions: int) -> ContainerRecord:
+        rid = new_rid(db_rid, 8)
+        body = {
+            **body, "_rid": rid, "_self": f"dbs/{db_rid}/colls/{rid}/", "_etag": f'"{os.urandom(8).hex()}"',
+            "_docs": "docs/", "_sprocs": "sprocs/", "_triggers": "triggers/", "_udfs": "udfs/",
+            "_conflicts": "conflicts/", "_ts": int(time.time()),
+        }
+        bounds = initial_boundaries(partitions)
+        self.db.execute(
+            "INSERT INTO containers (db,id,rid,body,next_range) VALUES (?,?,?,?,?)",
+            (db, body["id"], rid, jsoncodec.dumps(body), len(bounds)),
+        )
+        self.db.executemany(
+            "INSERT INTO ranges VALUES (?,?,?,?,'[]',1)",
+            [(rid, str(i), lo, hi) for i, (lo, hi) in enumerate(bounds)],
+        )
+        return ContainerRecord(db, body["id"], rid, body, 0, 1)
+
+    def replace_container(self, record: ContainerRecord, body: dict[str, Any]) -> dict[str, Any]:
+        system = {k: v for k, v in record.body.items() if k.startswith("_")}
+        merged = {**body, **system, "_etag": f'"{os.urandom(8).hex()}"', "_ts": int(time.time())}
+        self.db.execute("UPDATE containers SET body=? WHERE rid=?", (jsoncodec.dumps(merged), record.rid))
+        return merged
+
+    def delete_container(self, db: str, cid: str) -> None:
+        record = self.get_container(db, cid)
+        if record is None:
+            return
+        for table, column in (("docs", "coll"), ("ranges", "coll"), ("offers", "resource_rid")):
+            self.db.execute(f"DELETE FROM {table} WHERE {column}=?", (record.rid,))
+        self.db.execute("DELETE FROM containers WHERE rid=?", (record.rid,))
+
+    def next_lsn(self, coll: str) -> int:
+        (lsn,) = self.db.execute(
+            "UPDATE containers SET lsn=lsn+1 WHERE rid=? RETURNING lsn", (coll,)
+        ).fetchone()
+        return int(lsn)
+
+    def current_lsn(self, coll: str) -> int:
+        (lsn,) = self.db.execute("SELECT lsn FROM containers WHERE rid=?", (coll,)).fetchone()
+        return int(lsn)
+
+    # -- offers ------------------------------------------------------------------------------
+    def list_offers(self) -> list[dict[str, Any]]:
+        return [jsoncodec.loads(b) for (b,) in self.db.execute("SELECT body FROM offers ORDER BY rowid")]
+
+    def offer_for(self, resource_rid: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT body FROM offers WHERE resource_rid=?", (resource_rid,)).fetchone()
+        return jsoncodec.loads(row[0]) if row else None
+
+    def get_offer(self, rid: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT body FROM offers WHERE lower(rid)=lower(?)", (rid,)).fetchone()
+        return jsoncodec.loads(row[0]) if row else None
+
+    def put_offer(self, resource_rid: str, resource_self: str, content: dict[str, Any]) -> dict[str, Any]:
+        existing = self.offer_for(resource_rid)
+        rid = existing["_rid"] if existing else _rid(os.urandom(3))
+        body = {
+            "id": rid, "_rid": rid, "_self": f"offers/{rid}/", "resource": resource_self,
+            "offerResourceId": resource_rid, "offerType": "Invalid", "offerVersion": "V2",
+            "content": content, "_etag": f'"{os.urandom(8).hex()}"', "_ts": int(time.time()),
+        }
+        self.db.execute(
+            "INSERT OR REPLACE INTO offers VALUES (?,?,?)", (rid, resource_rid, jsoncodec.dumps(body))
+        )
+        return body
+
+    # -- physical ranges ---------------------------------------------------------------------
+    def ranges(self, coll: str, *, online_only: bool = True) -> list[PhysicalRange]:
+        query = "SELECT id,min,max,parents FROM ranges WHERE coll=?" + (" AND online=1" if online_only else "")
+        rows = self.db.execute(query + " ORDER BY min", (coll,))
+        return [PhysicalRange(i, lo, hi, tuple(jsoncodec.loads(p))) for i, lo, hi, p in rows]
+
+    def range_state(self, coll: str, range_id: str) -> PhysicalRange | None | bool:
+        """The online range, ``False`` when it existed but was split away, ``None`` when unknown."""
+        row = self.db.execute(
+            "SELECT id,min,max,parents,online FROM ranges WHERE coll=? AND id=?", (coll, range_id)
+        ).fetchone()
+        if row is None:
+            return None
+        if not row[4]:
+            return False
+        return PhysicalRange(row[0], row[1], row[2], tuple(jsoncodec.loads(row[3])))
+
+    def split_range(self, coll: str, range_id: str) -> tuple[PhysicalRange, PhysicalRange]:
+        parent = self.range_state(coll, range_id)
+        if not isinstance(parent, PhysicalRange):
+            raise KeyError(f"range {range_id} is not online")
+        middle = split_point(parent.min, parent.max)
+        (next_id,) = self.db.execute(
+            "UPDATE containers SET next_range=next_range+2, routing_version=routing_version+1 "
+            "WHERE rid=? RETURNING next_range-2", (coll,)
+        ).fetchone()
+        parents = jsoncodec.dumps([*parent.parents, parent.id]).decode()
+        left = PhysicalRange(str(next_id), parent.min, middle, (*parent.parents, parent.id))
+        right = PhysicalRange(str(next_id + 1), middle, parent.max, (*parent.parents, parent.id))
+        self.db.execute("UPDATE ranges SET online=0 WHERE coll=? AND id=?", (coll, range_id))
+        self.db.executemany(
+            "INSERT INTO ranges VALUES (?,?,?,?,?,1)",
+            [(coll, r.id, r.min, r.max, parents) for r in (left, right)],
+        )
+        return left, right
+
+    # -- documents ---------------------------------------------------------------------------
+    def get_doc(self, coll: str, epk: str, doc_id: str) -> StoredDoc | None:
+        row = self.db.execute(
+            "SELECT lsn, body FROM docs WHERE coll=? AND epk=? AND id=?", (coll, epk, doc_id)
+        ).fetchone()
+        return StoredDoc(epk, doc_id, row[0], row[1]) if row else None
+
+    def put_doc(self, coll: str, epk: str, doc_id: str, lsn: int, ts: int, body: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?,?,?)", (coll, epk, doc_id, lsn, ts, body))
+
+    def delete_doc(self, coll: str, epk: str, doc_id: str) -> None:
+        self.db.execute("DELETE FROM docs WHERE coll=? AND epk=? AND id=?", (coll, epk, doc_id))
+
+    def delete_partition(self, coll: str, epk: str) -> int:
+        return self.db.execute("DELETE FROM docs WHERE coll=? AND epk=?", (coll, epk)).rowcount
+
+    def scan(
+        self, coll: str, low: str, high: str, after: tuple[str, str] | None = None
+    ) -> Iterator[StoredDoc]:
+        """Documents with ``low <= epk < high`` in (epk, id) order, resuming strictly after ``after``."""
+        if after is None:
+            rows = self.db.execute(
+                "SELECT epk,id,lsn,body FROM docs WHERE coll=? AND epk>=? AND epk<? ORDER BY epk,id",
+                (coll, low, high),
+            )
+        else:
+            rows = self.db.execute(
+                "SELECT epk,id,lsn,body FROM docs WHERE coll=? AND epk>=? AND epk<? AND (epk,id)>(?,?) "
+                "ORDER BY epk,id",
+                (coll, low, high, *after),
+            )
+        for epk, doc_id, lsn, body in rows:
+            yield StoredDoc(epk, doc_id, lsn, body)
+
+    def changes(
+        self, coll: str, low: str, high: str, after_lsn: int, since_ts: int | None, limit: int
+    ) -> list[StoredDoc]:
+        """Latest versions changed after ``after_lsn`` (and at or after ``since_ts``), in LSN order."""
+        rows = self.db.execute(
+            "SELECT epk,id,lsn,body FROM docs WHERE coll=? AND lsn>? AND ts>=? AND epk>=? AND epk<? "
+            "ORDER BY lsn LIMIT ?",
+            (coll, after_lsn, since_ts or 0, low, high, limit),
+        )
+        return [StoredDoc(epk, i, lsn, body) for epk, i, lsn, body in rows]
+
+    def count_docs(self, coll: str) -> int:
+        (n,) = self.db.execute("SELECT count(*) FROM docs WHERE coll=?", (coll,)).fetchone()
+        return int(n)

@@ -1,0 +1,70 @@
+"""Per-physical-range RU budgets, as Cosmos DB meters them.
+
+A container's provisioned RU/s (manual, or the autoscale maximum) is split evenly over its online
+physical ranges. Each range holds a token bucket of at most one second of budget that refills
+continuously; a request finding it empty or overdrawn is refused with 429 / 3200 and a
+``x-ms-retry-after-ms`` that says exactly when the bucket turns positive again. A request that is
+admitted is charged afterwards, so a large write can overdraw the bucket (as in Cosmos).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class _Bucket:
+    rate: float
+    tokens: float
+    stamp: float
+
+
+class Throttle:
+    def __init__(self, *, enabled: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.enabled = enabled
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def _bucket(self, key: tuple[str, str], rate: float) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[key] = _Bucket(rate, rate, now)
+        else:
+            bucket.tokens = min(rate, bucket.tokens + (now - bucket.stamp) * rate)
+            bucket.stamp = now
+        return bucket
+
+    def admit(self, coll: str, range_id: str, rate: float | None) -> int | None:
+        """``None`` when the request may run, else the milliseconds the client must wait."""
+        if not self.enabled or rate is None:
+            return None
+        bucket = self._bucket((coll, range_id), rate)
+        if bucket.tokens > 0:
+            return None
+        return max(1, math.ceil(-bucket.tokens / rate * 1000) + 1)
+
+    def charge(self, coll: str, range_id: str, rate: float | None, ru: float) -> None:
+        if self.enabled and rate is not None:
+            self._bucket((coll, range_id), rate).tokens -= ru
+
+    def forget(self, coll: str) -> None:
+        for key in [k for k in self._buckets if k[0] == coll]:
+            del self._buckets[key]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the admin endpoint reports, so tests can compare a client's RU total with ours."""
+
+    requests: int = 0
+    throttled: int = 0
+    charged_ru: dict[str, float] | None = None
+
+    def add_charge(self, container: str, ru: float) -> None:
+        if self.charged_ru is None:
+            self.charged_ru = {}
+        self.charged_ru[container] = self.charged_ru.get(container, 0.0) + ru

@@ -1,0 +1,90 @@
+"""The exceptions asyncmig raises, each mapped to an exit code a script can act on.
+
+    AsyncmigError                       root; ``exit_code`` 1
+    ├── UsageError                      bad arguments or configuration (2)
+    │   └── ConnectionStringError       malformed connection string (2)
+    ├── ConnectionFailed                endpoint unreachable (3)
+    │   └── AuthenticationFailed        the account rejected the key (3)
+    ├── ResourceMissing                 database or container does not exist (4)
+    ├── PlanMismatch                    an existing container differs from the plan (4)
+    ├── StateError                      checkpoint, state or lock file problems (5)
+    │   ├── CorruptState                unreadable or tampered file (5)
+    │   ├── ForeignState                belongs to a different run identity (5)
+    │   └── LockHeld                    another run holds the lock (5)
+    ├── BackupCorrupt                   a backup file does not match its manifest (6)
+    ├── DeadLettered                    documents were rejected; see the dead-letter file (7)
+    ├── ValidationFailed                target differs from source (8)
+    ├── TransientExhausted              faults persisted; checkpoint saved, re-run to resume (75)
+    └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
+
+Messages name the problem and what to do about it, and never contain secrets: build them with
+``asyncmig.config.redact`` when they include text that came from outside.
+"""
+
+from __future__ import annotations
+
+
+class AsyncmigError(Exception):
+    """Root of every error asyncmig raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(AsyncmigError):
+    exit_code = 2
+
+
+class ConnectionStringError(UsageError):
+    pass
+
+
+class ConnectionFailed(AsyncmigError):
+    exit_code = 3
+
+
+class AuthenticationFailed(ConnectionFailed):
+    pass
+
+
+class ResourceMissing(AsyncmigError):
+    exit_code = 4
+
+
+class PlanMismatch(AsyncmigError):
+    exit_code = 4
+
+
+class StateError(AsyncmigError):
+    exit_code = 5
+
+
+class CorruptState(StateError):
+    pass
+
+
+class ForeignState(StateError):
+    pass
+
+
+class LockHeld(StateError):
+    pass
+
+
+class BackupCorrupt(AsyncmigError):
+    exit_code = 6
+
+
+class DeadLettered(AsyncmigError):
+    exit_code = 7
+
+
+class ValidationFailed(AsyncmigError):
+    exit_code = 8
+
+
+class TransientExhausted(AsyncmigError):
+    exit_code = 75
+
+
+class Interrupted(AsyncmigError):
+    exit_code = 130
