@@ -1,7 +1,8 @@
 """Exact JSON: every number comes back as the same bits, and NaN/Infinity are refused.
 
-orjson is the fast path. It cannot hold integers beyond 64 bits, so those documents fall back to
-the standard library, which keeps arbitrary integers; both write floats in their shortest
+orjson is the fast path. It cannot hold integers beyond 64 bits and (since 3.10) silently parses
+them as floats, so text holding a run of 20 or more digits outside a fraction or exponent is
+parsed by the standard library, which keeps arbitrary integers; both write floats in their shortest
 round-trip form, so ``2100.607537417505`` and ``-0.0`` survive unchanged. orjson would silently
 write NaN as ``null``: :func:`dumps` is therefore only given documents that came through
 :func:`loads` (which refuses NaN) or were checked with :func:`ensure_finite`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -24,17 +26,24 @@ def _refuse_constant(name: str) -> Any:
     raise NonFiniteNumber(f"{name} is not a valid JSON number (Cosmos DB cannot store it)")
 
 
+# 2**64 has 20 digits: a shorter integer always fits orjson. False positives (such digits inside a
+# string) only cost a slower, still exact, parse.
+_WIDE_INTEGER = re.compile(rb"(?<![0-9.eE+-])-?[0-9]{20,}(?![0-9.eE])")
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON exactly.
 
     :raises NonFiniteNumber: for NaN / Infinity literals.
     :raises ValueError: for malformed JSON.
     """
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        text = bytes(data).decode("utf-8") if not isinstance(data, str) else data
-        return json.loads(text, parse_constant=_refuse_constant)
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if not _WIDE_INTEGER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # NaN, lone surrogates, ...: let the standard library decide and explain
+    return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
 
 
 def dumps(obj: Any) -> bytes:
