@@ -88,3 +88,22 @@ class TransientExhausted(AsyncmigError):
 
 class Interrupted(AsyncmigError):
     exit_code = 130
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group: the first asyncmig error, else the first error.
+
+    Sibling tasks cancelled because one failed add nothing a user needs; the asyncmig error
+    carries the actionable message and the exit code.
+    """
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    return next((exc for exc in flat if isinstance(exc, AsyncmigError)), flat[0])

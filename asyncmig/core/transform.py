@@ -37,6 +37,8 @@ class Transform:
     name: str
     version: str
     apply: Callable[[Document], Routed]
+    # The target names ``apply`` may route to; the sink opens each before the first page.
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
 
 
 SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")

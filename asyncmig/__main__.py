@@ -1,0 +1,3 @@
+from asyncmig.cli import main
+
+raise SystemExit(main())

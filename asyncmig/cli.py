@@ -1,0 +1,227 @@
+"""The ``asyncmig`` command line: parse, load settings, run a use case, print, exit meaningfully.
+
+Exit codes: 0 success; 1 generic failure; 2 usage or configuration; 3 connection or authentication;
+4 missing resource or plan mismatch; 5 checkpoint/state/lock; 6 corrupt backup; 7 dead-lettered
+documents; 8 validation failed; 75 persistent transient faults (re-run to resume); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from asyncmig import __version__
+from asyncmig.config import (
+    ENV_CONNECTION_STRING,
+    CosmosEndpoint,
+    install_redaction,
+    load_settings,
+    parse_connection_string,
+    redact,
+    register_secret,
+)
+from asyncmig.core.pipeline import PipelineOptions
+from asyncmig.core.transform import IDENTITY, load_transform
+from asyncmig.errors import AsyncmigError, Interrupted, UsageError, first_error
+from asyncmig.report import duration, table, write_json_report
+
+STATE_DIR = Path(".asyncmig")
+log = logging.getLogger("asyncmig")
+
+
+def _container_ref(text: str, default_database: str) -> tuple[str, str]:
+    database, sep, container = text.rpartition("/")
+    if not container or (sep and not database):
+        raise UsageError(f"expected DATABASE/CONTAINER or CONTAINER, got {text!r}")
+    return (database or default_database), container
+
+
+def _endpoint(explicit: str | None, configured: CosmosEndpoint | None, role: str) -> CosmosEndpoint:
+    if explicit:
+        endpoint = parse_connection_string(explicit)
+        register_secret(explicit)
+        return endpoint
+    if configured is None:
+        raise UsageError(f"no {role} account: set {ENV_CONNECTION_STRING} in .env or the environment, "
+                         f"or pass --{role}-connection")
+    return configured
+
+
+def _add_copy(sub: Any) -> None:
+    p = sub.add_parser(
+        "copy", help="copy one container into another (resumable, RU-aware)",
+        description="Copy every document of SOURCE into TARGET through the streaming core: the source is "
+        "read by feed range through its change feed, documents are upserted in transactional batches per "
+        "logical partition, paced to an RU budget, with a checkpoint so an interrupted copy resumes where it "
+        "stopped. Containers are DATABASE/CONTAINER, or CONTAINER in AZURE_COSMOS_DATABASE_NAME.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", help="SOURCE as DATABASE/CONTAINER")
+    p.add_argument("target", help="TARGET as DATABASE/CONTAINER (must exist)")
+    p.add_argument("--source-connection", metavar="CONNSTR", help=f"source account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--target-connection", metavar="CONNSTR", help=f"target account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--transform", metavar="MODULE:FUNCTION", help="transform each document (default: identity)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--ru-budget", type=float, metavar="RU_PER_S", help="write at most this many RU/s")
+    budget.add_argument("--ru-fraction", type=float, metavar="F",
+                        help="use this fraction (0-1] of the target's provisioned RU/s")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: .asyncmig/copy-<names>.checkpoint.json)")
+    p.add_argument("--dead-letter", type=Path, help="rejected documents, JSON lines (default: beside the checkpoint)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--dry-run", action="store_true", help="count and estimate RU and time; write nothing")
+    p.add_argument("--report", type=Path, help="write a JSON report here")
+    p.add_argument("--allow-dead-letters", action="store_true",
+                   help="exit 0 even when documents were dead-lettered (they are still in the file)")
+    p.add_argument("--page-size", type=int, default=PipelineOptions().page_size, help="documents per source page")
+    p.add_argument("--max-in-flight", type=int, default=PipelineOptions().max_in_flight,
+                   help="most source documents held in memory at once")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    p.set_defaults(handler=_copy)
+
+
+async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.copy import ContainerRef, CopySpec, copy, dry_run
+
+    settings = load_settings(args.env_file)
+    source_db, source_name = _container_ref(args.source, settings.database)
+    target_db, target_name = _container_ref(args.target, settings.database)
+    source = ContainerRef(_endpoint(args.source_connection, settings.endpoint, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
+    if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
+        raise UsageError("--ru-fraction must be in (0, 1]")
+    stem = f"copy-{source_db}.{source_name}--{target_db}.{target_name}"
+    checkpoint = args.checkpoint or STATE_DIR / f"{stem}.checkpoint.json"
+    spec = CopySpec(
+        source=source, target=target, checkpoint=checkpoint,
+        dead_letter=args.dead_letter or checkpoint.with_name(checkpoint.name.replace(".checkpoint.json", "") + ".deadletter.jsonl"),
+        transform=load_transform(args.transform) if args.transform else IDENTITY,
+        ru_budget=args.ru_budget, ru_fraction=args.ru_fraction, restart=args.restart,
+        allow_dead_letters=args.allow_dead_letters, insecure=args.insecure,
+        progress=False if args.no_progress else None,
+        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight),
+    )
+    if args.dry_run:
+        estimate = await dry_run(spec)
+        print(table(["documents", "sampled", "mean size", "RU/write", "total RU", "budget RU/s", "estimated time"], [[
+            estimate.documents, estimate.sampled, f"{estimate.mean_bytes / 1024:.1f} KB", estimate.ru_per_write,
+            estimate.total_ru, estimate.budget or "none",
+            duration(estimate.seconds) if estimate.seconds is not None else "unbounded (no budget)",
+        ]]))
+        return 0
+    status, error = "succeeded", None
+    result = None
+    try:
+        result = await copy(spec, stop)
+    except AsyncmigError as exc:
+        status, error = ("interrupted" if isinstance(exc, Interrupted) else "failed"), exc
+        raise
+    finally:
+        if result is not None or error is not None:
+            _finish_copy(args, spec, result, status, error)
+    return 0
+
+
+def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, error: BaseException | None) -> None:
+    if result is not None:
+        s = result.stats
+        print(table(
+            ["documents read", "written", "dead-lettered", "RU", "RU/s", "429s", "retries", "time"],
+            [[s.read, s.written, s.dead_lettered, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
+              s.throttled, s.retries, duration(s.elapsed)]],
+        ))
+        if args.report:
+            write_json_report(args.report, result.report(spec, status))
+    elif args.report:
+        write_json_report(args.report, {"command": "copy", "status": status, "error": redact(str(error))})
+    if isinstance(error, Interrupted):
+        argv = [a for a in sys.argv[1:] if a != "--restart"]
+        print(f"interrupted; progress is saved in {spec.checkpoint}. Resume with:\n  asyncmig {shlex.join(argv)}",
+              file=sys.stderr)
+
+
+def _add_emulator(sub: Any) -> None:
+    p = sub.add_parser("emulator", help="run the local Cosmos DB emulator (see python -m asyncmig.emulator --help)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asyncmig",
+        description="Fast, RU-aware, resumable and provably lossless moves between Azure Cosmos DB (NoSQL) "
+        f"containers. The account comes from {ENV_CONNECTION_STRING} (environment or .env).",
+        epilog="Exit codes: 0 ok, 2 usage, 3 connection/auth, 4 missing resource or plan mismatch, "
+        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 75 transient faults "
+        "persisted (re-run to resume), 130 interrupted (re-run to resume).",
+    )
+    parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
+    parser.add_argument("--env-file", type=Path, help="read settings from this file (default: ./.env if present)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_copy(sub)
+    _add_emulator(sub)
+    return parser
+
+
+async def _run(handler: Callable[[argparse.Namespace, anyio.Event], Awaitable[int]], args: argparse.Namespace) -> int:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                async for _ in received:
+                    if stop.is_set():
+                        tg.cancel_scope.cancel()  # a second Ctrl-C: stop now
+                        return
+                    print("\nstopping: finishing in-flight writes, then saving the checkpoint "
+                          "(Ctrl-C again to stop at once)", file=sys.stderr)
+                    stop.set()
+
+        tg.start_soon(signals)
+        code = await handler(args, stop)
+        tg.cancel_scope.cancel()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["emulator"]:
+        from asyncmig.emulator.__main__ import main as emulator_main
+
+        return emulator_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
+    try:
+        try:
+            return anyio.run(_run, args.handler, args, backend_options={"use_uvloop": _has_uvloop()})
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+    except AsyncmigError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return Interrupted.exit_code
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

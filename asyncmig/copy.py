@@ -1,0 +1,165 @@
+"""``asyncmig copy``: one container into another through the streaming core.
+
+Backup, restore, validation and the Vimarsh phases are the same engine with a different source,
+sink or transform; this module wires the Cosmos-to-Cosmos case and its dry run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from azure.cosmos.aio import ContainerProxy
+
+from asyncmig.config import CosmosEndpoint
+from asyncmig.core import jsoncodec, rucost
+from asyncmig.core.checkpoint import load_checkpoint, run_identity
+from asyncmig.core.connect import cosmos_client, existing_container, provisioned_throughput
+from asyncmig.core.cosmos_sink import CosmosSink
+from asyncmig.core.deadletter import DeadLetterFile
+from asyncmig.core.governor import Governor, budget_from
+from asyncmig.core.pipeline import Pipeline, PipelineOptions, RunStatistics
+from asyncmig.core.progress import CopyProgress
+from asyncmig.core.source import CosmosSource
+from asyncmig.core.transform import DEFAULT_TARGET, IDENTITY, Transform
+from asyncmig.errors import DeadLettered
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    endpoint: CosmosEndpoint
+    database: str
+    container: str
+
+    def describe(self) -> dict[str, str]:
+        return {"host": self.endpoint.host, "database": self.database, "container": self.container}
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    source: ContainerRef
+    target: ContainerRef
+    checkpoint: Path
+    dead_letter: Path
+    transform: Transform = IDENTITY
+    ru_budget: float | None = None
+    ru_fraction: float | None = None
+    restart: bool = False
+    allow_dead_letters: bool = False
+    insecure: bool = False
+    progress: bool | None = None
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+
+
+@dataclass
+class CopyResult:
+    stats: RunStatistics
+    budget: float | None
+    provisioned: float | None
+    source_count: int | None
+
+    def report(self, spec: CopySpec, status: str) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "command": "copy", "status": status,
+            "source": spec.source.describe(), "target": spec.target.describe(),
+            "transform": {"name": spec.transform.name, "version": spec.transform.version},
+            "ru_budget_per_s": self.budget, "target_provisioned_ru_per_s": self.provisioned,
+            "documents": {"source_count": self.source_count, "read": s.read, "written": s.written,
+                          "dead_lettered": s.dead_lettered},
+            "ru": {"total": round(s.ru, 2), "per_second": round(s.ru / s.elapsed, 1) if s.elapsed else 0.0},
+            "requests": s.requests, "throttled": s.throttled,
+            "throttled_share": round(s.throttled / s.requests, 4) if s.requests else 0.0,
+            "retries": s.retries, "elapsed_s": round(s.elapsed, 3),
+            "ranges": {"total": s.ranges, "done": s.ranges_done},
+            "memory": {"max_in_flight_documents": spec.options.max_in_flight, "peak_in_flight": s.peak_in_flight},
+            "checkpoint": str(spec.checkpoint), "dead_letter_file": str(spec.dead_letter),
+        }
+
+
+def _targets(spec: CopySpec) -> list[str]:
+    return [spec.target.container if t == DEFAULT_TARGET else t for t in spec.transform.targets]
+
+
+async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
+    """Run (or resume) a copy.
+
+    :raises Interrupted: after ``stop`` was set; the checkpoint is saved.
+    :raises DeadLettered: when documents were rejected and ``allow_dead_letters`` is off.
+    :raises AsyncmigError: for connection, resource, checkpoint and persistent-fault problems.
+    """
+    identity = run_identity(
+        source=spec.source.endpoint, source_database=spec.source.database,
+        source_container=spec.source.container, target=spec.target.endpoint,
+        target_database=spec.target.database, target_containers=_targets(spec), transform=spec.transform,
+    )
+    checkpoint = load_checkpoint(spec.checkpoint, identity, restart=spec.restart)
+    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
+            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
+        source_container = await existing_container(
+            source_client, spec.source.database, spec.source.container, role="source")
+        targets: dict[str, ContainerProxy] = {}
+        for name, container in zip(spec.transform.targets, _targets(spec), strict=True):
+            targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
+        first_target = next(iter(targets.values()))
+        provisioned = await provisioned_throughput(first_target, target_client.get_database_client(spec.target.database))
+        budget = budget_from(provisioned, spec.ru_budget, spec.ru_fraction)
+        source = CosmosSource(source_container, page_size=spec.options.page_size,
+                              what=f"{spec.source.database}/{spec.source.container}")
+        count = await source.count()
+        sink = CosmosSink(targets, Governor(budget))
+        progress = CopyProgress(f"copy {spec.source.container}", count, enabled=spec.progress)
+        with DeadLetterFile(spec.dead_letter) as dead_letters:
+            pipeline = Pipeline(source, sink, checkpoint, spec.checkpoint, dead_letters,
+                                transform=spec.transform, options=spec.options, on_progress=progress)
+            try:
+                stats = await pipeline.run(stop)
+            finally:
+                progress(pipeline.stats)
+                progress.close()
+    result = CopyResult(stats, budget, provisioned, count)
+    if stats.dead_lettered and not spec.allow_dead_letters:
+        raise DeadLettered(
+            f"{stats.dead_lettered} document(s) could not be copied and are in {spec.dead_letter} with the "
+            "reason; fix them and re-run, or pass --allow-dead-letters to accept this knowingly"
+        )
+    return result
+
+
+@dataclass
+class DryRun:
+    documents: int
+    sampled: int
+    mean_bytes: float
+    ru_per_write: float
+    total_ru: float
+    budget: float | None
+    provisioned: float | None
+
+    @property
+    def seconds(self) -> float | None:
+        return self.total_ru / self.budget if self.budget else None
+
+
+async def dry_run(spec: CopySpec, sample_pages: int = 4) -> DryRun:
+    """Count the source and estimate the write RU and time from sampled document sizes; writes nothing."""
+    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
+            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
+        container = await existing_container(source_client, spec.source.database, spec.source.container, role="source")
+        target = await existing_container(target_client, spec.target.database, spec.target.container, role="target")
+        source = CosmosSource(container, page_size=min(spec.options.page_size, 200))
+        await source.open()
+        documents = await source.count() or 0
+        sizes: list[int] = []
+        for feed_range in list((await source.partitions()).values())[:sample_pages]:
+            async for page in source.pages(feed_range, None):
+                sizes.extend(len(jsoncodec.dumps(d)) for d in page.documents)
+                break
+        provisioned = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
+    mean = statistics.fmean(sizes) if sizes else 0.0
+    per_write = rucost.write(int(mean), 0) if sizes else 0.0
+    return DryRun(documents, len(sizes), mean, per_write, per_write * documents,
+                  budget_from(provisioned, spec.ru_budget, spec.ru_fraction), provisioned)

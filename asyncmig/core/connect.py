@@ -1,0 +1,92 @@
+"""The boundary to Cosmos DB: clients that leave retrying to us, and containers that must exist.
+
+Every failure here becomes an asyncmig error whose message names the account host (never the key),
+the database or container, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+from asyncmig.config import CosmosEndpoint, redact
+from asyncmig.core.retry import classify, cosmos_client_kwargs
+from asyncmig.errors import ConnectionFailed, ResourceMissing
+
+
+@asynccontextmanager
+async def cosmos_client(endpoint: CosmosEndpoint, *, insecure: bool = False) -> AsyncIterator[CosmosClient]:
+    """A connected client with the SDK's throttle retries off.
+
+    :raises AuthenticationFailed: the account refused the key.
+    :raises ConnectionFailed: the endpoint cannot be reached.
+    """
+    client = CosmosClient(endpoint.url, credential=endpoint.key, **cosmos_client_kwargs(endpoint, insecure=insecure))
+    try:
+        await client.__aenter__()
+    except Exception as exc:  # noqa: BLE001 - translated at this boundary
+        await client.close()
+        failure = classify(exc)
+        if failure.status in (401, 403):
+            raise failure.as_error(f"connecting to {endpoint.host}") from None
+        raise ConnectionFailed(redact(
+            f"cannot reach the Cosmos DB account at {endpoint.host}: {failure.reason}; check AccountEndpoint "
+            "in the connection string, the network, and (for the local emulator) that it is running"
+        )) from None
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def existing_container(client: CosmosClient, database: str, container: str, *, role: str) -> ContainerProxy:
+    """A proxy for a container that exists, read once so its settings are cached.
+
+    :raises ResourceMissing: naming whether the database or the container is missing.
+    """
+    db: DatabaseProxy = client.get_database_client(database)
+    proxy = db.get_container_client(container)
+    try:
+        await proxy.read()
+    except CosmosResourceNotFoundError:
+        try:
+            await db.read()
+        except CosmosResourceNotFoundError:
+            raise ResourceMissing(f"the {role} database {database!r} does not exist; check the name "
+                                  "(AZURE_COSMOS_DATABASE_NAME or DB/CONTAINER) or create it") from None
+        raise ResourceMissing(f"the {role} container {database}/{container} does not exist; check the name "
+                              "or create it first (asyncmig does not guess partition keys)") from None
+    except Exception as exc:  # noqa: BLE001 - translated at this boundary
+        raise classify(exc).as_error(f"reading the {role} container {database}/{container}") from None
+    return proxy
+
+
+async def provisioned_throughput(container: ContainerProxy, database: DatabaseProxy) -> float | None:
+    """The container's RU/s (the autoscale maximum when autoscaled), its database's when shared, or
+    None on a serverless account (which has no provisioned throughput)."""
+    owner: ContainerProxy | DatabaseProxy
+    for owner in (container, database):
+        try:
+            offer = await owner.get_throughput()
+        except CosmosResourceNotFoundError:
+            continue
+        except AttributeError as exc:
+            # azure-cosmos 4.17.1 raises 404/10004 itself for "no dedicated throughput", then mistakes
+            # it for a recreated container and crashes refreshing a None link. Same meaning: no offer.
+            if _no_offer(exc.__context__):
+                continue
+            raise
+        except Exception as exc:  # noqa: BLE001 - serverless accounts answer 400 to offer reads
+            failure = classify(exc)
+            if failure.status == 400:
+                return None
+            raise failure.as_error("reading provisioned throughput") from None
+        return float(offer.auto_scale_max_throughput or offer.offer_throughput or 0) or None
+    return None
+
+
+def _no_offer(exc: BaseException | None) -> bool:
+    return isinstance(exc, CosmosResourceNotFoundError) and exc.sub_status == 10004

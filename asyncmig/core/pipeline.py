@@ -1,0 +1,320 @@
+"""The streaming engine: feed-range producers, transform, per-partition writer lanes, checkpoints.
+
+    producers (one per source partition, ``read_concurrency`` at once)
+        read page -> transform -> sink.plan() -> register page with the CommitTracker
+        -> send units into the lane of their target physical range      (bounded streams)
+    lanes (one per target physical range, ``lane_workers`` writers each; the governor's AIMD
+        gate decides how many actually run) -> sink.write(unit) -> tracker.complete()
+    monitor: progress every half second, an atomic checkpoint every ``checkpoint_interval``
+
+Memory: at most ``max_in_flight`` source documents are held at once (a reservation is taken
+before each page is read and returned when the page is fully written), whatever the source size.
+
+Commit rule: a range's position is saved only once every document read before it is durably
+written or dead-lettered (:class:`~asyncmig.core.checkpoint.CommitTracker`). Saving takes the
+positions first, then makes the sink and the dead-letter file durable, then writes the file, so
+a checkpoint never covers a document that is not on disk. Resume re-reads at most the pages that
+were in flight; upserts of the same bodies make the replay harmless.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from asyncmig.core import jsoncodec
+from asyncmig.core.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
+from asyncmig.core.deadletter import DeadLetterFile
+from asyncmig.core.sink import Rejection, Sink, WriteUnit
+from asyncmig.core.source import Source
+from asyncmig.core.transform import IDENTITY, Document, Rejected, Transform
+from asyncmig.errors import Interrupted, first_error
+
+_Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    read_concurrency: int = 8
+    page_size: int = 500
+    max_in_flight: int = 2500
+    lane_workers: int = 32
+    lane_buffer: int = 16
+    checkpoint_interval: float = 2.0
+    grace_period: float = 10.0
+
+
+@dataclass(slots=True)
+class RunStatistics:
+    """What a run did; ``read``/``written`` include the documents covered by a resumed checkpoint."""
+
+    read: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    ru: float = 0.0
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+    ranges: int = 0
+    ranges_done: int = 0
+    peak_in_flight: int = 0
+    interrupted: bool = False
+    lanes: dict[str, int] = field(default_factory=dict)
+
+
+class InFlight:
+    """A counting bound on source documents held in memory, with the peak for the record."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._changed = anyio.Event()
+
+    async def acquire(self, n: int) -> None:
+        n = min(n, self.limit)
+        while self.held + n > self.limit:
+            await self._changed.wait()
+        self.held += n
+        self.peak = max(self.peak, self.held)
+
+    def release(self, n: int) -> None:
+        self.held -= n
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def drained(self) -> None:
+        """Return once nothing is held (every page read has been written)."""
+        while self.held:
+            await self._changed.wait()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        checkpoint: Checkpoint,
+        checkpoint_path: Path,
+        dead_letters: DeadLetterFile,
+        *,
+        transform: Transform = IDENTITY,
+        options: PipelineOptions = PipelineOptions(),
+        on_progress: Callable[[RunStatistics], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.checkpoint = checkpoint
+        self.checkpoint_path = checkpoint_path
+        self.dead_letters = dead_letters
+        self.transform = transform
+        self.options = options
+        self.on_progress = on_progress
+        self.in_flight = InFlight(options.max_in_flight)
+        self.trackers: dict[str, CommitTracker] = {}
+        self._pages: dict[tuple[str, int], list[int]] = {}  # [units left, source documents held]
+        self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
+        self._writers: TaskGroup | None = None
+        self._producers: anyio.CancelScope | None = None
+        self._base = checkpoint.totals
+        self._base_ru = checkpoint.totals.ru
+        self._started = time.monotonic()
+        self.stats = RunStatistics()
+
+    # -- run ---------------------------------------------------------------------------------
+    async def run(self, stop: anyio.Event | None = None) -> RunStatistics:
+        """Copy everything not yet committed; raises :class:`Interrupted` after a stop request.
+
+        :raises AsyncmigError: the first error that ended the run (the checkpoint is saved first).
+        """
+        await self.source.open()
+        if not self.checkpoint.ranges:
+            partitions = await self.source.partitions()
+            self.checkpoint.ranges = {key: RangeState(feed_range=fr) for key, fr in partitions.items()}
+            save_checkpoint(self.checkpoint_path, self.checkpoint)
+        await self.sink.open(self.checkpoint.sink_state)
+        pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
+        for key in pending:
+            state = self.checkpoint.ranges[key]
+            self.trackers[key] = CommitTracker(state.position, committed=state.read)
+        try:
+            try:
+                await self._run(pending, stop)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._save()
+        if self.stats.interrupted:
+            raise Interrupted("interrupted; the checkpoint holds every document written so far")
+        return self.stats
+
+    async def _run(self, pending: list[str], stop: anyio.Event | None) -> None:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._monitor)
+            if stop is not None:
+                outer.start_soon(self._watch, stop)
+            async with anyio.create_task_group() as writers:
+                self._writers = writers
+                async with anyio.create_task_group() as producers:
+                    self._producers = producers.cancel_scope
+                    limiter = anyio.CapacityLimiter(self.options.read_concurrency)
+                    for key in pending:
+                        producers.start_soon(self._produce, key, limiter)
+                for send in self._lanes.values():
+                    send.close()
+            outer.cancel_scope.cancel()
+
+    async def _watch(self, stop: anyio.Event) -> None:
+        """On a stop request: stop reading, give in-flight writes a grace period, then cancel."""
+        await stop.wait()
+        self.stats.interrupted = True
+        if self._producers is not None:
+            self._producers.cancel()
+        with anyio.move_on_after(self.options.grace_period):
+            await self.in_flight.drained()
+        if self._writers is not None:
+            self._writers.cancel_scope.cancel()
+
+    async def _monitor(self) -> None:
+        last_save = time.monotonic()
+        while True:
+            await anyio.sleep(0.5)
+            self._refresh()
+            if self.on_progress:
+                self.on_progress(self.stats)
+            if time.monotonic() - last_save >= self.options.checkpoint_interval:
+                await self._save()
+                last_save = time.monotonic()
+
+    # -- producing ---------------------------------------------------------------------------
+    async def _produce(self, key: str, limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            state = self.checkpoint.ranges[key]
+            tracker = self.trackers[key]
+            pages = self.source.pages(state.feed_range, state.position).__aiter__()
+            reserve = self.options.page_size
+            while True:
+                await self.in_flight.acquire(reserve)
+                try:
+                    page = await pages.__anext__()
+                except BaseException as exc:
+                    self.in_flight.release(reserve)
+                    if isinstance(exc, StopAsyncIteration):
+                        break
+                    raise
+                held = min(len(page.documents), reserve)
+                self.in_flight.release(reserve - held)
+                await self._dispatch(key, tracker, page.documents, page.position, held)
+        tracker.finish()
+
+    async def _dispatch(
+        self, key: str, tracker: CommitTracker, documents: list[Document], position: str | None, held: int
+    ) -> None:
+        rejected: list[tuple[Document, Rejection]] = []
+        routed: dict[str, list[Document]] = defaultdict(list)
+        for doc in documents:
+            try:
+                outputs = self.transform.apply(doc)
+                if self.transform is not IDENTITY:
+                    for _, out in outputs:
+                        jsoncodec.ensure_finite(out)
+            except (Rejected, ValueError) as exc:
+                reason = exc.reason if isinstance(exc, Rejected) else str(exc)
+                rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
+                continue
+            for target, out in outputs:
+                routed[target].append(out)
+        units: list[WriteUnit] = []
+        for target, docs in routed.items():
+            planned, refused = self.sink.plan(target, docs)
+            units.extend(planned)
+            rejected.extend((r.document, r) for r in refused)
+        for source_doc, rejection in rejected:
+            self._dead_letter(key, source_doc, rejection)
+        count = sum(len(u.documents) for u in units) + len(rejected)
+        page_id = tracker.register(position, count)
+        tracker.complete(page_id, len(rejected))
+        if not units:
+            self.in_flight.release(held)
+            return
+        self._pages[(key, page_id)] = [len(units), held]
+        for unit in units:
+            await self._lane(unit.lane).send((key, page_id, unit))
+
+    def _dead_letter(self, key: str, document: Document, rejection: Rejection, target: str | None = None) -> None:
+        self.dead_letters.add(
+            document, container=self.source.description, range_key=key,
+            partition_key=self.source.partition_key(document),
+            reason=rejection.reason, status=rejection.status, target=target,
+        )
+
+    # -- writing -----------------------------------------------------------------------------
+    def _lane(self, name: str) -> MemoryObjectSendStream[_Work]:
+        send = self._lanes.get(name)
+        if send is None:
+            assert self._writers is not None
+            send, receive = anyio.create_memory_object_stream[_Work](self.options.lane_buffer)
+            self._lanes[name] = send
+            with receive:
+                for _ in range(self.options.lane_workers):
+                    self._writers.start_soon(self._write_lane, receive.clone())
+        return send
+
+    async def _write_lane(self, receive: MemoryObjectReceiveStream[_Work]) -> None:
+        async with receive:
+            async for key, page_id, unit in receive:
+                outcome = await self.sink.write(unit)
+                for rejection in outcome.rejected:
+                    self._dead_letter(key, rejection.document, rejection, unit.target)
+                self.trackers[key].complete(page_id, len(unit.documents))
+                entry = self._pages[(key, page_id)]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del self._pages[(key, page_id)]
+                    self.in_flight.release(entry[1])
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        stats = self.stats
+        sink = self.sink.stats
+        stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
+        stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.dead_lettered = self.dead_letters.count
+        stats.ru = self._base_ru + sink.ru
+        stats.requests = sink.requests
+        stats.throttled = self._base.throttled + sink.throttled
+        stats.retries = self._base.retries + sink.retries
+        stats.elapsed = time.monotonic() - self._started
+        stats.ranges = len(self.checkpoint.ranges)
+        stats.ranges_done = sum(
+            1 for k, s in self.checkpoint.ranges.items() if s.done or (k in self.trackers and self.trackers[k].done)
+        )
+        stats.peak_in_flight = self.in_flight.peak
+
+    def _done_counts(self) -> int:
+        return sum(s.read for k, s in self.checkpoint.ranges.items() if k not in self.trackers)
+
+    async def _save(self) -> None:
+        """Positions first, then durability, then the file: a checkpoint never runs ahead of the data."""
+        positions = {k: (t.committed_position, t.committed, t.done) for k, t in self.trackers.items()}
+        self.checkpoint.sink_state = await self.sink.flush()
+        self.dead_letters.sync()
+        for key, (position, committed, done) in positions.items():
+            state = self.checkpoint.ranges[key]
+            state.position, state.read, state.written, state.done = position, committed, committed, done
+        self._refresh()
+        totals = self.checkpoint.totals
+        totals.read = totals.written = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.dead_lettered = self.stats.dead_lettered
+        totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
+        save_checkpoint(self.checkpoint_path, self.checkpoint)
+

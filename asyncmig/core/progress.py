@@ -1,0 +1,37 @@
+"""Progress bars: documents with rate and ETA, RU/s and 429s, drawn on stderr while a run works."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm import tqdm
+
+from asyncmig.core.pipeline import RunStatistics
+
+
+class CopyProgress:
+    """A tqdm bar fed from :class:`RunStatistics` snapshots (the pipeline calls it twice a second)."""
+
+    def __init__(self, description: str, total: int | None, *, enabled: bool | None = None) -> None:
+        show = sys.stderr.isatty() if enabled is None else enabled
+        self._bar = tqdm(total=total, desc=description, unit="doc", unit_scale=True, dynamic_ncols=True,
+                         disable=not show, file=sys.stderr, smoothing=0.1)
+        self._last = (time.monotonic(), 0.0)
+        self._ru_rate = 0.0
+
+    def __call__(self, stats: RunStatistics) -> None:
+        now = time.monotonic()
+        then, ru_then = self._last
+        if now > then:
+            rate = (stats.ru - ru_then) / (now - then)
+            self._ru_rate = rate if ru_then else 0.0
+        self._last = (now, stats.ru)
+        if stats.written > self._bar.n:
+            self._bar.update(stats.written - self._bar.n)
+        self._bar.set_postfix_str(
+            f"{self._ru_rate:,.0f} RU/s, 429s {stats.throttled}, dead {stats.dead_lettered}", refresh=False
+        )
+
+    def close(self) -> None:
+        self._bar.close()

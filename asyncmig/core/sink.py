@@ -1,0 +1,70 @@
+"""Sinks: where documents go. The pipeline asks a sink to *plan* write units, then to write them.
+
+A write unit is what one request carries: a transactional batch of documents that share a
+logical partition key, or a single document. Its ``lane`` names the target physical range, so the
+pipeline runs one pool of writers per range and each range is paced on its own (as the .NET and
+Java bulk executors do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from asyncmig.core.transform import Document
+
+
+@dataclass(slots=True)
+class WriteUnit:
+    target: str
+    lane: str
+    documents: list[Document]
+    partition_key: Any = None  # the shared key of a transactional batch
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A document that can never be written, with the reason (it goes to the dead-letter file)."""
+
+    document: Document
+    reason: str
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    written: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SinkStatistics:
+    requests: int = 0
+    written: int = 0
+    ru: float = 0.0
+    throttled: int = 0
+    retries: int = 0
+
+
+class Sink(Protocol):
+    description: str
+    stats: SinkStatistics
+
+    async def open(self, state: dict[str, Any]) -> None:
+        """Prepare to write, resuming from the state a checkpoint stored (empty: fresh)."""
+        ...
+
+    def plan(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
+        """Group documents into write units; documents that can never be written are rejected."""
+        ...
+
+    async def write(self, unit: WriteUnit) -> WriteOutcome:
+        """Write one unit durably, retrying what can be retried."""
+        ...
+
+    async def flush(self) -> dict[str, Any]:
+        """Make everything written so far durable; returns the state a checkpoint must keep."""
+        ...
+
+    async def close(self) -> None: ...
