@@ -76,7 +76,7 @@ def ensure_finite(obj: Any, path: str = "") -> None:
     """Raise :class:`NonFiniteNumber` naming the first NaN/Infinity inside ``obj``."""
     if isinstance(obj, float):
         if not math.isfinite(obj):
-            raise NonFiniteNumber(f"{obj!r} at {path or '/'} is not a valid JSON number")
+            raise NonFiniteNumber(f"{obj!r} at {path or '/'} is NaN or Infinity, which JSON and Cosmos DB cannot store")
     elif isinstance(obj, dict):
         for key, value in obj.items():
             ensure_finite(value, f"{path}/{key}")

@@ -13,8 +13,13 @@ before each page is read and returned when the page is fully written), whatever 
 Commit rule: a range's position is saved only once every document read before it is durably
 written or dead-lettered (:class:`~asyncmig.core.checkpoint.CommitTracker`). Saving takes the
 positions first, then makes the sink and the dead-letter file durable, then writes the file, so
-a checkpoint never covers a document that is not on disk. Resume re-reads at most the pages that
-were in flight; upserts of the same bodies make the replay harmless.
+a checkpoint never covers a document that is not on disk.
+
+Replays: documents written from pages past the committed position are listed in the checkpoint
+(``written_ahead``) and, between saves, in the completion journal; a resume skips them. A
+document's key includes its source version (``_lsn``/``_etag``), so a document changed at the
+source since is copied again. What a killed run writes twice is therefore only what was in flight,
+and upserts of the same bodies make even that harmless.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncmig.core import jsoncodec
 from asyncmig.core.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
 from asyncmig.core.deadletter import DeadLetterFile
+from asyncmig.core.journal import Journal, replay
 from asyncmig.core.sink import Rejection, Sink, WriteUnit
 from asyncmig.core.source import Source
 from asyncmig.core.transform import IDENTITY, Document, Rejected, Transform
@@ -121,6 +127,11 @@ class Pipeline:
         self.in_flight = InFlight(options.max_in_flight)
         self.trackers: dict[str, CommitTracker] = {}
         self._pages: dict[tuple[str, int], list[int]] = {}  # [units left, source documents held]
+        self._registered: dict[str, int] = {}  # range -> pages registered so far
+        self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
+        self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
+        self._keys: dict[int, str] = {}  # id(document in flight) -> its key
+        self._journal: Journal | None = None
         self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
         self._writers: TaskGroup | None = None
         self._producers: anyio.CancelScope | None = None
@@ -142,9 +153,14 @@ class Pipeline:
             save_checkpoint(self.checkpoint_path, self.checkpoint)
         await self.sink.open(self.checkpoint.sink_state)
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
+        replayed = replay(self.checkpoint_path, self.checkpoint.journal)
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
+            self._skip[key] = set(state.written_ahead) | replayed.get(key, set())
+            self._ahead[key] = {}
+            self._registered[key] = 0
+        self._journal = Journal(self.checkpoint_path, self.checkpoint.journal)
         try:
             try:
                 await self._run(pending, stop)
@@ -153,6 +169,7 @@ class Pipeline:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._save()
+            self._journal.close()
         if self.stats.interrupted:
             raise Interrupted("interrupted; the checkpoint holds every document written so far")
         return self.stats
@@ -221,6 +238,8 @@ class Pipeline:
     ) -> None:
         rejected: list[tuple[Document, Rejection]] = []
         routed: dict[str, list[Document]] = defaultdict(list)
+        skipped: list[str] = []
+        skip = self._skip[key]
         for doc in documents:
             try:
                 outputs = self.transform.apply(doc)
@@ -231,7 +250,13 @@ class Pipeline:
                 reason = exc.reason if isinstance(exc, Rejected) else str(exc)
                 rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
                 continue
+            version = str(doc.get("_lsn") or doc.get("_etag") or "")
             for target, out in outputs:
+                doc_key = f"{target}\x1f{out.get('id')}\x1f{version}"
+                if doc_key in skip:
+                    skipped.append(doc_key)  # written by a run that was killed before its checkpoint
+                    continue
+                self._keys[id(out)] = doc_key
                 routed[target].append(out)
         units: list[WriteUnit] = []
         for target, docs in routed.items():
@@ -240,9 +265,13 @@ class Pipeline:
             rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
-        count = sum(len(u.documents) for u in units) + len(rejected)
+            self._keys.pop(id(source_doc), None)
+        count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped)
         page_id = tracker.register(position, count)
-        tracker.complete(page_id, len(rejected))
+        self._registered[key] = page_id + 1
+        if skipped:
+            self._ahead[key][page_id] = skipped
+        tracker.complete(page_id, len(rejected) + len(skipped))
         if not units:
             self.in_flight.release(held)
             return
@@ -273,8 +302,15 @@ class Pipeline:
         async with receive:
             async for key, page_id, unit in receive:
                 outcome = await self.sink.write(unit)
+                refused = {id(r.document) for r in outcome.rejected}
                 for rejection in outcome.rejected:
                     self._dead_letter(key, rejection.document, rejection, unit.target)
+                written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
+                for doc in unit.documents:
+                    self._keys.pop(id(doc), None)
+                assert self._journal is not None
+                self._journal.record(key, written)
+                self._ahead[key].setdefault(page_id, []).extend(written)
                 self.trackers[key].complete(page_id, len(unit.documents))
                 entry = self._pages[(key, page_id)]
                 entry[0] -= 1
@@ -303,18 +339,35 @@ class Pipeline:
     def _done_counts(self) -> int:
         return sum(s.read for k, s in self.checkpoint.ranges.items() if k not in self.trackers)
 
+    def _first_pending(self, key: str) -> int:
+        """Id of the range's first page not yet committed (pages before it are covered by the position)."""
+        open_pages = [page for (k, page) in self._pages if k == key]
+        return min(open_pages) if open_pages else self._registered[key]
+
     async def _save(self) -> None:
         """Positions first, then durability, then the file: a checkpoint never runs ahead of the data."""
         positions = {k: (t.committed_position, t.committed, t.done) for k, t in self.trackers.items()}
+        ahead: dict[str, list[str]] = {}
+        for key in self.trackers:
+            first = self._first_pending(key)
+            pages = self._ahead[key]
+            for page in [p for p in pages if p < first]:
+                del pages[page]  # committed: the position covers these now
+            ahead[key] = [k for keys in pages.values() for k in keys]
+        assert self._journal is not None
+        generation = self._journal.rotate()
+        self.checkpoint.journal = generation
         self.checkpoint.sink_state = await self.sink.flush()
         self.dead_letters.sync()
         for key, (position, committed, done) in positions.items():
             state = self.checkpoint.ranges[key]
             state.position, state.read, state.written, state.done = position, committed, committed, done
+            state.written_ahead = [] if done else ahead[key]
         self._refresh()
         totals = self.checkpoint.totals
         totals.read = totals.written = sum(s.read for s in self.checkpoint.ranges.values())
         totals.dead_lettered = self.stats.dead_lettered
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
+        self._journal.discard_previous()
 

@@ -1,0 +1,20 @@
+"""Transforms used by the copier tests (imported by the copier subprocess through PYTHONPATH)."""
+
+from __future__ import annotations
+
+from asyncmig.core.transform import DEFAULT_TARGET, Document, Rejected, Routed, strip_system
+
+
+def poison(document: Document) -> Routed:
+    """Leave most documents alone; make a few impossible for Cosmos DB in each way it refuses."""
+    doc = strip_system(document)
+    n = doc.get("n", 0)
+    if n % 100 == 1:
+        raise Rejected("test transform refuses n % 100 == 1")
+    if n % 100 == 2:
+        doc["id"] = f"bad#{doc['id']}"  # '#' is not allowed in an id
+    if n % 100 == 3:
+        doc["huge"] = "x" * (2 * 1024 * 1024)  # over the 2 MB document limit
+    if n % 100 == 4:
+        doc["score"] = float("nan")  # not representable in JSON
+    return [(DEFAULT_TARGET, doc)]
