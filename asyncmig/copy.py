@@ -16,16 +16,14 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec, rucost
-from asyncmig.core.checkpoint import load_checkpoint, run_identity
+from asyncmig.core.checkpoint import run_identity
 from asyncmig.core.connect import cosmos_client, existing_container, provisioned_throughput
 from asyncmig.core.cosmos_sink import CosmosSink
-from asyncmig.core.deadletter import DeadLetterFile
 from asyncmig.core.governor import Governor, budget_from
-from asyncmig.core.pipeline import Pipeline, PipelineOptions, RunStatistics
-from asyncmig.core.progress import CopyProgress
+from asyncmig.core.pipeline import PipelineOptions, RunStatistics
 from asyncmig.core.source import CosmosSource
+from asyncmig.core.transfer import Transfer, run_transfer
 from asyncmig.core.transform import DEFAULT_TARGET, IDENTITY, Transform
-from asyncmig.errors import DeadLettered
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,6 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
         source_container=spec.source.container, target=spec.target.endpoint,
         target_database=spec.target.database, target_containers=_targets(spec), transform=spec.transform,
     )
-    checkpoint = load_checkpoint(spec.checkpoint, identity, restart=spec.restart)
     async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
             cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
         source_container = await existing_container(
@@ -110,23 +107,14 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
         source = CosmosSource(source_container, page_size=spec.options.page_size,
                               what=f"{spec.source.database}/{spec.source.container}")
         count = await source.count()
-        sink = CosmosSink(targets, Governor(budget))
-        progress = CopyProgress(f"copy {spec.source.container}", count, enabled=spec.progress)
-        with DeadLetterFile(spec.dead_letter) as dead_letters:
-            pipeline = Pipeline(source, sink, checkpoint, spec.checkpoint, dead_letters,
-                                transform=spec.transform, options=spec.options, on_progress=progress)
-            try:
-                stats = await pipeline.run(stop)
-            finally:
-                progress(pipeline.stats)
-                progress.close()
-    result = CopyResult(stats, budget, provisioned, count)
-    if stats.dead_lettered and not spec.allow_dead_letters:
-        raise DeadLettered(
-            f"{stats.dead_lettered} document(s) could not be copied and are in {spec.dead_letter} with the "
-            "reason; fix them and re-run, or pass --allow-dead-letters to accept this knowingly"
+        job = Transfer(
+            source=source, sink=CosmosSink(targets, Governor(budget)), identity=identity,
+            checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
+            restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
+            label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
         )
-    return result
+        stats = await run_transfer(job, stop)
+    return CopyResult(stats, budget, provisioned, count)
 
 
 @dataclass

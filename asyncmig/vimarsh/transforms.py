@@ -519,6 +519,8 @@ def transform_user(doc: Document) -> Routed:
     return [(USERS_CONTAINER, out)]
 
 
-VECTORS = Transform(name="vimarsh.personality_vectors", version="1", apply=transform_vector)
-ACTIVITY = Transform(name="vimarsh.user_activity", version="1", apply=transform_activity)
-USERS = Transform(name="vimarsh.users", version="1", apply=transform_user)
+VECTORS = Transform(name="vimarsh.personality_vectors", version="1", apply=transform_vector,
+                    targets=(PERSONALITY_VECTORS,))
+ACTIVITY = Transform(name="vimarsh.user_activity", version="1", apply=transform_activity,
+                     targets=(USER_SESSIONS, USER_INTERACTIONS, USER_ANALYTICS))
+USERS = Transform(name="vimarsh.users", version="1", apply=transform_user, targets=(USERS_CONTAINER,))
