@@ -420,6 +420,7 @@ class CommitTracker:
         return self._finished and not self._pages
 
     def statistics(self) -> TrackerStatistics:
+        """A snapshot for progress output."""
         return TrackerStatistics(
             committed_position=self._committed_position,
             committed=self._committed,

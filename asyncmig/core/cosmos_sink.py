@@ -124,12 +124,11 @@ class CosmosSink:
                 continue
             self.stats.retries += 1
             pending.append(current)
-            if failure.kind == "throttled":
-                continue  # the partition gate's pause does the waiting
-            delay = backoff.next_delay(failure)
+            delay = backoff.next_delay(failure)  # counts 429s too: endless throttling ends the run
             if delay is None:
                 raise failure.as_error(f"writing to {self._targets[current.target].container.id!r}")
-            await anyio.sleep(delay)  # outside the partition slot, so other writers proceed
+            if failure.kind != "throttled":  # for a 429 the partition gate's pause does the waiting
+                await anyio.sleep(delay)  # outside the partition slot, so other writers proceed
         return outcome
 
     async def _attempt(self, unit: WriteUnit, outcome: WriteOutcome, pending: list[WriteUnit]) -> Failure | None:

@@ -65,11 +65,17 @@ class CosmosSource:
     composite tokens that cannot be resumed when read partially (wire-protocol doc, section 9.4).
     Throttling and transient faults are retried here, from the last position, with the SDK's own
     throttle retries off.
+
+    ``snapshot=True`` reads by per-range query instead: a container that is being rewritten in
+    place (the Vimarsh ``users``) must not feed its own writes back through its change feed.
     """
 
-    def __init__(self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "") -> None:
+    def __init__(
+        self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False
+    ) -> None:
         self.container = container
         self.page_size = page_size
+        self.snapshot = snapshot
         self.description = what or container.id
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
 
@@ -87,6 +93,9 @@ class CosmosSource:
         return {range_key(fr): fr for fr in ranges}
 
     def _pager(self, feed_range: Any, position: str | None) -> Any:
+        if self.snapshot:
+            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size)
+            return query.by_page(position)
         if position:
             iterable = self.container.query_items_change_feed(continuation=position, max_item_count=self.page_size)
         else:

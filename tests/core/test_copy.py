@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -100,7 +100,7 @@ async def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothin
                 threshold = _target_ru(emulator, name) + rng.uniform(500, 2500)
                 process = copier(emulator.connection_string, *args, cwd=tmp_path)
                 try:
-                    _wait_for(lambda: _target_ru(emulator, name) >= threshold or process.poll() is not None)
+                    _wait_for(lambda t=threshold, p=process: _target_ru(emulator, name) >= t or p.poll() is not None)
                     if process.poll() is None:
                         process.send_signal(signal.SIGKILL)
                         kills += 1
@@ -203,8 +203,6 @@ async def test_bad_documents_go_to_the_dead_letter_file_and_the_exit_code_says_s
     dead = tmp_path / "dead.jsonl"
     env_args = [*_names(database, source, target), "--checkpoint", str(tmp_path / "ck.json"),
                 "--dead-letter", str(dead), "--transform", "tests.core.poison:poison"]
-    import os
-
     os.environ["PYTHONPATH"] = str(REPO)
     try:
         result = run_copier(cosmos.connection_string, *env_args, cwd=tmp_path)

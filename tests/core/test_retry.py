@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+import base64
+import os
+import random
+from typing import Any
+
+import aiohttp
+import pytest
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.cosmos.aio import CosmosClient
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosClientTimeoutError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+
+from asyncmig.config import CosmosEndpoint, register_secret
+from asyncmig.core.jsoncodec import NonFiniteNumber
+from asyncmig.core.retry import Backoff, Failure, classify, cosmos_client_kwargs
+from asyncmig.core.transform import Rejected
+from asyncmig.errors import AuthenticationFailed, ResourceMissing, TransientExhausted
+
+KEY = base64.b64encode(os.urandom(64)).decode()
+
+
+class FakeResponse:
+    """The parts of an azure-core response the Cosmos exceptions read."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
+        self.status_code = status
+        self.reason = "reason"
+        self.headers = headers
+        self._body = body
+
+    def text(self) -> str:
+        return self._body
+
+
+def cosmos_error(
+    status: int,
+    sub_status: int | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    cls: type[CosmosHttpResponseError] = CosmosHttpResponseError,
+    message: str = "Something happened",
+) -> CosmosHttpResponseError:
+    """A Cosmos exception raised the way the SDK raises it: message = response body."""
+    all_headers = dict(headers or {})
+    if sub_status is not None:
+        all_headers["x-ms-substatus"] = str(sub_status)
+    body = f'{{"code":"Code{status}","message":"{message}\\r\\nActivityId: 1234, Microsoft.Azure.Documents"}}'
+    return cls(message=body, response=FakeResponse(status, all_headers, body))
+
+
+# -------------------------------------------------------------------------------- classify
+
+
+def test_429_is_throttled_with_retry_after_and_charge() -> None:
+    failure = classify(cosmos_error(429, 3200, headers={"x-ms-retry-after-ms": "250",
+                                                        "x-ms-request-charge": "0.38"}))
+    assert failure.kind == "throttled" and failure.retryable
+    assert (failure.status, failure.sub_status) == (429, 3200)
+    assert failure.retry_after_s == pytest.approx(0.25)
+    assert failure.charge == pytest.approx(0.38)
+
+
+def test_headers_are_read_case_insensitively() -> None:
+    failure = classify(cosmos_error(429, headers={"X-MS-Retry-After-Ms": "1000", "X-Ms-Request-Charge": "x"}))
+    assert failure.retry_after_s == 1.0
+    assert failure.charge is None  # unparseable: unknown, not zero
+
+
+@pytest.mark.parametrize("status", [408, 449, 500, 502, 503, 504])
+def test_transient_statuses(status: int) -> None:
+    assert classify(cosmos_error(status)).kind == "transient"
+
+
+@pytest.mark.parametrize("sub_status", [1002, 1007, 1008, None])
+def test_410_means_the_partition_layout_changed(sub_status: int | None) -> None:
+    assert classify(cosmos_error(410, sub_status)).kind == "split"
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, CosmosHttpResponseError),
+        (409, CosmosResourceExistsError),
+        (412, CosmosAccessConditionFailedError),
+        (413, CosmosHttpResponseError),
+        (422, CosmosHttpResponseError),
+    ],
+)
+def test_permanent_statuses_name_status_and_message(status: int, cls: type[CosmosHttpResponseError]) -> None:
+    failure = classify(cosmos_error(status, 1001, cls=cls, message="Entity is bad"))
+    assert failure.kind == "permanent" and not failure.retryable
+    assert failure.reason == f"HTTP {status}/1001 Code{status}: Entity is bad"
+
+
+def test_404_is_fatal_for_containers_and_permanent_for_documents() -> None:
+    error = cosmos_error(404, cls=CosmosResourceNotFoundError, message="Resource Not Found")
+    container = classify(error)
+    assert container.kind == "fatal"
+    missing = container.as_error("reading container vectors")
+    assert isinstance(missing, ResourceMissing) and missing.exit_code == 4
+    assert "vectors" in str(missing) and "create them first" in str(missing)
+    assert classify(error, document=True).kind == "permanent"
+
+
+def test_404_read_session_not_available_is_transient() -> None:
+    assert classify(cosmos_error(404, 1002, cls=CosmosResourceNotFoundError)).kind == "transient"
+
+
+@pytest.mark.parametrize(("status", "sub_status"), [(401, None), (403, None), (403, 5300)])
+def test_auth_failures_are_fatal(status: int, sub_status: int | None) -> None:
+    failure = classify(cosmos_error(status, sub_status))
+    assert failure.kind == "fatal"
+    error = failure.as_error("connecting")
+    assert isinstance(error, AuthenticationFailed) and error.exit_code == 3
+    assert "AccountKey" in str(error)
+
+
+@pytest.mark.parametrize("sub_status", [3, 1008])
+def test_403_during_region_failover_is_transient(sub_status: int) -> None:
+    assert classify(cosmos_error(403, sub_status)).kind == "transient"
+
+
+@pytest.mark.parametrize("status", [405, 501, 424])
+def test_unknown_statuses_are_fatal(status: int) -> None:
+    failure = classify(cosmos_error(status))
+    assert failure.kind == "fatal"
+    assert type(failure.as_error("x")).__name__ == "AsyncmigError"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ServiceRequestError("connection refused"),
+        ServiceResponseError("connection reset"),
+        CosmosClientTimeoutError(),
+        aiohttp.ClientConnectionError("boom"),
+        aiohttp.ServerDisconnectedError(),
+        ConnectionResetError(104, "reset by peer"),
+        TimeoutError(),  # asyncio.TimeoutError is the same class since 3.11
+    ],
+)
+def test_transport_failures_are_transient(exc: BaseException) -> None:
+    failure = classify(exc)
+    assert failure.kind == "transient"
+    assert failure.status is None
+    assert failure.reason.startswith(type(exc).__name__)
+
+
+def test_aiohttp_response_errors_use_the_status_table() -> None:
+    exc = aiohttp.ClientResponseError(
+        request_info=None, history=(), status=429, message="Too Many",  # type: ignore[arg-type]
+        headers={"x-ms-retry-after-ms": "20"},  # type: ignore[arg-type]
+    )
+    failure = classify(exc)
+    assert failure.kind == "throttled" and failure.retry_after_s == pytest.approx(0.02)
+
+
+def test_document_problems_are_permanent() -> None:
+    assert classify(Rejected("no user_id")).kind == "permanent"
+    assert classify(NonFiniteNumber("nan at /x")).kind == "permanent"
+
+
+@pytest.mark.parametrize("exc", [KeyError("x"), OSError(28, "No space left on device"), RuntimeError("?")])
+def test_anything_unknown_is_fatal_never_retried(exc: BaseException) -> None:
+    failure = classify(exc)
+    assert failure.kind == "fatal" and not failure.retryable
+    with pytest.raises(ValueError, match="must not be retried"):
+        Backoff().next_delay(failure)
+
+
+def test_reasons_are_redacted_and_short() -> None:
+    register_secret(KEY)
+    failure = classify(cosmos_error(400, message=f"bad AccountKey={KEY} " + "x" * 1000))
+    assert KEY not in failure.reason
+    assert len(failure.reason) <= 300
+    transport = classify(ServiceRequestError(f"failed with {KEY}"))
+    assert KEY not in transport.reason
+
+
+def batch_error(status: int, index: int, headers: dict[str, str] | None = None,
+                responses: list[dict[str, Any]] | None = None) -> CosmosBatchOperationError:
+    if responses is None:
+        responses = [{"statusCode": 424}] * 3
+        responses[index] = {"statusCode": status, "requestCharge": 1.0}
+    return CosmosBatchOperationError(
+        error_index=index, headers=headers or {"x-ms-request-charge": "3.5"}, status_code=status,
+        message=f"There was an error in the transactional batch on index {index}. Error message: Conflict",
+        operation_responses=responses,
+    )
+
+
+def test_batch_operation_error_is_permanent_for_the_failing_index() -> None:
+    failure = classify(batch_error(409, 1))
+    assert failure.kind == "permanent"
+    assert failure.error_index == 1
+    assert [r["statusCode"] for r in failure.operation_responses] == [424, 409, 424]
+    assert failure.charge == pytest.approx(3.5)
+    assert failure.reason.startswith("batch operation 1:") and "409" in failure.reason
+    assert classify(batch_error(404, 0)).kind == "permanent"  # replace of a missing document
+
+
+def test_batch_operation_throttled_keeps_retry_after() -> None:
+    responses = [{"statusCode": 429, "retryAfterMilliseconds": 120}, {"statusCode": 424}]
+    failure = classify(batch_error(429, 0, responses=responses))
+    assert failure.kind == "throttled"
+    assert failure.retry_after_s == pytest.approx(0.12)
+
+
+# -------------------------------------------------------------------------------- Backoff
+
+
+def transient() -> Failure:
+    return Failure("transient", 503, None, None, None, "HTTP 503 ServiceUnavailable")
+
+
+def test_backoff_is_full_jitter_exponential_and_capped() -> None:
+    backoff = Backoff(base=0.1, cap=1.0, max_attempts=10, rng=random.Random(7))
+    delays = [backoff.next_delay(transient()) for _ in range(9)]
+    ceilings = [min(1.0, 0.1 * 2**n) for n in range(9)]
+    assert all(d is not None and 0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert backoff.next_delay(transient()) is None  # the 10th attempt failed: give up
+    assert backoff.attempts == 10
+    # the same seed gives the same schedule (deterministic tests and benchmarks)
+    again = Backoff(base=0.1, cap=1.0, max_attempts=10, rng=random.Random(7))
+    assert [again.next_delay(transient()) for _ in range(9)] == delays
+
+
+def test_backoff_jitter_actually_spreads_retries() -> None:
+    rng = random.Random(1)
+    samples = [Backoff(rng=rng).next_delay(transient()) for _ in range(200)]
+    assert len({round(s or 0, 6) for s in samples}) > 150
+    assert max(s or 0 for s in samples) <= 0.1
+
+
+def test_throttles_wait_what_the_server_asked_and_have_their_own_limit() -> None:
+    backoff = Backoff(max_attempts=2, max_throttled=5, rng=random.Random(0))
+    throttled = Failure("throttled", 429, 3200, 0.75, 0.0, "HTTP 429/3200")
+    assert [backoff.next_delay(throttled) for _ in range(4)] == [0.75] * 4
+    assert backoff.attempts == 0  # throttles do not use up transient attempts
+    assert backoff.next_delay(transient()) is not None
+    assert backoff.next_delay(throttled) is None
+    no_header = Failure("throttled", 429, None, None, None, "HTTP 429")
+    assert 0 <= (Backoff(rng=random.Random(0)).next_delay(no_header) or 0) <= 0.1
+
+
+def test_exhausted_error_tells_the_user_how_to_resume() -> None:
+    backoff = Backoff(max_attempts=3, rng=random.Random(0))
+    failure = transient()
+    while backoff.next_delay(failure) is not None:
+        pass
+    error = backoff.exhausted_error(failure, what="writing to personality-vectors", checkpoint="state/cp.json")
+    assert isinstance(error, TransientExhausted) and error.exit_code == 75
+    assert str(error) == (
+        "writing to personality-vectors failed: HTTP 503 ServiceUnavailable; the fault persisted after 3 "
+        "attempts; progress is saved in state/cp.json; re-run the same command to resume"
+    )
+
+
+# -------------------------------------------------------------------------------- client kwargs
+
+
+async def test_client_kwargs_disable_sdk_throttle_retries() -> None:
+    endpoint = CosmosEndpoint("https://acct.documents.azure.com:443/", KEY)
+    kwargs = cosmos_client_kwargs(endpoint)
+    assert kwargs["connection_verify"] is True
+    assert kwargs["connection_policy"] is not cosmos_client_kwargs(endpoint)["connection_policy"]
+    client = CosmosClient(endpoint.url, credential=endpoint.key, **kwargs)
+    try:
+        policy = client.client_connection.connection_policy
+        assert policy.RetryOptions.MaxRetryAttemptCount == 0
+        assert policy.DisableSSLVerification is False
+    finally:
+        await client.close()
+
+
+def test_client_kwargs_skip_verification_for_loopback_and_insecure() -> None:
+    local = CosmosEndpoint("https://127.0.0.1:8081/", KEY)
+    assert cosmos_client_kwargs(local)["connection_verify"] is False
+    remote = CosmosEndpoint("https://kwargs-insecure.documents.azure.com/", KEY)
+    assert cosmos_client_kwargs(remote, insecure=True)["connection_verify"] is False
