@@ -12,7 +12,8 @@ import logging
 import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,158 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
               file=sys.stderr)
 
 
+def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
+    p.add_argument("--database", help="database (default: AZURE_COSMOS_DATABASE_NAME or vimarsh-multi-personality)")
+    p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state, checkpoints and reports live")
+    p.add_argument("--backups", type=Path, default=Path("data/migration_backups"), help="where backups are written")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--ru-budget", type=float, metavar="RU_PER_S", help="write at most this many RU/s")
+    budget.add_argument("--ru-fraction", type=float, metavar="F", help="fraction (0-1] of provisioned RU/s to use")
+    p.add_argument("--serverless", action="store_true", default=None,
+                   help="the account is serverless: create containers without throughput (detected otherwise)")
+    p.add_argument("--allow-dead-letters", action="store_true", help="accept rejected documents knowingly")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    if confirm:
+        p.add_argument("--yes", action="store_true", help="do not ask before phases that change data")
+
+
+@asynccontextmanager
+async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIterator[Any]:
+    from asyncmig.core.connect import cosmos_client
+    from asyncmig.phases.context import PhaseContext, PhaseOptions
+    from asyncmig.phases.state import load_state
+    from asyncmig.phases.workdir import WorkDir
+
+    settings = load_settings(args.env_file)
+    endpoint = settings.require_endpoint()
+    database = args.database or settings.database
+    workdir = WorkDir.for_database(database, base=args.workdir, backups=args.backups).ensure()
+    state = load_state(workdir.state, host=endpoint.host, database=database)
+    options = PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
+                           allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
+                           serverless=args.serverless, insecure=args.insecure)
+    async with cosmos_client(endpoint, insecure=args.insecure) as client:
+        yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
+
+
+async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.phases.run import ask, run_migration, summary_table
+    from asyncmig.phases.state import save_state
+
+    async with _phase_context(args, stop) as ctx:
+        if args.command == "run":
+            await run_migration(ctx, confirm=(lambda _q: True) if args.yes else ask)
+            print("migration complete: every phase finished and validation passed")
+            return 0
+        if args.command in ("create-containers", "migrate", "rollback") and not args.yes:
+            from asyncmig.phases.run import Declined
+
+            if not ask(f"Run {args.command} against {ctx.database_name} on {ctx.endpoint.host}?"):
+                raise Declined(f"{args.command} not confirmed; nothing was changed")
+        result = await _single_phase(args, ctx)
+        save_state(ctx.workdir.state, ctx.state)
+        print(summary_table([result]))
+        return 0
+
+
+async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
+    if args.command == "backup":
+        from asyncmig.phases.backup import backup
+
+        result = await backup(ctx)
+        ctx.state.finish("backup")
+        return result
+    if args.command == "create-containers":
+        from asyncmig.phases.create import create_containers
+
+        result = await create_containers(ctx)
+        ctx.state.finish("create")
+        return result
+    if args.command == "migrate":
+        from asyncmig.phases.migrate import migrate
+
+        result = await migrate(ctx)
+        ctx.state.finish("migrate")
+        return result
+    if args.command == "validate":
+        from asyncmig.phases.validate import validate
+
+        return await validate(ctx)
+    if args.command == "rollback":
+        from asyncmig.phases.rollback import rollback
+
+        return await rollback(ctx)
+    from asyncmig.phases.restore import restore
+
+    return await restore(ctx, args.backup_dir, args.container or None)
+
+
+async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.core.manifest import latest_backup
+    from asyncmig.phases.backup import verify
+
+    backup_dir = args.backup_dir or latest_backup(args.backups)
+    if backup_dir is None:
+        raise UsageError(f"no complete backup under {args.backups}; pass the backup folder")
+    report = await verify(backup_dir)
+    print(report)
+    return 0
+
+
+async def _seed_demo(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.core.connect import cosmos_client
+    from asyncmig.vimarsh.demo_data import DemoDataSet
+    from asyncmig.vimarsh.seed import seed_demo
+
+    settings = load_settings(args.env_file)
+    endpoint = settings.require_endpoint()
+    dataset = DemoDataSet(args.seed, vectors=args.vectors, dimensions=args.dimensions)
+    async with cosmos_client(endpoint, insecure=False) as client:
+        seeded = await seed_demo(client, endpoint, args.database or settings.database, dataset, args.workdir,
+                                 progress=False if args.no_progress else None, stop=stop)
+    print("demo data seeded" if seeded else "demo data already seeded; nothing to do")
+    return 0
+
+
+def _add_phases(sub: Any) -> None:
+    run = sub.add_parser("run", help="the whole migration: backup, create, migrate, validate (resumable)",
+                         description="Run backup -> create-containers -> migrate -> validate. Finished phases are "
+                         "skipped on a re-run and an interrupted phase resumes from its checkpoints; each phase that "
+                         "changes data asks first unless --yes.")
+    _phase_options(run)
+    backup = sub.add_parser("backup", help="back up the legacy containers (or: backup verify [DIR])",
+                            description="Stream the 3 legacy containers into compressed JSON lines with a manifest "
+                            "(counts, SHA-256, content digests, container settings) written last.")
+    backup_sub = backup.add_subparsers(dest="backup_action")
+    verify = backup_sub.add_parser("verify", help="recompute everything from a backup's files")
+    verify.add_argument("backup_dir", nargs="?", type=Path, help="backup folder (default: the newest complete one)")
+    verify.add_argument("--backups", type=Path, default=Path("data/migration_backups"))
+    verify.set_defaults(handler=_verify_backup)
+    _phase_options(backup, confirm=False)
+    for name, text in (("create-containers", "create the 11 planned containers (idempotent)"),
+                       ("migrate", "copy and transform the data into the new layout"),
+                       ("validate", "compare source and target id by id; exit 8 on any difference"),
+                       ("rollback", "restore the 3-container layout from the backup")):
+        p = sub.add_parser(name, help=text, description=text)
+        _phase_options(p, confirm=name != "validate")
+    restore = sub.add_parser("restore", help="restore containers from a backup folder")
+    restore.add_argument("backup_dir", type=Path)
+    restore.add_argument("--container", action="append", help="only this container (repeatable)")
+    _phase_options(restore, confirm=False)
+    seed = sub.add_parser("seed-demo", help="write the deterministic demo data set into the legacy layout")
+    seed.add_argument("--database")
+    seed.add_argument("--workdir", type=Path, default=STATE_DIR)
+    seed.add_argument("--seed", type=int, default=20250805)
+    seed.add_argument("--vectors", type=int, default=6514)
+    seed.add_argument("--dimensions", type=int, default=768)
+    seed.add_argument("--no-progress", action="store_true")
+    seed.set_defaults(handler=_seed_demo)
+    for p in (run, backup, restore, *[sub.choices[n] for n in ("create-containers", "migrate", "validate", "rollback")]):
+        p.set_defaults(handler=p.get_default("handler") or _run_phase)
+    backup.set_defaults(handler=_run_phase)
+
+
 def _add_emulator(sub: Any) -> None:
     p = sub.add_parser("emulator", help="run the local Cosmos DB emulator (see python -m asyncmig.emulator --help)",
                        add_help=False)
@@ -169,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)
+    _add_phases(sub)
     _add_emulator(sub)
     return parser
 

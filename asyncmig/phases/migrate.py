@@ -1,0 +1,108 @@
+"""Phase 3, migrate: every data mapping of the plan through the streaming core, then personalities.
+
+    personality-vectors -> personality_vectors      (change feed per feed range)
+    user_activity       -> user_sessions / user_interactions / user_analytics
+    users               -> users, in place         (snapshot read: see CosmosSource(snapshot=True))
+    personality_vectors -> personalities            (generated, one per distinct personality_id)
+
+Each mapping has its own checkpoint, so an interrupted phase resumes inside the mapping it was in.
+Documents a transform rejects (an activity without ``user_id``) go to that mapping's dead-letter
+file and fail the phase unless ``--allow-dead-letters`` accepts them knowingly.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from azure.cosmos.aio import ContainerProxy
+
+from asyncmig.core.checkpoint import run_identity
+from asyncmig.core.connect import existing_container, provisioned_throughput
+from asyncmig.core.cosmos_sink import CosmosSink
+from asyncmig.core.governor import Governor, budget_from
+from asyncmig.core.iterable_source import IterableSource
+from asyncmig.core.pipeline import RunStatistics
+from asyncmig.core.source import CosmosSource
+from asyncmig.core.transfer import Transfer, run_transfer
+from asyncmig.core.transform import Document, Routed, Transform
+from asyncmig.phases.context import PhaseContext, PhaseResult
+from asyncmig.phases.state import save_state
+from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.personalities import PersonalityAccumulator
+
+
+async def _budget(ctx: PhaseContext, container: ContainerProxy) -> float | None:
+    provisioned = await provisioned_throughput(container, ctx.database)
+    return budget_from(provisioned, ctx.options.ru_budget, ctx.options.ru_fraction)
+
+
+async def _transfer(
+    ctx: PhaseContext, name: str, source: CosmosSource | IterableSource, targets: dict[str, ContainerProxy],
+    transform: Transform,
+) -> RunStatistics:
+    budget = await _budget(ctx, next(iter(targets.values())))
+    identity = run_identity(
+        source=ctx.endpoint, source_database=ctx.database_name, source_container=name, target=ctx.endpoint,
+        target_database=ctx.database_name, target_containers=list(targets), transform=transform, phase="migrate",
+    )
+    job = Transfer(
+        source=source, sink=CosmosSink(targets, Governor(budget)), identity=identity,
+        checkpoint=ctx.workdir.checkpoint("migrate", name), dead_letter=ctx.workdir.dead_letter("migrate", name),
+        transform=transform, allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {name}",
+        total=await source.count(), progress=ctx.options.progress, options=ctx.options.pipeline,
+    )
+    return await run_transfer(job, ctx.stop)
+
+
+async def migrate(ctx: PhaseContext) -> PhaseResult:
+    """Run every mapping, then generate personalities.
+
+    :raises DeadLettered: documents were rejected (see the dead-letter files) and not accepted.
+    :raises Interrupted: after a stop request; re-running resumes from the checkpoints.
+    """
+    started = time.monotonic()
+    database = ctx.database
+    details: dict[str, dict[str, float | int]] = {}
+    documents = 0
+    ru = 0.0
+    for mapping in plan.MAPPINGS:
+        source_container = await existing_container(ctx.client, ctx.database_name, mapping.source, role="source")
+        targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target")
+                   for t in mapping.targets}
+        source = CosmosSource(source_container, page_size=ctx.options.pipeline.page_size,
+                              what=mapping.source, snapshot=mapping.in_place)
+        stats = await _transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
+        details[mapping.source] = {"read": stats.read, "written": stats.written,
+                                   "dead_lettered": stats.dead_lettered, "ru": round(stats.ru, 2)}
+        documents += stats.written
+        ru += stats.ru
+    stats = await _personalities(ctx, database.get_container_client(plan.PERSONALITY_VECTORS))
+    details[plan.PERSONALITIES] = {"written": stats.written, "ru": round(stats.ru, 2)}
+    return PhaseResult("migrate", "done", documents + stats.written, ru + stats.ru,
+                       time.monotonic() - started, details)
+
+
+async def _personalities(ctx: PhaseContext, vectors: ContainerProxy) -> RunStatistics:
+    """One personality document per distinct personality_id of the migrated vectors."""
+    if ctx.state.personalities_generated_at is None:
+        ctx.state.personalities_generated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        save_state(ctx.workdir.state, ctx.state)
+    accumulator = PersonalityAccumulator()
+    reader = CosmosSource(vectors, what=plan.PERSONALITY_VECTORS)
+    await reader.open()
+    for feed_range in (await reader.partitions()).values():
+        async for page in reader.pages(feed_range, None):
+            for doc in page.documents:
+                accumulator.add(doc)
+    generated = accumulator.documents(ctx.state.personalities_generated_at)
+    target = await existing_container(ctx.client, ctx.database_name, plan.PERSONALITIES, role="target")
+    source = IterableSource(lambda: generated, description="generated personalities", count=len(generated))
+    return await _transfer(ctx, plan.PERSONALITIES, source, {plan.PERSONALITIES: target}, PERSONALITIES)
+
+
+def _to_personalities(document: Document) -> Routed:
+    return [(plan.PERSONALITIES, document)]
+
+
+PERSONALITIES = Transform("vimarsh.personalities", "1", _to_personalities, (plan.PERSONALITIES,))

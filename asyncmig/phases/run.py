@@ -1,0 +1,107 @@
+"""``asyncmig run``: backup -> create -> migrate -> validate, resumable, one confirmation per phase.
+
+Finished phases are recorded in the state file and skipped on a re-run; the unfinished phase
+resumes from its checkpoints. A lock keeps a second run off the same state. Each phase writes its
+JSON report; the run writes ``summary.json`` and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from asyncmig.core.fsutil import PidLock
+from asyncmig.errors import AsyncmigError
+from asyncmig.phases.context import PhaseContext, PhaseResult
+from asyncmig.phases.state import PHASES, save_state
+from asyncmig.report import duration, table, write_json_report
+
+QUESTIONS = {
+    "backup": "Back up the 3 legacy containers to {backups}?",
+    "create": "Create the 11 new containers in {database} (autoscale throughput unless serverless)?",
+    "migrate": "Copy and transform the data into the new containers and enrich users in place?",
+}
+
+Confirm = Callable[[str], bool]
+
+
+class Declined(AsyncmigError):
+    """The user answered no to a confirmation."""
+
+    exit_code = 1
+
+
+async def _phase(name: str, ctx: PhaseContext) -> PhaseResult:
+    if name == "backup":
+        from asyncmig.phases.backup import backup
+
+        return await backup(ctx)
+    if name == "create":
+        from asyncmig.phases.create import create_containers
+
+        return await create_containers(ctx)
+    if name == "migrate":
+        from asyncmig.phases.migrate import migrate
+
+        return await migrate(ctx)
+    from asyncmig.phases.validate import validate
+
+    return await validate(ctx)
+
+
+def summary_table(results: list[PhaseResult]) -> str:
+    return table(["phase", "status", "documents", "RU", "time"],
+                 [[r.phase, r.status, r.documents, round(r.ru, 1), duration(r.seconds)] for r in results])
+
+
+async def run_migration(
+    ctx: PhaseContext, *, confirm: Confirm, say: Callable[[str], None] = print,
+    phase: Callable[[str, PhaseContext], Awaitable[PhaseResult]] = _phase,
+) -> list[PhaseResult]:
+    """Run every unfinished phase in order.
+
+    :raises LockHeld: another run holds this work directory.
+    :raises Declined: a confirmation was answered no.
+    :raises AsyncmigError: the phase's own failure (its checkpoint is saved; re-run to resume).
+    """
+    results: list[PhaseResult] = []
+    with PidLock(ctx.workdir.root):
+        try:
+            for number, name in enumerate(PHASES, 1):
+                if ctx.state.is_finished(name):
+                    say(f"PHASE {number}/{len(PHASES)}: {name} - finished at {ctx.state.finished[name]}, skipped")
+                    results.append(PhaseResult(name, "skipped"))
+                    continue
+                question = QUESTIONS.get(name)
+                if question and not confirm(question.format(backups=ctx.workdir.backups, database=ctx.database_name)):
+                    raise Declined(f"stopped before phase {name}: not confirmed; nothing was changed by it")
+                say(f"PHASE {number}/{len(PHASES)}: {name}")
+                started = time.monotonic()
+                try:
+                    result = await phase(name, ctx)
+                except BaseException as exc:
+                    status = "interrupted" if getattr(exc, "exit_code", None) == 130 else "failed"
+                    results.append(PhaseResult(name, status, seconds=time.monotonic() - started,
+                                               details={"error": str(exc)}))
+                    raise
+                ctx.state.finish(name)
+                save_state(ctx.workdir.state, ctx.state)
+                write_json_report(ctx.workdir.report(name), result.as_dict())
+                results.append(result)
+        finally:
+            if results:
+                say(summary_table(results))
+                write_json_report(ctx.workdir.report("summary"), {
+                    "database": ctx.database_name, "host": ctx.endpoint.host,
+                    "phases": [r.as_dict() for r in results],
+                })
+    return results
+
+
+def ask(question: str) -> bool:
+    """Interactive yes/no on the terminal; refuses to guess when there is no terminal."""
+    if not sys.stdin.isatty():
+        raise Declined(f"{question} - no terminal to ask; pass --yes to run without confirmations")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
