@@ -20,6 +20,20 @@ STOP_TIMEOUT_S = 15.0
 _READY = re.compile(r"AccountEndpoint=(?P<endpoint>\S+?);AccountKey=(?P<key>\S+?);")
 
 
+class kill_after:  # noqa: N801 - used as a context manager, named for what it does
+    """Kill ``process`` if the ``with`` block is still running after ``seconds`` (so a read from a
+    hung child returns instead of blocking forever)."""
+
+    def __init__(self, process: subprocess.Popen[str], seconds: float) -> None:
+        self._timer = threading.Timer(seconds, process.kill)
+
+    def __enter__(self) -> None:
+        self._timer.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
 class EmulatorProcess:
     """``python -m asyncmig.emulator`` in a child process; restartable on the same port and data.
 
@@ -53,9 +67,7 @@ class EmulatorProcess:
         )
         assert self.process.stdout is not None
         seen: list[str] = []
-        timer = threading.Timer(START_TIMEOUT_S, self.process.kill)  # a hung child must not hang us
-        timer.start()
-        try:
+        with kill_after(self.process, START_TIMEOUT_S):
             for line in self.process.stdout:
                 seen.append(line)
                 match = _READY.search(line)
@@ -63,8 +75,6 @@ class EmulatorProcess:
                     self.endpoint, self.key = match["endpoint"], match["key"]
                     self.port = int(self.endpoint.rstrip("/").rsplit(":", 1)[1])
                     return self
-        finally:
-            timer.cancel()
         code = self.process.wait(timeout=STOP_TIMEOUT_S)
         raise RuntimeError(f"the emulator did not start (exit code {code}): {''.join(seen)[-2000:]}")
 
