@@ -28,6 +28,14 @@ def _scan(root: Path, needles: list[str]) -> list[str]:
     return found
 
 
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    command = [sys.executable, "-m", "asyncmig", *(["-v"] if "-v" in args else []),
+               *[a for a in args if a != "-v"], "--no-progress"]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    return result.stdout + result.stderr
+
+
 async def test_the_key_appears_in_no_output_file_or_log(tmp_path: Path) -> None:
     emulator = EmulatorProcess("--key", SECRET_KEY, "--no-rate-limit").start()
     try:
@@ -47,13 +55,7 @@ async def test_the_key_appears_in_no_output_file_or_log(tmp_path: Path) -> None:
             ["copy", f"{db.id}/src", f"{db.id}/nope", "--report", "failed.json"],
             ["copy", f"{db.id}/src", f"{db.id}/dst", "--source-connection", connection, "--dry-run"],
         ]
-        outputs = []
-        for args in runs:
-            command = [sys.executable, "-m", "asyncmig", *(["-v"] if "-v" in args else []),
-                       *[a for a in args if a != "-v"], "--no-progress"]
-            result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=120,
-                                    stdin=subprocess.DEVNULL)
-            outputs.append(result.stdout + result.stderr)
+        outputs = [_run(args, work, env) for args in runs]
         assert "DEBUG" in outputs[0]  # the verbose run really logged
         for text in outputs:
             assert SECRET_KEY not in text and connection not in text

@@ -138,6 +138,7 @@ class CosmosSink:
         async with self.governor.request(unit.lane, estimate) as ticket:
             self.stats.requests += 1
             try:
+                result: Any
                 if unit.batch:
                     operations = [("upsert", (doc,)) for doc in unit.documents]
                     result = await spec.container.execute_item_batch(operations, partition_key=unit.partition_key)

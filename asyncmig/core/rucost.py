@@ -11,9 +11,9 @@ from __future__ import annotations
 from bisect import bisect_left
 
 # (size in KB, RU) from the published table.
-_READ = [(1, 1.00), (2, 1.04), (4, 1.14), (8, 1.33), (16, 1.67), (32, 2.19), (64, 4.76), (128, 9.95),
+_READ: list[tuple[float, float]] = [(1, 1.00), (2, 1.04), (4, 1.14), (8, 1.33), (16, 1.67), (32, 2.19), (64, 4.76), (128, 9.95),
          (256, 20.28), (1024, 145.9), (2048, 291.8)]
-_WRITE = [(1, 4.95), (2, 6.29), (4, 6.67), (8, 7.04), (16, 9.52), (32, 11.23), (64, 22.67), (128, 48.19),
+_WRITE: list[tuple[float, float]] = [(1, 4.95), (2, 6.29), (4, 6.67), (8, 7.04), (16, 9.52), (32, 11.23), (64, 22.67), (128, 48.19),
           (256, 98.29), (1024, 625.0), (2048, 1250.0)]
 
 # Microsoft says write cost grows with indexed terms but publishes no formula: this is our assumption.

@@ -139,4 +139,4 @@ class CosmosSource:
             if failure.kind == "fatal":
                 raise failure.as_error(f"counting {self.description}") from exc
             return None
-        return int(sum(result))
+        return sum(int(n) for n in result)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any, cast
 
 from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import DatabaseProxy
@@ -31,7 +32,7 @@ async def detect_vector_dimensions(database: DatabaseProxy) -> int:
     query = "SELECT VALUE ARRAY_LENGTH(c.embedding) FROM c WHERE IS_ARRAY(c.embedding)"
     try:
         async for length in container.query_items(query, max_item_count=1000):
-            lengths[int(length)] += 1
+            lengths[int(cast(int, length))] += 1
     except Exception as exc:  # noqa: BLE001 - translated at this boundary
         raise classify(exc).as_error(f"reading embedding sizes from {plan.SOURCE_VECTORS}") from exc
     if not lengths:
@@ -100,7 +101,7 @@ async def create_containers(ctx: PhaseContext) -> PhaseResult:
     })
 
 
-async def _create(database: DatabaseProxy, properties: dict, autoscale_max: int | None,
+async def _create(database: DatabaseProxy, properties: dict[str, Any], autoscale_max: int | None,
                   serverless: bool | None) -> bool | None:
     """Create one container; returns what was learned about the account being serverless."""
     if not serverless and autoscale_max:

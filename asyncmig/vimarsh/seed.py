@@ -8,6 +8,7 @@ that the migration enriches in place.
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -37,7 +38,7 @@ async def seed_demo(client: CosmosClient, endpoint: CosmosEndpoint, database: st
     db = await client.create_database_if_not_exists(database)
     for spec in plan.SOURCE_CONTAINERS:
         container = await db.create_container_if_not_exists(spec.name, partition_key=PartitionKey(spec.partition_key_path))
-        source = IterableSource(lambda name=spec.name: dataset.documents(name), description=f"demo {spec.name}")
+        source = IterableSource(partial(dataset.documents, spec.name), description=f"demo {spec.name}")
         job = Transfer(
             source=source, sink=CosmosSink({"": container}, Governor()),
             identity=run_identity(source=endpoint, source_database="demo-generator", source_container=spec.name,
