@@ -224,9 +224,9 @@ async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
         ctx.state.finish("migrate")
         return result
     if args.command == "validate":
-        from asyncmig.phases.validate import validate
+        from asyncmig.phases.run import run_phase
 
-        return await validate(ctx)
+        return await run_phase("validate", ctx, print)
     if args.command == "rollback":
         from asyncmig.phases.rollback import rollback
 

@@ -32,7 +32,7 @@ class Declined(AsyncmigError):
     exit_code = 1
 
 
-async def _phase(name: str, ctx: PhaseContext) -> PhaseResult:
+async def run_phase(name: str, ctx: PhaseContext, say: Callable[[str], None]) -> PhaseResult:
     if name == "backup":
         from asyncmig.phases.backup import backup
 
@@ -45,9 +45,15 @@ async def _phase(name: str, ctx: PhaseContext) -> PhaseResult:
         from asyncmig.phases.migrate import migrate
 
         return await migrate(ctx)
-    from asyncmig.phases.validate import validate
+    from asyncmig.phases.validate import ValidationMismatch, validate
 
-    return await validate(ctx)
+    try:
+        report = await validate(ctx)
+    except ValidationMismatch as exc:
+        say(exc.report.table())
+        raise
+    say(report.table())
+    return report.phase_result()
 
 
 def summary_table(results: list[PhaseResult]) -> str:
@@ -57,7 +63,7 @@ def summary_table(results: list[PhaseResult]) -> str:
 
 async def run_migration(
     ctx: PhaseContext, *, confirm: Confirm, say: Callable[[str], None] = print,
-    phase: Callable[[str, PhaseContext], Awaitable[PhaseResult]] = _phase,
+    phase: Callable[[str, PhaseContext, Callable[[str], None]], Awaitable[PhaseResult]] = run_phase,
 ) -> list[PhaseResult]:
     """Run every unfinished phase in order.
 
@@ -79,7 +85,7 @@ async def run_migration(
                 say(f"PHASE {number}/{len(PHASES)}: {name}")
                 started = time.monotonic()
                 try:
-                    result = await phase(name, ctx)
+                    result = await phase(name, ctx, say)
                 except BaseException as exc:
                     status = "interrupted" if getattr(exc, "exit_code", None) == 130 else "failed"
                     results.append(PhaseResult(name, status, seconds=time.monotonic() - started,

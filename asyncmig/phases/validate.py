@@ -1,0 +1,819 @@
+"""The validation phase: prove that the 12 target containers hold exactly the transform of the source.
+
+The original validator (B5.1, W-8, W-20) counted documents against hard-coded numbers and sampled
+``TOP 10`` rows, so a lost vector, a truncated embedding or a wrong partition key passed. Here the
+source is compared with the target, document by document (spec A4):
+
+1. **Expectations.** Every source container is streamed once; each document goes through its
+   mapping's transform, and the :func:`~asyncmig.core.digest.document_digest` of every resulting
+   target document is recorded under ``(id, partition key value)`` of its target container. Only the
+   32-byte digests are kept, never documents, so memory is bounded by the number of documents times
+   a few hundred bytes (key and digest), plus at most ``READ_CONCURRENCY`` pages in flight, whatever
+   the size of the documents. Documents the transform rejects are counted apart and looked up in
+   the migrate phase's dead-letter file: a rejection must be visible, never a silent loss. The expected ``personalities`` come from
+   :class:`~asyncmig.vimarsh.personalities.PersonalityAccumulator` fed with the expected vector
+   documents (bounded by the number of personalities and sources).
+2. **users is migrated in place**, so after the migration its source is the backup
+   (``<backup_dir>/users.jsonl.gz``), checked against the backup manifest when there is one. Without
+   a backup the pre-migration bodies are gone; validation then checks that every current document
+   is a fixed point of the (idempotent) users transform, and says so.
+3. **Targets.** Each of the 12 containers must exist with the planned settings
+   (:func:`~asyncmig.vimarsh.plan.compare_container`; every difference fails, critical ones are
+   marked). Its documents are streamed and matched id by id against the expectations, consuming
+   them: what is left is missing, what was not expected is extra, an unequal digest is differing.
+   Digests cover the exact JSON of each number, so one changed bit of one embedding is caught; in
+   addition every embedding in ``personality_vectors`` must be a list of numbers of the vector
+   dimension (from the state, else the most common length in the source).
+4. The seed's figures (:data:`~asyncmig.vimarsh.plan.EXPECTED`) are shown beside the actual source
+   and target counts, for the reader only: pass or fail comes from the comparison alone.
+
+The report (a readable table and ``reports/validate.json``) is written before
+:class:`ValidationMismatch` (a :class:`~asyncmig.errors.ValidationFailed`, exit 8) is raised; its
+message names the first failing container and its first differing ids.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+from asyncmig.core import jsoncodec
+from asyncmig.core.digest import ContainerDigest, document_digest
+from asyncmig.core.files import AsyncJsonlGzReader
+from asyncmig.core.manifest import MANIFEST_NAME, container_file_name, read_manifest
+from asyncmig.core.partition_keys import partition_key_values
+from asyncmig.core.retry import Backoff, classify
+from asyncmig.core.source import CosmosSource
+from asyncmig.core.transform import Document, Rejected, Transform
+from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, first_error
+from asyncmig.phases.context import PhaseContext, PhaseResult
+from asyncmig.report import duration, table, write_json_report
+from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.personalities import PersonalityAccumulator
+
+PHASE = "validate"
+
+# Ids named per category in the report and the error message ("the first few").
+SAMPLE_SIZE = 5
+# Feed ranges of one container read at once, and documents per page: together they bound the
+# documents in memory at any moment (digests aside) to READ_CONCURRENCY * PAGE_SIZE.
+READ_CONCURRENCY = 4
+PAGE_SIZE = 200
+
+# Fields of a personality document that depend on when it was generated.
+_GENERATION_FIELDS = ("created_at", "updated_at")
+
+# (id as text, canonical JSON of the partition key values). Text, not the bytes orjson returns: each
+# of those keeps a ~4 KB allocation alive, which would multiply the memory per document by ~13.
+_Key = tuple[str, str]
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class IdSample:
+    """A count plus the alphabetically first :data:`SAMPLE_SIZE` ids.
+
+    Keeping the smallest ids rather than the first seen makes the report independent of the order
+    in which feed ranges answered, and bounds memory however many ids there are.
+    """
+
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+
+    def add(self, doc_id: str) -> None:
+        self.count += 1
+        bisect.insort(self.first, doc_id)
+        del self.first[SAMPLE_SIZE:]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def describe(self) -> str:
+        """``"3 (a, b, c)"``, with ``...`` when more ids exist than are named."""
+        more = ", ..." if self.count > len(self.first) else ""
+        return f"{self.count} ({', '.join(self.first)}{more})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "first": list(self.first)}
+
+
+@dataclass
+class ContainerCheck:
+    """One validated container: settings, document counts and the id-by-id comparison."""
+
+    container: str
+    source: str | None  # the source container whose mapping fills it (None: expected to be empty)
+    exists: bool = True
+    expected: int = 0
+    actual: int = 0
+    missing: IdSample = field(default_factory=IdSample)
+    extra: IdSample = field(default_factory=IdSample)
+    differing: IdSample = field(default_factory=IdSample)
+    differences: list[str] = field(default_factory=list)  # settings vs the plan
+    critical: list[str] = field(default_factory=list)  # the subset that cannot be fixed in place
+    problems: list[str] = field(default_factory=list)  # document-level findings beyond the digests
+
+    @property
+    def settings_ok(self) -> bool:
+        return self.exists and not self.differences
+
+    @property
+    def ok(self) -> bool:
+        return self.settings_ok and not (self.missing or self.extra or self.differing or self.problems)
+
+    def summary(self) -> str:
+        """What is wrong, first ids included (empty when :attr:`ok`)."""
+        parts: list[str] = []
+        if not self.exists:
+            parts.append("container does not exist")
+        parts.extend(
+            f"{d} (critical: cannot be changed in place)" if d in self.critical else d for d in self.differences
+        )
+        for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing)):
+            if sample:
+                parts.append(f"{label} {sample.describe()}")
+        parts.extend(self.problems)
+        return "; ".join(parts)
+
+    def first_ids(self) -> str:
+        parts = [
+            f"{label}: {', '.join(sample.first)}"
+            for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing))
+            if sample
+        ]
+        return "; ".join(parts) or "-"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "container": self.container,
+            "source": self.source,
+            "exists": self.exists,
+            "expected": self.expected,
+            "actual": self.actual,
+            "missing": self.missing.to_json(),
+            "extra": self.extra.to_json(),
+            "differing": self.differing.to_json(),
+            "settings_ok": self.settings_ok,
+            "differences": self.differences,
+            "critical_differences": self.critical,
+            "problems": self.problems,
+            "ok": self.ok,
+        }
+
+
+@dataclass
+class MappingCheck:
+    """One source container -> its targets: counts, rejections and where they went."""
+
+    source: str
+    read_from: str
+    targets: tuple[str, ...]
+    dead_letter_file: str
+    allow_dead_letters: bool
+    source_count: int = 0
+    routed: dict[str, int] = field(default_factory=dict)
+    rejected: IdSample = field(default_factory=IdSample)
+    dead_lettered: int = 0  # records in the migrate phase's dead-letter file
+    not_dead_lettered: IdSample = field(default_factory=IdSample)
+    collisions: IdSample = field(default_factory=IdSample)
+    target_count: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def expected_count(self) -> int:
+        return sum(self.routed.values())
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.target_count == self.expected_count
+            and not self.not_dead_lettered
+            and not self.collisions
+            and not self.problems
+            and (self.allow_dead_letters or not self.rejected)
+        )
+
+    def summary(self) -> str:
+        parts: list[str] = []
+        if self.target_count != self.expected_count:
+            parts.append(
+                f"the targets hold {self.target_count} documents, the transform of the source gives "
+                f"{self.expected_count}"
+            )
+        if self.not_dead_lettered:
+            parts.append(
+                f"{self.not_dead_lettered.describe()} rejected by the transform but not in the dead-letter "
+                f"file {self.dead_letter_file}: lost silently"
+            )
+        elif self.rejected and not self.allow_dead_letters:
+            parts.append(
+                f"{self.rejected.describe()} rejected by the transform (see {self.dead_letter_file}); "
+                "fix them, or accept them knowingly with --allow-dead-letters"
+            )
+        if self.collisions:
+            parts.append(
+                f"{self.collisions.describe()} map to the same target id and partition key as another "
+                "source document: one overwrites the other"
+            )
+        parts.extend(self.problems)
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "read_from": self.read_from,
+            "targets": list(self.targets),
+            "source_count": self.source_count,
+            "routed": dict(self.routed),
+            "rejected": self.rejected.to_json(),
+            "dead_letter_file": self.dead_letter_file,
+            "dead_lettered": self.dead_lettered,
+            "not_dead_lettered": self.not_dead_lettered.to_json(),
+            "collisions": self.collisions.to_json(),
+            "target_count": self.target_count,
+            "problems": self.problems,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FigureRow:
+    """A seed figure (B1.4) beside the actual counts; informational only."""
+
+    figure: str
+    seed: int
+    source: int
+    target: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"figure": self.figure, "seed": self.seed, "source": self.source, "target": self.target}
+
+
+@dataclass
+class EmbeddingCheck:
+    """The embeddings of ``personality_vectors`` as found in the target."""
+
+    dimensions: int | None
+    dimensions_from: str  # "state", "data" or "unknown"
+    with_embedding: int = 0
+    without_embedding: int = 0
+    wrong_dimension: IdSample = field(default_factory=IdSample)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dimensions": self.dimensions,
+            "dimensions_from": self.dimensions_from,
+            "with_embedding": self.with_embedding,
+            "without_embedding": self.without_embedding,
+            "wrong_dimension": self.wrong_dimension.to_json(),
+        }
+
+
+@dataclass
+class ValidationReport:
+    """Everything validation found; :attr:`ok` is the verdict."""
+
+    database: str
+    containers: list[ContainerCheck]
+    mappings: list[MappingCheck]
+    figures: list[FigureRow]
+    embeddings: EmbeddingCheck
+    notes: list[str]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+
+    @property
+    def documents(self) -> int:
+        """Target documents compared."""
+        return sum(c.actual for c in self.containers)
+
+    def failures(self) -> list[tuple[str, str]]:
+        """``(container, what is wrong)`` for each failing container, then each failing mapping."""
+        found = [(c.container, c.summary()) for c in self.containers if not c.ok]
+        found += [(m.source, m.summary()) for m in self.mappings if not m.ok]
+        return found
+
+    def failure_message(self, report_path: Path | None = None) -> str:
+        """Names the first failing container and its first differing ids (empty when ok)."""
+        failures = self.failures()
+        if not failures:
+            return ""
+        name, what = failures[0]
+        message = f"validation failed: {name}: {what}"
+        others = [n for n, _ in failures[1:]]
+        if others:
+            message += f"; also failing: {', '.join(dict.fromkeys(others))}"
+        if report_path is not None:
+            message += f"; details in {report_path}"
+        return message
+
+    def table(self) -> str:
+        """The readable report: containers, mappings, seed figures, embeddings, findings."""
+        lines = [f"Validation of {self.database}: {'OK' if self.ok else 'FAILED'} ({duration(self.seconds)})", ""]
+        lines.append(table(
+            ["container", "source", "expected", "actual", "missing", "extra", "differing", "settings", "first ids"],
+            [[c.container, c.source or "-", c.expected, c.actual, c.missing.count, c.extra.count,
+              c.differing.count, "ok" if c.settings_ok else ("MISSING" if not c.exists else "DIFFER"),
+              c.first_ids()] for c in self.containers],
+        ))
+        lines.append("")
+        lines.append(table(
+            ["source", "read from", "documents", "routed", "rejected", "dead-lettered", "in targets", "ok"],
+            [[m.source, m.read_from, m.source_count,
+              ", ".join(f"{t} {n:,}" for t, n in m.routed.items()) or "-",
+              m.rejected.count, m.dead_lettered, m.target_count, m.ok] for m in self.mappings],
+        ))
+        lines.append("")
+        lines.append(table(
+            ["figure", "seed", "source", "target"],
+            [[f.figure, f.seed, f.source, f.target] for f in self.figures],
+        ))
+        e = self.embeddings
+        dims = f"{e.dimensions} numbers ({e.dimensions_from})" if e.dimensions else "dimension unknown"
+        lines += ["", f"embeddings: {dims}; {e.with_embedding:,} with, {e.without_embedding:,} without, "
+                      f"{e.wrong_dimension.count:,} of another size"]
+        failures = self.failures()
+        if failures:
+            lines += ["", "failures:", *(f"  {name}: {what}" for name, what in failures)]
+        if self.notes:
+            lines += ["", "notes:", *(f"  {note}" for note in self.notes)]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phase": PHASE,
+            "database": self.database,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "containers": [c.to_json() for c in self.containers],
+            "mappings": [m.to_json() for m in self.mappings],
+            "figures": [f.to_json() for f in self.figures],
+            "embeddings": self.embeddings.to_json(),
+            "failures": [{"container": n, "problem": p} for n, p in self.failures()],
+            "notes": self.notes,
+        }
+
+    def phase_result(self) -> PhaseResult:
+        """This report as the run summary's line for the validate phase.
+
+        ``details`` carries the whole JSON report: the orchestrator writes each phase's
+        ``PhaseResult`` to ``reports/<phase>.json``, the same file :func:`validate` writes, so
+        nothing of the report may be lost when it does.
+        """
+        return PhaseResult(
+            phase=PHASE,
+            status="done" if self.ok else "failed",
+            documents=self.documents,
+            seconds=self.seconds,
+            details=self.to_json(),
+        )
+
+
+class ValidationMismatch(ValidationFailed):
+    """:class:`~asyncmig.errors.ValidationFailed` (exit 8) carrying the report, so the orchestrator
+    can put the validate line in its summary without reading the JSON back."""
+
+    def __init__(self, message: str, report: ValidationReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+PageHandler = Callable[[list[Document]], None]
+
+
+def _definition(path: str) -> dict[str, Any]:
+    return {"paths": [path], "kind": "Hash"}
+
+
+def _canonical_text(value: Any) -> str:
+    return jsoncodec.canonical(value).decode("utf-8")
+
+
+def _id_text(doc_id: Any) -> str:
+    """Cosmos ids are strings; anything else (a damaged document) is named by its exact JSON."""
+    return doc_id if isinstance(doc_id, str) else _canonical_text(doc_id)
+
+
+def _key(document: Document, definition: dict[str, Any]) -> _Key:
+    return _id_text(document.get("id")), _canonical_text(partition_key_values(definition, document))
+
+
+async def _read_properties(container: ContainerProxy) -> dict[str, Any] | None:
+    """``container.read()``, waiting out throttling (the client's own retries are off); ``None`` when
+    the container does not exist."""
+    backoff = Backoff()
+    while True:
+        try:
+            return dict(await container.read())
+        except CosmosResourceNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
+            failure = classify(exc)
+            delay = backoff.next_delay(failure) if failure.retryable else None
+            if delay is None:
+                raise failure.as_error(f"reading the settings of {container.id}") from exc
+            await anyio.sleep(delay)
+
+
+async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> None:
+    """Every document of ``container``, page by page, feed ranges read concurrently.
+
+    ``handle`` runs synchronously between awaits, so concurrent ranges never interleave inside it.
+    """
+    source = CosmosSource(container, page_size=PAGE_SIZE, what=what)
+    await source.open()
+    limiter = anyio.CapacityLimiter(READ_CONCURRENCY)
+
+    async def read_range(feed_range: Any) -> None:
+        async with limiter:
+            async for page in source.pages(feed_range, None):
+                handle(page.documents)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for feed_range in (await source.partitions()).values():
+                group.start_soon(read_range, feed_range)
+    except BaseExceptionGroup as group_error:
+        raise first_error(group_error) from None
+
+
+def _dead_lettered(path: Path) -> set[_Key]:
+    """The source documents (id, partition key) recorded in a migrate dead-letter file.
+
+    Read here rather than with :class:`~asyncmig.core.deadletter.DeadLetterFile`, whose opening
+    repairs a torn last line: validation changes nothing. A torn last line (a crash mid-append) is
+    not a record; any other unreadable line is damage.
+
+    :raises CorruptState: for a complete line that is not a dead-letter record.
+    """
+    keys: set[_Key] = set()
+    try:
+        stream = path.open("rb")
+    except FileNotFoundError:
+        return keys
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = jsoncodec.loads(line)
+                source = record["source"]
+                keys.add((_id_text(source["id"]), _canonical_text(source.get("partition_key"))))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                if line.endswith(b"\n"):
+                    raise CorruptState(
+                        f"dead-letter file {path} line {number} is not a dead-letter record; repair the "
+                        "line or move the file aside, then re-run validate"
+                    ) from None
+    return keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Expectations: the transform of every source document, as digests
+# --------------------------------------------------------------------------------------------------
+
+
+def _without_generation(document: Document) -> Document:
+    return {k: v for k, v in document.items() if k not in _GENERATION_FIELDS}
+
+
+class _Expectations:
+    """Per target container, the digest of every document it must hold, keyed by id and partition key.
+
+    Also gathers what the vector documents imply: the personalities (accumulator) and the embedding
+    lengths (to detect the dimension when the state does not record it).
+    """
+
+    def __init__(self) -> None:
+        self.digests: dict[str, dict[_Key, bytes]] = {spec.name: {} for spec in plan.VALIDATED_CONTAINERS}
+        self.definitions = {
+            spec.name: _definition(spec.partition_key_path) for spec in plan.VALIDATED_CONTAINERS
+        }
+        self.personalities = PersonalityAccumulator()
+        self.embedding_lengths: Counter[int] = Counter()
+
+    def expect(self, target: str, document: Document, check: MappingCheck) -> None:
+        key = _key(document, self.definitions[target])
+        digests = self.digests[target]
+        if key in digests:
+            check.collisions.add(key[0])
+            return
+        digests[key] = document_digest(document)
+        check.routed[target] = check.routed.get(target, 0) + 1
+        if target == plan.PERSONALITY_VECTORS:
+            self.personalities.add(document)
+            embedding = document.get("embedding")
+            if isinstance(embedding, list):
+                self.embedding_lengths[len(embedding)] += 1
+
+    def detected_dimensions(self) -> int | None:
+        """The most common embedding length (ties: the larger count, then the smaller length)."""
+        if not self.embedding_lengths:
+            return None
+        return min(self.embedding_lengths.items(), key=lambda item: (-item[1], item[0]))[0]
+
+
+def _mapping_handler(
+    transform: Transform,
+    check: MappingCheck,
+    expectations: _Expectations,
+    source_definition: dict[str, Any],
+    dead_letters: set[_Key],
+    content: ContainerDigest | None = None,
+) -> PageHandler:
+    def handle(page: list[Document]) -> None:
+        for document in page:
+            check.source_count += 1
+            if content is not None:
+                content.add(document)
+            try:
+                routed = transform.apply(document)
+            except Rejected:
+                key = _key(document, source_definition)
+                check.rejected.add(key[0])
+                if key not in dead_letters:
+                    check.not_dead_lettered.add(key[0])
+                continue
+            for target, target_document in routed:
+                expectations.expect(target, target_document, check)
+
+    return handle
+
+
+async def _expect_mapping(
+    ctx: PhaseContext, mapping: plan.Mapping, expectations: _Expectations, notes: list[str]
+) -> MappingCheck:
+    """Stream one source, recording the expected target digests.
+
+    A mapping into new containers reads its live source container, or the backup when the source
+    container is gone (the original cleanup deleted sources after migrating). The in-place users
+    mapping reads the backup (its live documents are already transformed), or, without a backup,
+    the live documents as a fixed-point check.
+    """
+    dead_letter_path = ctx.workdir.dead_letter("migrate", mapping.source)
+    dead_letters = _dead_lettered(dead_letter_path)
+    check = MappingCheck(
+        source=mapping.source,
+        read_from="",
+        targets=mapping.targets,
+        dead_letter_file=str(dead_letter_path),
+        allow_dead_letters=ctx.options.allow_dead_letters,
+        dead_lettered=len(dead_letters),
+    )
+    transform = plan.transform_of(mapping)
+    container = ctx.database.get_container_client(mapping.source)
+    backup_file = (
+        Path(ctx.state.backup_dir) / container_file_name(mapping.source) if ctx.state.backup_dir else None
+    )
+
+    live: dict[str, Any] | None = None
+    if not mapping.in_place:
+        live = await _read_properties(container)
+    if live is not None or (mapping.in_place and backup_file is None):
+        # In place without a backup: the live documents are both source and target, so the check
+        # becomes "applying the (idempotent) transform changes nothing".
+        definition = live["partitionKey"] if live is not None else _definition(
+            plan.source_spec(mapping.source).partition_key_path
+        )
+        check.read_from = "container" if live is not None else "container (fixed point)"
+        if live is None:
+            notes.append(
+                f"no backup is recorded: {mapping.source} was checked as a fixed point of its transform "
+                "(every document already transformed); its pre-migration bodies could not be compared"
+            )
+        handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
+        await _read_container(container, mapping.source, handle)
+        return check
+
+    if backup_file is None or (not mapping.in_place and not backup_file.exists()):
+        where = f"and the backup has no {backup_file}" if backup_file else "and the state records no backup"
+        raise ResourceMissing(
+            f"the source container {ctx.database_name}/{mapping.source} does not exist {where}; "
+            "validation cannot compare the target without its source"
+        )
+    check.read_from = f"backup {backup_file.parent.name}/{backup_file.name}"
+    manifest_entry = None
+    definition = _definition(plan.source_spec(mapping.source).partition_key_path)
+    if (backup_file.parent / MANIFEST_NAME).exists():
+        manifest_entry = read_manifest(backup_file.parent)["containers"].get(mapping.source)
+        if manifest_entry is None:
+            check.problems.append(f"the backup manifest in {backup_file.parent} has no entry for {mapping.source}")
+        else:
+            definition = manifest_entry["properties"].get("partitionKey", definition)
+    else:
+        notes.append(f"{backup_file.parent} has no {MANIFEST_NAME}: {backup_file.name} was read unverified")
+    content = ContainerDigest()
+    handle = _mapping_handler(transform, check, expectations, definition, dead_letters, content)
+    async with await AsyncJsonlGzReader.open(backup_file) as reader:
+        async for page in reader.pages(PAGE_SIZE):
+            handle(page)
+    if manifest_entry is not None and content.to_json() != manifest_entry["content_digest"]:
+        check.problems.append(
+            f"{backup_file} holds {content.count} documents with content digest {content}, but the manifest "
+            f"records {manifest_entry['content_digest']}: the backup changed after it was written"
+        )
+    return check
+
+
+def _expect_personalities(expectations: _Expectations, generated_at: str | None) -> dict[str, Document]:
+    """Record the personality documents the expected vectors imply (one per distinct id, so no key
+    can collide); returns them by id (few) so a differing one can be explained field by field."""
+    digests = expectations.digests[plan.PERSONALITIES]
+    definition = expectations.definitions[plan.PERSONALITIES]
+    by_id: dict[str, Document] = {}
+    for document in expectations.personalities.documents(generated_at or ""):
+        comparable = document if generated_at is not None else _without_generation(document)
+        digests[_key(document, definition)] = document_digest(comparable)
+        by_id[document["id"]] = comparable
+    return by_id
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------------
+
+
+def _short(value: Any) -> str:
+    text = _canonical_text(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_differences(expected: Document, actual: Document) -> list[str]:
+    """Top-level fields that differ, with both values (abbreviated)."""
+    out: list[str] = []
+    for name in sorted(set(expected) | set(actual)):
+        if name.startswith("_"):
+            continue
+        if name not in actual:
+            out.append(f"{name} missing, expected {_short(expected[name])}")
+        elif name not in expected:
+            out.append(f"{name} unexpected ({_short(actual[name])})")
+        elif jsoncodec.canonical(expected[name]) != jsoncodec.canonical(actual[name]):
+            out.append(f"{name} is {_short(actual[name])}, expected {_short(expected[name])}")
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+async def _check_container(
+    ctx: PhaseContext,
+    spec: plan.ContainerSpec,
+    expected: dict[_Key, bytes],
+    *,
+    source: str | None,
+    dimensions: int | None,
+    embeddings: EmbeddingCheck,
+    personalities: dict[str, Document],
+    compare_generation: bool,
+) -> ContainerCheck:
+    """Settings, then every document against ``expected`` (consumed as documents are matched)."""
+    check = ContainerCheck(container=spec.name, source=source, expected=len(expected))
+    container = ctx.database.get_container_client(spec.name)
+    properties = await _read_properties(container)
+    if properties is None:
+        check.exists = False
+    else:
+        differences = plan.compare_container(spec, properties, vector_dimensions=dimensions)
+        prefix = f"{spec.name}: "  # the row already names the container
+        check.differences = [d.removeprefix(prefix) for d in differences]
+        check.critical = [d.removeprefix(prefix) for d in plan.critical_differences(differences)]
+
+    if check.exists:
+        definition = _definition(spec.partition_key_path)  # the planned key, whatever the container has
+        is_vectors = spec.name == plan.PERSONALITY_VECTORS
+        strip_generation = spec.name == plan.PERSONALITIES and not compare_generation
+
+        def handle(page: list[Document]) -> None:
+            for document in page:
+                check.actual += 1
+                key = _key(document, definition)
+                comparable = _without_generation(document) if strip_generation else document
+                want = expected.pop(key, None)
+                if want is None:
+                    check.extra.add(key[0])
+                elif want != document_digest(comparable):
+                    check.differing.add(key[0])
+                    if spec.name == plan.PERSONALITIES:
+                        fields = _field_differences(personalities[key[0]], comparable)
+                        check.problems.append(f"{key[0]}: {'; '.join(fields)}")
+                if is_vectors:
+                    _inspect_embedding(document, key[0], dimensions, embeddings)
+
+        await _read_container(container, spec.name, handle)
+
+    for doc_id, _ in expected:
+        check.missing.add(doc_id)
+    expected.clear()
+    if spec.name == plan.PERSONALITY_VECTORS and embeddings.wrong_dimension:
+        size = f"{dimensions} " if dimensions is not None else ""
+        check.problems.append(
+            f"{embeddings.wrong_dimension.describe()} have an embedding that is not a list of {size}numbers"
+        )
+    return check
+
+
+def _inspect_embedding(document: Document, doc_id: str, dimensions: int | None, check: EmbeddingCheck) -> None:
+    embedding = document.get("embedding")
+    if embedding is None:
+        check.without_embedding += 1
+        return
+    check.with_embedding += 1
+    if not isinstance(embedding, list) or (dimensions is not None and len(embedding) != dimensions) or not all(
+        _is_number(x) for x in embedding
+    ):
+        check.wrong_dimension.add(doc_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# The phase
+# --------------------------------------------------------------------------------------------------
+
+
+async def validate(ctx: PhaseContext) -> ValidationReport:
+    """Compare the migrated layout with the transform of its source; write the report.
+
+    :returns: the report, when everything matches.
+    :raises ValidationMismatch: (a ValidationFailed, exit 8) after the report is written, naming the
+        first failing container and its first differing ids.
+    :raises ResourceMissing: when a source can be read neither from its container nor a backup.
+    :raises BackupCorrupt: when the recorded backup or its manifest is unreadable.
+    :raises CorruptState: when a dead-letter file is damaged.
+    """
+    started = time.monotonic()
+    notes: list[str] = []
+    expectations = _Expectations()
+    mappings: list[MappingCheck] = []
+    source_of: dict[str, str] = {}
+    for mapping in plan.MAPPINGS:
+        mappings.append(await _expect_mapping(ctx, mapping, expectations, notes))
+        source_of.update(dict.fromkeys(mapping.targets, mapping.source))
+    by_source = {m.source: m for m in mappings}
+
+    generated_at = ctx.state.personalities_generated_at
+    if generated_at is None:
+        notes.append(
+            "the state records no personalities_generated_at: personalities were compared without "
+            "created_at/updated_at"
+        )
+    personalities = _expect_personalities(expectations, generated_at)
+    source_of[plan.PERSONALITIES] = plan.PERSONALITY_VECTORS
+
+    dimensions = ctx.state.vector_dimensions
+    dimensions_from = "state"
+    if dimensions is None:
+        dimensions = expectations.detected_dimensions()
+        dimensions_from = "data" if dimensions is not None else "unknown"
+    if dimensions is None:
+        notes.append("no embedding and no recorded dimension: the vector policy's dimensions were not checked")
+    embeddings = EmbeddingCheck(dimensions=dimensions, dimensions_from=dimensions_from)
+
+    rows: list[ContainerCheck] = []
+    for spec in plan.VALIDATED_CONTAINERS:
+        rows.append(await _check_container(
+            ctx, spec, expectations.digests[spec.name],
+            source=source_of.get(spec.name), dimensions=dimensions, embeddings=embeddings,
+            personalities=personalities, compare_generation=generated_at is not None,
+        ))
+    actual = {row.container: row.actual for row in rows}
+    for mapping_check in mappings:
+        mapping_check.target_count = sum(actual[t] for t in mapping_check.targets)
+
+    vectors, users, activity = (by_source[name] for name in (plan.SOURCE_VECTORS, plan.SOURCE_USERS,
+                                                              plan.SOURCE_ACTIVITY))
+    figures = [
+        FigureRow("vectors", plan.EXPECTED.vectors, vectors.source_count, actual[plan.PERSONALITY_VECTORS]),
+        FigureRow("users", plan.EXPECTED.users, users.source_count, actual[plan.USERS]),
+        FigureRow("activity", plan.EXPECTED.activity, activity.source_count, activity.target_count),
+        FigureRow("personalities", plan.EXPECTED.personalities, len(personalities), actual[plan.PERSONALITIES]),
+    ]
+    report = ValidationReport(
+        database=ctx.database_name, containers=rows, mappings=mappings, figures=figures,
+        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started,
+    )
+    path = ctx.workdir.report(PHASE)
+    write_json_report(path, report.to_json())
+    if not report.ok:
+        raise ValidationMismatch(report.failure_message(path), report)
+    return report
