@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,8 @@ from asyncmig.emulator.throttle import Stats, Throttle
 # The official emulator's published key: not a secret, it is the same on every machine.
 WELL_KNOWN_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 FAULT_KINDS = ("503", "408", "reset")
+log = logging.getLogger(__name__)
+_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # documents and batches are refused at 2 MB by the handlers
 
 _DEFAULT_INDEXING = {
     "indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
@@ -92,7 +95,7 @@ class Emulator:
         self.documents = Documents(self.store, self.throttle, self.stats)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -105,7 +108,11 @@ class Emulator:
             return await self._admin(request, segments[1:])
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            # aiohttp's own refusal is plain text with no request charge; answer as Cosmos does.
+            return CosmosError(413, f"Request size is too large (over {_MAX_REQUEST_BYTES} bytes).").response(activity)
         if not auth.verify(self.key, request.method, segments, request.headers):
             return CosmosError(401, "The input authorization token can't serve the request. The wrong key is "
                                     "being used or the expected payload is not built as per the protocol.").response(activity)
@@ -116,6 +123,13 @@ class Emulator:
             reply = self._dispatch(request.method, segments, request.headers, raw, request)
         except CosmosError as exc:
             return exc.response(activity)
+        except Exception as exc:  # a bug or an input we did not foresee: answer in Cosmos' shape
+            # ... and never leave a transaction open, or every later write fails with "cannot start a
+            # transaction within a transaction".
+            if self.store.db.in_transaction:
+                self.store.rollback()
+            log.exception("emulator: unexpected error in %s /%s", request.method, "/".join(segments))
+            return CosmosError(500, f"Internal emulator error: {type(exc).__name__}: {exc}").response(activity)
         if fault:
             return await self._fault(request, fault, activity)  # after it ran: the client cannot know
         return reply.response(activity)

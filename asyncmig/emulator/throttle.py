@@ -3,8 +3,14 @@
 A container's provisioned RU/s (manual, or the autoscale maximum) is split evenly over its online
 physical ranges. Each range holds a token bucket of at most one second of budget that refills
 continuously; a request finding it empty or overdrawn is refused with 429 / 3200 and a
-``x-ms-retry-after-ms`` that says exactly when the bucket turns positive again. A request that is
-admitted is charged afterwards, so a large write can overdraw the bucket (as in Cosmos).
+``x-ms-retry-after-ms`` that says when it may come back. A request that is admitted is charged
+afterwards, so a large write can overdraw the bucket (as in Cosmos).
+
+Retry-after values are staggered: each throttled request is given its own future slot, one
+average request cost of refill after the previous one. Telling every throttled request "come back
+when the bucket turns positive" sent them all back at the same instant, where one got in and the
+rest were throttled again; with 30 concurrent writers per range the SDK's 9 retries ran out and a
+default client failed (found by tests/emulator/test_throttling.py).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ class _Bucket:
     rate: float
     tokens: float
     stamp: float
+    promised: float = 0.0     # monotonic time up to which refill is already promised to throttled requests
+    avg_cost: float = 1.0     # moving average of the RU an admitted request costs here
 
 
 class Throttle:
@@ -45,11 +53,16 @@ class Throttle:
         bucket = self._bucket((coll, range_id), rate)
         if bucket.tokens > 0:
             return None
-        return max(1, math.ceil(-bucket.tokens / rate * 1000) + 1)
+        now = bucket.stamp
+        start = max(now - bucket.tokens / rate, bucket.promised)  # positive again, or after the queue
+        bucket.promised = start + bucket.avg_cost / rate
+        return max(1, math.ceil((start - now) * 1000) + 1)
 
     def charge(self, coll: str, range_id: str, rate: float | None, ru: float) -> None:
         if self.enabled and rate is not None:
-            self._bucket((coll, range_id), rate).tokens -= ru
+            bucket = self._bucket((coll, range_id), rate)
+            bucket.tokens -= ru
+            bucket.avg_cost = 0.8 * bucket.avg_cost + 0.2 * ru
 
     def forget(self, coll: str) -> None:
         for key in [k for k in self._buckets if k[0] == coll]:
