@@ -30,7 +30,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 faults: $(STAMP)
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+	@mkdir -p bench/results && rm -f bench/results/faults.jsonl
+	ASYNCMIG_FAULT_RESULTS=bench/results/faults.jsonl $(PY) -m pytest -q tests/faults tests/test_bad_input.py $(PYTEST_ARGS)
+	$(PY) -m tests.faults.summary bench/results/faults.jsonl
 
 migrate: $(STAMP)
 	$(PY) -m asyncmig.demo_run
