@@ -21,6 +21,9 @@ class WriteUnit:
     documents: list[Document]
     partition_key: Any = None  # the shared key of a transactional batch
     batch: bool = False
+    # Each document's compact JSON, in order, when the sink already encoded it while planning (to
+    # measure it): a sink that sends bytes reuses them instead of encoding a second time.
+    encoded: list[bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class SinkStatistics:
 class Sink(Protocol):
     description: str
     stats: SinkStatistics
+    # True when every acknowledged write is durable by itself (a database); False when writes are
+    # durable only up to the state :meth:`flush` returned for a checkpoint (files are cut back to it
+    # on resume), so documents acknowledged after a checkpoint must be written again, not skipped.
+    durable_writes: bool
 
     async def open(self, state: dict[str, Any]) -> None:
         """Prepare to write, resuming from the state a checkpoint stored (empty: fresh)."""

@@ -46,13 +46,14 @@ async def _transfer(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name, target=ctx.endpoint,
         target_database=ctx.database_name, target_containers=list(targets), transform=transform, phase="migrate",
     )
-    job = Transfer(
-        source=source, sink=CosmosSink(targets, Governor(budget)), identity=identity,
-        checkpoint=ctx.workdir.checkpoint("migrate", name), dead_letter=ctx.workdir.dead_letter("migrate", name),
-        transform=transform, allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {name}",
-        total=await source.count(), progress=ctx.options.progress, options=ctx.options.pipeline,
-    )
-    return await run_transfer(job, ctx.stop)
+    async with CosmosSink(targets, Governor(budget), endpoint=ctx.endpoint, insecure=ctx.options.insecure) as sink:
+        job = Transfer(
+            source=source, sink=sink, identity=identity,
+            checkpoint=ctx.workdir.checkpoint("migrate", name), dead_letter=ctx.workdir.dead_letter("migrate", name),
+            transform=transform, allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {name}",
+            total=await source.count(), progress=ctx.options.progress, options=ctx.options.pipeline,
+        )
+        return await run_transfer(job, ctx.stop)
 
 
 async def migrate(ctx: PhaseContext) -> PhaseResult:
