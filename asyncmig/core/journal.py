@@ -36,13 +36,25 @@ def replay(checkpoint: Path, generation: int) -> dict[str, set[str]]:
     return found
 
 
-class Journal:
-    """Append-only, one generation at a time."""
+def discard_all(checkpoint: Path) -> None:
+    """Delete every generation of ``checkpoint``'s journal: a fresh run must never replay an old
+    run's completions (``--restart`` moves the old checkpoint aside, not its journals)."""
+    if checkpoint.parent.is_dir():
+        prefix = journal_path(checkpoint, 0).name.removesuffix("0")
+        for path in checkpoint.parent.iterdir():
+            if path.name.startswith(prefix):
+                path.unlink()
 
-    def __init__(self, checkpoint: Path, generation: int) -> None:
+
+class Journal:
+    """Append-only, one generation at a time. A disabled journal records nothing: used for sinks
+    whose acknowledged writes are durable only up to what a checkpoint records (files)."""
+
+    def __init__(self, checkpoint: Path, generation: int, *, enabled: bool = True) -> None:
         self.checkpoint = checkpoint
         self.generation = generation
-        self._fd = self._open(generation)
+        self.enabled = enabled
+        self._fd = self._open(generation) if enabled else -1
 
     def _open(self, generation: int) -> int:
         path = journal_path(self.checkpoint, generation)
@@ -50,15 +62,16 @@ class Journal:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def record(self, range_key: str, document_keys: list[str]) -> None:
-        if document_keys:
+        if document_keys and self.enabled:
             os.write(self._fd, b"".join(jsoncodec.dumps([range_key, k]) + b"\n" for k in document_keys))
 
     def rotate(self) -> int:
         """Start the next generation; returns it (the caller saves it in the checkpoint, then calls
         :meth:`discard_previous`)."""
-        os.close(self._fd)
         self.generation += 1
-        self._fd = self._open(self.generation)
+        if self.enabled:
+            os.close(self._fd)
+            self._fd = self._open(self.generation)
         return self.generation
 
     def discard_previous(self) -> None:
@@ -66,4 +79,5 @@ class Journal:
             journal_path(self.checkpoint, self.generation - 1).unlink()
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self.enabled:
+            os.close(self._fd)

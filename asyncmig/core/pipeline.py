@@ -37,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncmig.core import jsoncodec
 from asyncmig.core.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
 from asyncmig.core.deadletter import DeadLetterFile
-from asyncmig.core.journal import Journal, replay
+from asyncmig.core.journal import Journal, discard_all, replay
 from asyncmig.core.sink import Rejection, Sink, WriteUnit
 from asyncmig.core.source import Source
 from asyncmig.core.transform import IDENTITY, Document, Rejected, Transform
@@ -148,19 +148,21 @@ class Pipeline:
         """
         await self.source.open()
         if not self.checkpoint.ranges:
+            discard_all(self.checkpoint_path)
             partitions = await self.source.partitions()
             self.checkpoint.ranges = {key: RangeState(feed_range=fr) for key, fr in partitions.items()}
             save_checkpoint(self.checkpoint_path, self.checkpoint)
         await self.sink.open(self.checkpoint.sink_state)
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
-        replayed = replay(self.checkpoint_path, self.checkpoint.journal)
+        durable = self.sink.durable_writes
+        replayed = replay(self.checkpoint_path, self.checkpoint.journal) if durable else {}
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
             self._skip[key] = set(state.written_ahead) | replayed.get(key, set())
             self._ahead[key] = {}
             self._registered[key] = 0
-        self._journal = Journal(self.checkpoint_path, self.checkpoint.journal)
+        self._journal = Journal(self.checkpoint_path, self.checkpoint.journal, enabled=durable)
         try:
             try:
                 await self._run(pending, stop)

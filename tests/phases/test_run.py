@@ -69,7 +69,7 @@ async def test_full_run_validates_with_the_planned_layout(emulator: EmulatorProc
         assert await writes_to(vectors) == VECTORS  # nothing written twice
     again = _cli(emulator, tmp_path, "run", "--yes", "--no-progress")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("skipped") == 4  # a finished run has nothing left to do
+    assert again.stdout.count(" - finished at ") == 4  # a finished run has nothing left to do
 
 
 async def test_run_killed_mid_migration_then_rerun_completes_without_duplicates(tmp_path: Path) -> None:

@@ -1,0 +1,168 @@
+"""The rollback phase: back to the legacy 3-container layout, proven against the backup (spec A4).
+
+The original rollback could not read the backup, recreated containers with wrong partition keys
+and fixed RU/s, deleted the live ``users`` and ``user_activity`` through ``replace('-', '_')``,
+and stopped half-way with containers already deleted (W-19). This one:
+
+1. refuses, before changing anything, without a complete, verified backup of this database, when
+   the state names a container the migration does not create as created, or when an existing
+   legacy container's partition key differs from the backup's;
+2. restores the legacy layout from the backup: ``users`` documents get their backed-up bodies back
+   (upserts; the migration only changed them in place), and a missing legacy container is
+   recreated from the manifest's properties and refilled;
+3. verifies every legacy container against the manifest (count and content digest);
+4. only then deletes the containers listed in the state's ``created``, which is the only list it
+   trusts: a source container, ``users`` or any container the migration did not create is never
+   deleted. Until the legacy layout is proven restored, the migrated containers stay as the other
+   copy of the data; a failed rollback leaves them in place and can simply be run again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+from asyncmig.core.manifest import Manifest
+from asyncmig.core.retry import classify
+from asyncmig.errors import BackupCorrupt, PlanMismatch, StateError, UsageError, ValidationFailed
+from asyncmig.phases.context import PhaseContext, PhaseResult
+from asyncmig.phases.restore import (
+    container_digest,
+    digest_problem,
+    existing_properties,
+    partition_key_problem,
+    restore_checkpoint,
+    restore_container,
+    verified_manifest,
+)
+from asyncmig.phases.state import save_state
+from asyncmig.vimarsh.plan import NEW_CONTAINERS, SOURCE_CONTAINERS, USERS
+
+__all__ = ["rollback"]
+
+PHASE = "rollback"
+
+
+async def rollback(ctx: PhaseContext) -> PhaseResult:
+    """Restore the legacy layout from this migration's backup and delete what the migration created.
+
+    :raises BackupCorrupt: when the state records no backup, or it is incomplete or damaged.
+    :raises UsageError: when the backup is of another database.
+    :raises StateError: when ``created`` names a container the migration never creates.
+    :raises PlanMismatch: when a legacy container exists with another partition key.
+    :raises ValidationFailed: when a legacy container still differs from the backup after the
+        restore (nothing has been deleted then).
+    :raises Interrupted: after ``ctx.stop`` was set; re-run to resume.
+    """
+    started = time.monotonic()
+    backup_dir = _recorded_backup(ctx)
+    manifest = await verified_manifest(backup_dir)
+    _check_backup(ctx, manifest, backup_dir)
+    doomed = _deletable(ctx.state.created)
+    legacy = await _legacy_properties(ctx, manifest)
+
+    restored: dict[str, dict[str, Any]] = {}
+    written = 0
+    ru = 0.0
+    for spec in SOURCE_CONTAINERS:
+        name = spec.name
+        resuming = restore_checkpoint(ctx, PHASE, name, backup_dir).exists()  # an interrupted rollback
+        if legacy[name] is not None and name != USERS and not resuming:
+            continue  # the migration never writes to the other legacy containers
+        result = await restore_container(
+            ctx, backup_dir, name, manifest["containers"][name], target=name, phase=PHASE
+        )
+        written += result.written
+        ru += result.ru
+        restored[name] = {"recreated": result.created, "documents": result.written}
+
+    verified: dict[str, str] = {}
+    problems: list[str] = []
+    for spec in SOURCE_CONTAINERS:
+        container = ctx.database.get_container_client(spec.name)
+        digest = await container_digest(container, ctx)
+        problem = digest_problem(f"{ctx.database_name}/{spec.name}", digest, manifest["containers"][spec.name])
+        if problem:
+            problems.append(problem)
+        verified[spec.name] = digest.to_json()
+    if problems:
+        raise ValidationFailed(
+            f"rollback from {backup_dir}: the legacy layout does not match the backup after the restore: "
+            f"{'; '.join(problems)}; no container was deleted"
+        )
+
+    deleted = []
+    for name in doomed:
+        await _delete(ctx, name)
+        ctx.state.created = [other for other in ctx.state.created if other != name]
+        save_state(ctx.workdir.state, ctx.state)  # so a re-run after a crash knows what is gone
+        deleted.append(name)
+    ctx.state.rolled_back_at = datetime.now(UTC).isoformat(timespec="seconds")
+    ctx.state.finished.clear()  # everything the migration did is undone; a new run starts over
+    ctx.state.backup_dir = None  # ... with a backup of the data as it is then
+    save_state(ctx.workdir.state, ctx.state)
+    return PhaseResult(
+        phase=PHASE, status="done", documents=written, ru=ru, seconds=time.monotonic() - started,
+        details={"backup_dir": str(backup_dir), "deleted": deleted, "restored": restored, "verified": verified},
+    )
+
+
+def _recorded_backup(ctx: PhaseContext) -> Path:
+    if ctx.state.backup_dir is None:
+        after = f" (it was rolled back at {ctx.state.rolled_back_at})" if ctx.state.rolled_back_at else ""
+        raise BackupCorrupt(
+            f"the migration state {ctx.workdir.state} records no backup{after}: a rollback needs the "
+            "complete backup taken before the migration; nothing was changed"
+        )
+    return Path(ctx.state.backup_dir)
+
+
+def _check_backup(ctx: PhaseContext, manifest: Manifest, backup_dir: Path) -> None:
+    if manifest["database"] != ctx.database_name:
+        raise UsageError(f"backup {backup_dir} is of database {manifest['database']!r}, not "
+                         f"{ctx.database_name!r}; nothing was changed")
+    missing = [spec.name for spec in SOURCE_CONTAINERS if spec.name not in manifest["containers"]]
+    if missing:
+        raise BackupCorrupt(f"backup {backup_dir} does not hold {', '.join(missing)}; nothing was changed")
+
+
+def _deletable(created: list[str]) -> list[str]:
+    """The containers to delete: ``created``, once each, provided every one is a container the
+    migration creates (anything else means the state is wrong, and nothing is deleted)."""
+    managed = {spec.name for spec in NEW_CONTAINERS if spec.managed}
+    legacy = {spec.name for spec in SOURCE_CONTAINERS} | {USERS}
+    refused = [name for name in created if name in legacy or name not in managed]
+    if refused:
+        raise StateError(
+            f"the migration state lists {', '.join(map(repr, refused))} as created by the migration, but "
+            "the migration never creates them; refusing to delete anything (nothing was changed)"
+        )
+    return list(dict.fromkeys(created))
+
+
+async def _legacy_properties(ctx: PhaseContext, manifest: Manifest) -> dict[str, dict[str, Any] | None]:
+    """Each legacy container's properties (None: missing), refusing a partition key the backup's
+    documents cannot go into before anything is changed."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for spec in SOURCE_CONTAINERS:
+        properties = await existing_properties(ctx, spec.name)
+        if properties is not None:
+            recorded = manifest["containers"][spec.name]["properties"]["partitionKey"]
+            problem = partition_key_problem(spec.name, properties["partitionKey"], recorded)
+            if problem:
+                raise PlanMismatch(f"{problem}; nothing was changed")
+        found[spec.name] = properties
+    return found
+
+
+async def _delete(ctx: PhaseContext, name: str) -> None:
+    try:
+        await ctx.database.delete_container(name)
+    except CosmosResourceNotFoundError:
+        return  # already gone (an earlier, interrupted rollback deleted it)
+    except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
+        raise classify(exc).as_error(f"deleting container {ctx.database_name}/{name}") from exc
