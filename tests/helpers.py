@@ -36,27 +36,19 @@ async def raw_request(
     For what the SDK refuses to send (an id with '/', a body whose partition key contradicts the
     header) and for raw protocol checks (pkranges 304, change-feed etags). Name-based paths only.
     """
-    import base64
-    import hashlib
-    import hmac
-    from email.utils import formatdate
     from urllib.parse import quote, unquote
 
     import aiohttp
 
+    from asyncmig.core import signing
+
     segments = [unquote(s) for s in path.strip("/").split("/") if s]
-    if segments[-2:] == ["operations", "partitionkeydelete"]:
-        resource_type, link = "colls", "/".join(segments[:-2])
-    elif len(segments) % 2 == 0:
-        resource_type, link = (segments[-2] if segments else ""), "/".join(segments)
-    else:
-        resource_type, link = segments[-1], "/".join(segments[:-1])
-    date = formatdate(usegmt=True)
-    text = f"{method.lower()}\n{resource_type.lower()}\n{link}\n{date.lower()}\n\n"
-    sig = base64.b64encode(hmac.new(base64.b64decode(key), text.encode(), hashlib.sha256).digest()).decode()
+    resource_type, link = signing.resource_type_and_link(segments)
+    date = signing.http_date()
     all_headers = {
         "x-ms-date": date, "x-ms-version": "2020-07-15", "Accept": "application/json",
-        "authorization": quote(f"type=master&ver=1.0&sig={sig}", safe="-_.!~*'()"), **(headers or {}),
+        "authorization": signing.authorization(signing.decode_key(key), method, resource_type, link, date),
+        **(headers or {}),
     }
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
