@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
@@ -139,4 +139,4 @@ class CosmosSource:
             if failure.kind == "fatal":
                 raise failure.as_error(f"counting {self.description}") from exc
             return None
-        return sum(int(n) for n in result)
+        return sum(int(cast(int, n)) for n in result)
