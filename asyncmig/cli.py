@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 generic failure; 2 usage or configuration; 3 connection or authentication;
 4 missing resource or plan mismatch; 5 checkpoint/state/lock; 6 corrupt backup; 7 dead-lettered
-documents; 8 validation failed; 75 persistent transient faults (re-run to resume); 130 interrupted.
+documents; 8 validation failed; 74 a local file could not be written; 75 persistent transient faults
+(re-run to resume); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from asyncmig.config import (
 )
 from asyncmig.core.pipeline import PipelineOptions
 from asyncmig.core.transform import IDENTITY, load_transform
-from asyncmig.errors import AsyncmigError, Interrupted, UsageError, first_error
+from asyncmig.errors import AsyncmigError, Interrupted, StorageError, UsageError, first_error
 from asyncmig.report import duration, table, write_json_report
 
 STATE_DIR = Path(".asyncmig")
@@ -77,6 +78,8 @@ def _add_copy(sub: Any) -> None:
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: .asyncmig/copy-<names>.checkpoint.json)")
     p.add_argument("--dead-letter", type=Path, help="rejected documents, JSON lines (default: beside the checkpoint)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--catch-up", action="store_true",
+                   help="after a finished copy: copy what changed in the source since (from the saved change-feed positions)")
     p.add_argument("--dry-run", action="store_true", help="count and estimate RU and time; write nothing")
     p.add_argument("--report", type=Path, help="write a JSON report here")
     p.add_argument("--allow-dead-letters", action="store_true",
@@ -108,7 +111,7 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         ru_budget=args.ru_budget, ru_fraction=args.ru_fraction, restart=args.restart,
         allow_dead_letters=args.allow_dead_letters, insecure=args.insecure,
         progress=False if args.no_progress else None,
-        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight),
+        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up),
     )
     if args.dry_run:
         estimate = await dry_run(spec)
@@ -243,8 +246,10 @@ async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
     backup_dir = args.backup_dir or latest_backup(args.backups)
     if backup_dir is None:
         raise UsageError(f"no complete backup under {args.backups}; pass the backup folder")
-    report = await verify(backup_dir)
-    print(report)
+    report = await verify(backup_dir)  # raises BackupCorrupt (exit 6) naming the first problem
+    print(f"{backup_dir}: every file matches its manifest")
+    print(table(["container", "file", "documents", "ok"],
+                [[c.name, c.file, c.actual_count if c.actual_count is not None else "-", c.ok] for c in report.containers]))
     return 0
 
 
@@ -314,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast, RU-aware, resumable and provably lossless moves between Azure Cosmos DB (NoSQL) "
         f"containers. The account comes from {ENV_CONNECTION_STRING} (environment or .env).",
         epilog="Exit codes: 0 ok, 2 usage, 3 connection/auth, 4 missing resource or plan mismatch, "
-        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 75 transient faults "
+        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 74 local disk, 75 transient faults "
         "persisted (re-run to resume), 130 interrupted (re-run to resume).",
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
@@ -365,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     except AsyncmigError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
+              "then re-run the same command to resume", file=sys.stderr)
+        return StorageError.exit_code
     except KeyboardInterrupt:
         return Interrupted.exit_code
 

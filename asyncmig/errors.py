@@ -14,6 +14,7 @@
     ├── BackupCorrupt                   a backup file does not match its manifest (6)
     ├── DeadLettered                    documents were rejected; see the dead-letter file (7)
     ├── ValidationFailed                target differs from source (8)
+    ├── StorageError                    a local file could not be written: disk full, read-only (74)
     ├── TransientExhausted              faults persisted; checkpoint saved, re-run to resume (75)
     └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
 
@@ -80,6 +81,10 @@ class DeadLettered(AsyncmigError):
 
 class ValidationFailed(AsyncmigError):
     exit_code = 8
+
+
+class StorageError(AsyncmigError):
+    exit_code = 74
 
 
 class TransientExhausted(AsyncmigError):

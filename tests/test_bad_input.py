@@ -116,3 +116,28 @@ def test_a_corrupt_state_file_is_refused(cosmos: Cosmos, tmp_path: Path) -> None
     assert result.returncode == 5
     line = _one_line_error(result)
     assert str(state.relative_to(tmp_path)) in line and "damaged" in line
+
+
+def test_a_full_disk_during_backup_is_a_clear_error_and_a_rerun_completes(tmp_path: Path) -> None:
+    import resource
+
+    from tests.helpers import EmulatorProcess
+
+    def small_files() -> None:  # the child may write files of at most 64 KiB: the backup runs out of "disk"
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    with EmulatorProcess("--no-rate-limit") as emulator:
+        env = {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": emulator.connection_string}
+        seeded = subprocess.run([sys.executable, "-m", "asyncmig", "seed-demo", "--vectors", "200", "--dimensions", "64",
+                                 "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert seeded.returncode == 0, seeded.stderr
+        full = subprocess.run([sys.executable, "-m", "asyncmig", "backup", "--no-progress"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT_S, preexec_fn=small_files)
+        assert full.returncode == 74, full.stdout + full.stderr
+        assert "File too large" in _one_line_error(full) and "re-run" in full.stderr
+        retried = subprocess.run([sys.executable, "-m", "asyncmig", "backup", "--no-progress"], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        verified = subprocess.run([sys.executable, "-m", "asyncmig", "backup", "verify"], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -55,6 +55,7 @@ class PipelineOptions:
     lane_buffer: int = 16
     checkpoint_interval: float = 2.0
     grace_period: float = 10.0
+    catch_up: bool = False  # continue finished ranges from their saved change-feed positions
 
 
 @dataclass(slots=True)
@@ -153,6 +154,9 @@ class Pipeline:
             self.checkpoint.ranges = {key: RangeState(feed_range=fr) for key, fr in partitions.items()}
             save_checkpoint(self.checkpoint_path, self.checkpoint)
         await self.sink.open(self.checkpoint.sink_state)
+        if self.options.catch_up:  # a finished range's position is its change feed's latest point
+            for state in self.checkpoint.ranges.values():
+                state.done = False
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
         durable = self.sink.durable_writes
         replayed = replay(self.checkpoint_path, self.checkpoint.journal) if durable else {}

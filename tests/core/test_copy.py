@@ -220,3 +220,38 @@ async def test_bad_documents_go_to_the_dead_letter_file_and_the_exit_code_says_s
         assert len(dead.read_text().splitlines()) == 12  # a replay records each document once
     finally:
         del os.environ["PYTHONPATH"]
+
+
+async def test_dry_run_counts_and_estimates_without_writing(cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path) -> None:
+    source, target = await _pair(database)
+    await seed(source, [{"id": f"v{i}", "pk": f"p{i % 5}", "v": [0.5] * 200} for i in range(120)])
+    result = run_copier(cosmos.connection_string, *_names(database, source, target), "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, _, row = result.stdout.strip().splitlines()[:3]
+    assert "estimated time" in header and "total RU" in header
+    assert row.split()[0] == "120"  # documents counted
+    assert await contents(target) == {}  # nothing written
+    assert not (tmp_path / ".asyncmig").exists()  # no checkpoint either
+
+
+async def test_catch_up_copies_what_changed_after_a_finished_copy(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    source, target = await _pair(database)
+    await seed(source, mixed_documents(300))
+    args = [*_names(database, source, target), "--checkpoint", str(tmp_path / "ck.json")]
+    assert run_copier(cosmos.connection_string, *args, cwd=tmp_path).returncode == 0
+    await seed(source, [{"id": "doc-000007", "pk": "changed", "n": -1}, {"id": "late", "pk": "p1", "n": 1}])
+    edited = await source.read_item("doc-000010", partition_key=await _pk_of(source, "doc-000010"))
+    await source.upsert_item({**edited, "edited": True})
+    again = run_copier(cosmos.connection_string, *args, cwd=tmp_path)
+    assert again.returncode == 0 and await contents(target) != await contents(source)  # finished ranges are skipped
+    caught_up = run_copier(cosmos.connection_string, *args, "--catch-up", cwd=tmp_path)
+    assert caught_up.returncode == 0, caught_up.stderr
+    assert await contents(target) == await contents(source)
+
+
+async def _pk_of(container, doc_id: str):  # noqa: ANN001, ANN202
+    async for doc in container.query_items("SELECT * FROM c WHERE c.id = @id", parameters=[{"name": "@id", "value": doc_id}]):
+        return doc["pk"]
+    raise AssertionError(f"{doc_id} not found")
