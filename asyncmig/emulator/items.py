@@ -224,6 +224,15 @@ class Documents:
         if existing:
             rid, etag = self._existing_meta(existing.body)
             self._check_if_match(headers, etag)
+        body, lsn, etag, ru = self._write_committed(container, epk, user, rid, r, rate)
+        minimal = headers.get("prefer", "").lower() == "return=minimal"
+        return Reply(200 if existing else 201, b"" if minimal else body, ru, self._doc_headers(container, r, lsn, etag))
+
+    def _write_committed(
+        self, container: ContainerRecord, epk: str, user: dict[str, Any], rid: str | None, r: PhysicalRange,
+        rate: float | None,
+    ) -> tuple[bytes, int, str, float]:
+        """Store one document in its own transaction and charge it; returns (body, lsn, etag, RU)."""
         self.store.begin()
         try:
             body, lsn, etag, terms = self._store(container, epk, user, rid)
@@ -233,8 +242,7 @@ class Documents:
         self.store.commit()
         ru = costs.write(len(body), terms)
         self.charge(container, [r], rate, ru)
-        minimal = headers.get("prefer", "").lower() == "return=minimal"
-        return Reply(200 if existing else 201, b"" if minimal else body, ru, self._doc_headers(container, r, lsn, etag))
+        return body, lsn, etag, ru
 
     @staticmethod
     def _check_if_match(headers: Any, etag: str) -> None:
@@ -280,15 +288,7 @@ class Documents:
             raise not_found("Entity with the specified id")
         rid, etag = self._existing_meta(existing.body)
         self._check_if_match(headers, etag)
-        self.store.begin()
-        try:
-            body, lsn, etag, terms = self._store(container, epk, user, rid)
-        except BaseException:
-            self.store.rollback()
-            raise
-        self.store.commit()
-        ru = costs.write(len(body), terms)
-        self.charge(container, [r], rate, ru)
+        body, lsn, etag, ru = self._write_committed(container, epk, user, rid, r, rate)
         return Reply(200, body, ru, self._doc_headers(container, r, lsn, etag))
 
     def delete(self, container: ContainerRecord, headers: Any, doc_id: str) -> Reply:

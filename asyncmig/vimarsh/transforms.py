@@ -132,6 +132,17 @@ def _require_id(doc: Document, container: str) -> Any:
 # personality-vectors -> personality_vectors
 # --------------------------------------------------------------------------------------------------
 
+_VECTOR_COPIED = (
+    "title",
+    "chapter",
+    "verse",
+    "sanskrit",
+    "translation",
+    "citation",
+    "created_at",
+    "updated_at",
+)
+
 # Source fields the vectors transform reads. `metadata` is absent on purpose: only two of its
 # sub-fields are read, so the whole dict is kept untouched under legacy (nothing lost, and the
 # provenance of metadata.keywords/topic_tags survives the de-duplicated union).
@@ -148,25 +159,7 @@ _VECTOR_MAPPED = (
     "category",
     "language",
     "embedding_model",
-    "title",
-    "chapter",
-    "verse",
-    "sanskrit",
-    "translation",
-    "citation",
-    "created_at",
-    "updated_at",
-)
-
-_VECTOR_COPIED = (
-    "title",
-    "chapter",
-    "verse",
-    "sanskrit",
-    "translation",
-    "citation",
-    "created_at",
-    "updated_at",
+    *_VECTOR_COPIED,
 )
 
 # Defaults of the original script; here they apply when the field is missing *or* null (the original

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,15 +14,6 @@ from tests.conftest import needs_emulator
 from tests.helpers import EmulatorProcess
 
 pytestmark = needs_emulator
-
-
-@contextmanager
-def emulator(*args: str) -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess(*args).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def plain_client(process: EmulatorProcess) -> CosmosClient:
@@ -52,7 +41,7 @@ async def outcomes(container: ContainerProxy, count: int) -> list[Any]:
 
 
 async def test_every_document_request_fails_with_503() -> None:
-    with emulator("--fault-rate", "1", "--faults", "503") as process:
+    with EmulatorProcess("--fault-rate", "1", "--faults", "503") as process:
         async with plain_client(process) as client:
             container = await setup_container(client)
             with pytest.raises(CosmosHttpResponseError) as caught:
@@ -72,14 +61,14 @@ async def test_every_document_request_fails_with_503() -> None:
 
 
 async def test_408_is_observed() -> None:
-    with emulator("--fault-rate", "1", "--faults", "408", "--fault-seed", "1") as process:
+    with EmulatorProcess("--fault-rate", "1", "--faults", "408", "--fault-seed", "1") as process:
         async with plain_client(process) as client:
             container = await setup_container(client)
             assert set(await outcomes(container, 4)) == {408}
 
 
 async def test_connection_reset_is_observed() -> None:
-    with emulator("--fault-rate", "1", "--faults", "reset") as process:
+    with EmulatorProcess("--fault-rate", "1", "--faults", "reset") as process:
         async with plain_client(process) as client:
             container = await setup_container(client)
             with pytest.raises((ServiceRequestError, ServiceResponseError)):
@@ -88,7 +77,7 @@ async def test_connection_reset_is_observed() -> None:
 
 
 async def test_faults_change_at_runtime() -> None:
-    with emulator() as process:
+    with EmulatorProcess() as process:
         async with plain_client(process) as client:
             container = await setup_container(client)
             assert await outcomes(container, 3) == ["ok"] * 3
@@ -102,7 +91,7 @@ async def test_faults_change_at_runtime() -> None:
 async def test_a_fault_seed_makes_faults_reproducible() -> None:
     runs = []
     for _ in range(2):
-        with emulator("--fault-rate", "0.4", "--faults", "503", "--fault-seed", "42") as process:
+        with EmulatorProcess("--fault-rate", "0.4", "--faults", "503", "--fault-seed", "42") as process:
             async with plain_client(process) as client:
                 runs.append(await outcomes(await setup_container(client), 25))
     assert runs[0] == runs[1]

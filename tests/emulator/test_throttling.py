@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,15 +16,6 @@ from tests.conftest import needs_emulator
 from tests.helpers import EmulatorProcess
 
 pytestmark = needs_emulator
-
-
-@contextmanager
-def emulator(*args: str) -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess(*args).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def no_retry_client(process: EmulatorProcess) -> CosmosClient:
@@ -49,7 +38,7 @@ async def hammer(container: ContainerProxy, count: int, pk: str | None = None) -
 
 
 async def test_hammering_400_rus_gets_429_with_retry_after() -> None:
-    with emulator() as process:
+    with EmulatorProcess() as process:
         async with no_retry_client(process) as client:
             container = await setup_container(client)
             results = await hammer(container, 300)
@@ -69,7 +58,7 @@ async def test_hammering_400_rus_gets_429_with_retry_after() -> None:
 
 
 async def test_buckets_are_per_physical_range() -> None:
-    with emulator() as process:
+    with EmulatorProcess() as process:
         async with no_retry_client(process) as client:
             container = await setup_container(client)
             results = await hammer(container, 60, pk="hot")  # one logical partition, one range
@@ -88,7 +77,7 @@ async def test_buckets_are_per_physical_range() -> None:
 
 
 async def test_default_client_retries_until_it_succeeds() -> None:
-    with emulator() as process:
+    with EmulatorProcess() as process:
         async with CosmosClient(process.endpoint, process.key) as client:
             container = await setup_container(client)
             results = await hammer(container, 120)
@@ -98,7 +87,7 @@ async def test_default_client_retries_until_it_succeeds() -> None:
 
 
 async def test_no_rate_limit_never_throttles() -> None:
-    with emulator("--no-rate-limit") as process:
+    with EmulatorProcess("--no-rate-limit") as process:
         async with no_retry_client(process) as client:
             container = await setup_container(client)
             results = await hammer(container, 300)
@@ -107,7 +96,7 @@ async def test_no_rate_limit_never_throttles() -> None:
 
 
 async def test_throttling_can_be_switched_at_runtime() -> None:
-    with emulator() as process:
+    with EmulatorProcess() as process:
         async with no_retry_client(process) as client:
             container = await setup_container(client)
             assert process.admin("throttle", {"enabled": False}) == {"enabled": False}
@@ -119,7 +108,7 @@ async def test_throttling_can_be_switched_at_runtime() -> None:
 
 @pytest.mark.parametrize("throughput", [10_000])
 async def test_enough_throughput_does_not_throttle(throughput: int) -> None:
-    with emulator() as process:
+    with EmulatorProcess() as process:
         async with no_retry_client(process) as client:
             container = await setup_container(client, throughput)
             assert all(not isinstance(r, BaseException) for r in await hammer(container, 100))
