@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_BURST_SECONDS = 0.1
+INITIAL_CREDIT_SECONDS = 1.0
 DEFAULT_RATE_WINDOW = 5.0
 DEFAULT_INITIAL_CONCURRENCY = 2
 DEFAULT_MAX_CONCURRENCY = 32
@@ -65,7 +66,9 @@ def budget_from(
     provisioned_ru: float | None, ru_budget: float | None, ru_fraction: float | None
 ) -> float | None:
     """The RU/s budget for a sink: an absolute budget wins, else a fraction of the provisioned
-    throughput, else ``None`` (unlimited: pace on 429 feedback alone, e.g. for serverless).
+    throughput, where no fraction means all of it (pacing to what the target was given keeps 429s
+    rare instead of finding the limit by hitting it), else ``None`` when nothing is provisioned
+    (serverless: pace on 429 feedback alone).
 
     :raises UsageError: for a budget that is not a positive finite number or a fraction outside
         (0, 1].
@@ -77,8 +80,8 @@ def budget_from(
     if ru_fraction is not None:
         if not 0 < ru_fraction <= 1:
             raise UsageError(f"--ru-fraction must be more than 0 and at most 1, got {ru_fraction}")
-        if provisioned_ru is not None:
-            return provisioned_ru * ru_fraction
+    if provisioned_ru is not None:
+        return provisioned_ru * (1.0 if ru_fraction is None else ru_fraction)
     return None
 
 
@@ -118,12 +121,17 @@ class RUBudget:
         *,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
         rate_window: float = DEFAULT_RATE_WINDOW,
+        initial_credit_seconds: float | None = None,
     ) -> None:
         if budget is not None and not (math.isfinite(budget) and budget > 0):
             raise ValueError(f"an RU budget must be positive and finite, got {budget}")
         self._rate = budget
         self._capacity = budget * burst_seconds if budget is not None else math.inf
-        self._tokens = self._capacity
+        # ``initial_credit_seconds`` lets a sink start with more than the burst: Cosmos meters per
+        # second, so an idle partition accepts a whole second of budget at once. The credit is spent
+        # down and never refilled above the burst.
+        credit = burst_seconds if initial_credit_seconds is None else initial_credit_seconds
+        self._tokens = budget * credit if budget is not None else math.inf
         self._last: float | None = None
         self._lock = anyio.Lock()
         self._waiting = 0
@@ -142,7 +150,7 @@ class RUBudget:
     def _refill(self, now: float) -> None:
         if self._rate is None:
             return
-        if self._last is not None:
+        if self._last is not None and self._tokens < self._capacity:
             self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
         self._last = now
 
@@ -434,10 +442,25 @@ class Governor:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
     ) -> None:
-        self.budget = RUBudget(budget, burst_seconds=burst_seconds)
+        self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
+        self._burst = burst_seconds
         self._initial = initial_concurrency
         self._maximum = max_concurrency
         self._gates: dict[str, PartitionGate] = {}
+        self._lane_budgets: dict[str, RUBudget] = {}
+
+    def share_budget(self, lanes: list[str]) -> None:
+        """Split the budget evenly over the target's physical ranges (one lane each).
+
+        Cosmos DB meters every physical partition on its own, at the provisioned RU/s divided by
+        the number of partitions; a global bucket lets a hot range take more than that share and
+        be throttled while the others idle. No budget: nothing to split (429 feedback alone).
+        """
+        if self.budget.budget is not None and lanes:
+            share = self.budget.budget / len(lanes)
+            for lane in lanes:
+                self._lane_budgets[lane] = RUBudget(share, burst_seconds=self._burst,
+                                                    initial_credit_seconds=INITIAL_CREDIT_SECONDS)
 
     def gate(self, partition_key_range_id: str) -> PartitionGate:
         """The gate for a partition key range, created on first use."""
@@ -455,7 +478,10 @@ class Governor:
         the budget is settled with :attr:`Ticket.charge`, or with the estimate when no charge is
         known (a request that failed in transit may still have been executed).
         """
+        lane_budget = self._lane_budgets.get(partition_key_range_id)
         async with self.gate(partition_key_range_id).slot() as slot:
+            if lane_budget is not None:
+                await lane_budget.acquire(estimated_ru)
             await self.budget.acquire(estimated_ru)
             ticket = Ticket(slot, estimated_ru)
             try:
@@ -463,6 +489,8 @@ class Governor:
             finally:
                 charge = ticket.charge if ticket.charge is not None else estimated_ru
                 self.budget.settle(estimated_ru, charge)
+                if lane_budget is not None:
+                    lane_budget.settle(estimated_ru, charge)
 
     def statistics(self) -> GovernorStatistics:
         """The budget's and every partition's snapshot (call from the event loop)."""

@@ -61,7 +61,8 @@ async def test_throttled_copy_arrives_exactly_once_and_reports_the_charges(
     await seed(source, [{"id": f"t{i}", "pk": f"p{i % 7}", "pad": "y" * 600} for i in range(500)])
     before = cosmos.emulator.admin("stats")["charged_ru"].get(f"{database.id}/{target.id}", 0.0)
     report = tmp_path / "report.json"
-    result = run_copier(cosmos.connection_string, *_names(database, source, target),
+    # Ask for ten times what the target was given, so the server has to push back with 429s.
+    result = run_copier(cosmos.connection_string, *_names(database, source, target), "--ru-budget", "4000",
                         "--checkpoint", str(tmp_path / "ck.json"), "--report", str(report), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     charged = cosmos.emulator.admin("stats")["charged_ru"][f"{database.id}/{target.id}"] - before
@@ -70,6 +71,22 @@ async def test_throttled_copy_arrives_exactly_once_and_reports_the_charges(
     data = json.loads(report.read_text())
     assert data["throttled"] > 0  # the 400 RU/s target did push back
     assert data["ru"]["total"] == pytest.approx(charged, abs=0.05)
+
+
+@needs_emulator
+async def test_by_default_the_copy_paces_itself_to_the_targets_throughput(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    source, target = await _pair(database, target_throughput=400)
+    await seed(source, [{"id": f"t{i}", "pk": f"p{i % 7}", "pad": "y" * 600} for i in range(300)])
+    report = tmp_path / "report.json"
+    result = run_copier(cosmos.connection_string, *_names(database, source, target),
+                        "--checkpoint", str(tmp_path / "ck.json"), "--report", str(report), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["ru_budget_per_s"] == 400.0  # read from the target's offer
+    assert data["throttled_share"] <= 0.05
+    assert await contents(target) == await contents(source)
 
 
 def _wait_for(condition, timeout: float = 60.0) -> None:  # noqa: ANN001

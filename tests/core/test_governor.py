@@ -87,7 +87,7 @@ def test_budget_from_prefers_absolute_then_fraction() -> None:
     assert budget_from(10_000, 2_500, 0.5) == 2_500
     assert budget_from(10_000, None, 0.5) == 5_000
     assert budget_from(None, None, 0.5) is None  # serverless: nothing to take a fraction of
-    assert budget_from(10_000, None, None) is None
+    assert budget_from(10_000, None, None) == 10_000  # default: all of what the target was given
 
 
 @pytest.mark.parametrize(("ru_budget", "ru_fraction"), [(0, None), (-5, None), (math.inf, None),
@@ -531,3 +531,29 @@ def test_server_limit_below_budget_keeps_throttles_rare(capacity: float, partiti
     ok, throttled = simulate(governor, servers, workers=64, latency=latency, ru=10, seconds=30)
     assert 0 < throttled / (ok + throttled) < 0.05
     assert ok * 10 / 30 > 0.8 * capacity  # most of what the server allows
+
+
+def test_initial_credit_is_spent_once_then_the_burst_applies() -> None:
+    budget = RUBudget(1000, burst_seconds=0.1, initial_credit_seconds=1.0)
+
+    async def main() -> tuple[float, float]:
+        for _ in range(10):  # one second of budget goes out at once, as an idle Cosmos partition allows
+            await budget.acquire(100)
+        credit_spent_at = anyio.current_time()
+        for _ in range(10):  # then pacing resumes at the budget, never refilling above the burst
+            await budget.acquire(100)
+        return credit_spent_at, anyio.current_time()
+
+    credit_spent_at, finished_at = run(main)
+    assert credit_spent_at == pytest.approx(0.0, abs=1e-6)
+    assert finished_at == pytest.approx(1.0, abs=1e-6)
+
+
+def test_governor_splits_its_budget_over_the_target_ranges() -> None:
+    governor = Governor(4000.0)
+    governor.share_budget(["t[,10)", "t[10,20)", "t[20,30)", "t[30,FF)"])
+    assert {lane: b.budget for lane, b in governor._lane_budgets.items()} == {
+        "t[,10)": 1000.0, "t[10,20)": 1000.0, "t[20,30)": 1000.0, "t[30,FF)": 1000.0}
+    unlimited = Governor(None)
+    unlimited.share_budget(["t[,FF)"])
+    assert unlimited._lane_budgets == {}

@@ -94,10 +94,10 @@ class Trial:
     def __exit__(self, *exc: object) -> None:
         self.emulator.stop()
 
-    def complete(self, outcome: Outcome, max_reruns: int = 5) -> Outcome:
+    def complete(self, outcome: Outcome, max_reruns: int = 5, extra: tuple[str, ...] = ()) -> Outcome:
         """Re-run until the run exits 0 (or stops making sense); records the final state."""
         for _ in range(max_reruns):
-            result = cli(self.emulator, self.work, "run", "--yes")
+            result = cli(self.emulator, self.work, "run", "--yes", *extra)
             outcome.reruns += 1
             outcome.final_exit = result.returncode
             if result.returncode == 0:

@@ -96,7 +96,9 @@ async def test_429_storm(tmp_path: Path, seed: int) -> None:
     started = time.monotonic()
     with Trial(tmp_path) as trial:
         await _precreate_with_low_throughput(trial.emulator, 400)
-        outcome = trial.complete(Outcome("429 storm (targets at 400 RU/s)", seed, 0, 0, -1, False, 0.0))
+        # The copier is told it may use 4,000 RU/s: ten times what each target was given.
+        outcome = trial.complete(Outcome("429 storm (targets at 400 RU/s, copier budget 4,000)", seed, 0, 0, -1,
+                                         False, 0.0), extra=("--ru-budget", "4000"))
         outcome.detail += f" throttled={trial.emulator.admin('stats')['throttled']}"
         assert trial.emulator.admin("stats")["throttled"] > 0
     outcome.seconds = time.monotonic() - started
