@@ -149,7 +149,9 @@ class CosmosSink:
         keys: dict[bytes, list[Any]] = {}
         rejected: list[Rejection] = []
         for doc in documents:
-            encoded = jsoncodec.dumps(doc) if isinstance(doc, dict) else b""
+            # An exact-size copy: orjson's result can keep a much larger allocation alive (measured
+            # ~120 KB for ~17 KB of JSON), and these bytes live until the unit is written.
+            encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
             problem = document_problem(doc, len(encoded))
             if problem:
                 rejected.append(Rejection(doc, problem, 413 if "bytes" in problem else 400))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
@@ -49,7 +49,7 @@ _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
     read_concurrency: int = 8
-    page_size: int = 500
+    page_size: int = 100  # the SDK decodes a page on the event loop: small pages, short stalls
     max_in_flight: int = 2500
     lane_workers: int = 32
     lane_buffer: int = 16
@@ -136,7 +136,7 @@ class Pipeline:
         self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
         self._writers: TaskGroup | None = None
         self._producers: anyio.CancelScope | None = None
-        self._base = checkpoint.totals
+        self._base = replace(checkpoint.totals)  # a copy: _save writes into checkpoint.totals
         self._base_ru = checkpoint.totals.ru
         self._started = time.monotonic()
         self.stats = RunStatistics()
@@ -306,23 +306,27 @@ class Pipeline:
 
     async def _write_lane(self, receive: MemoryObjectReceiveStream[_Work]) -> None:
         async with receive:
-            async for key, page_id, unit in receive:
-                outcome = await self.sink.write(unit)
-                refused = {id(r.document) for r in outcome.rejected}
-                for rejection in outcome.rejected:
-                    self._dead_letter(key, rejection.document, rejection, unit.target)
-                written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
-                for doc in unit.documents:
-                    self._keys.pop(id(doc), None)
-                assert self._journal is not None
-                self._journal.record(key, written)
-                self._ahead[key].setdefault(page_id, []).extend(written)
-                self.trackers[key].complete(page_id, len(unit.documents))
-                entry = self._pages[(key, page_id)]
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del self._pages[(key, page_id)]
-                    self.in_flight.release(entry[1])
+            async for work in receive:
+                await self._write(*work)
+                del work  # an idle writer must not keep its last unit (documents and bytes) alive
+
+    async def _write(self, key: str, page_id: int, unit: WriteUnit) -> None:
+        outcome = await self.sink.write(unit)
+        refused = {id(r.document) for r in outcome.rejected}
+        for rejection in outcome.rejected:
+            self._dead_letter(key, rejection.document, rejection, unit.target)
+        written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
+        for doc in unit.documents:
+            self._keys.pop(id(doc), None)
+        assert self._journal is not None
+        self._journal.record(key, written)
+        self._ahead[key].setdefault(page_id, []).extend(written)
+        self.trackers[key].complete(page_id, len(unit.documents))
+        entry = self._pages[(key, page_id)]
+        entry[0] -= 1
+        if entry[0] == 0:
+            del self._pages[(key, page_id)]
+            self.in_flight.release(entry[1])
 
     # -- checkpoints -------------------------------------------------------------------------
     def _refresh(self) -> None:

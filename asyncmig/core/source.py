@@ -17,7 +17,7 @@ from asyncmig.core.partition_keys import partition_key_values
 from asyncmig.core.retry import Backoff, classify
 from asyncmig.core.transform import Document
 
-DEFAULT_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
