@@ -67,6 +67,8 @@ class Sizes:
     # the emulator's default of 4 would meter 1,000 RU/s per range and let the demo set's skew
     # (43 % of its documents hash to one of 4 ranges) bound every copier instead.
     s2_partitions: int = 1
+    # Added by the emulator to every request (a network round trip); 0 = the scenario 1.
+    s1_latency_ms: float = 0.0
     s3_documents: tuple[int, ...] = (10_000, 50_000)
     s4_documents: int = 6514
     s5_seconds: float = 3.0
@@ -447,9 +449,12 @@ def profile_asyncmig(ctx: Context, account: Account, source: str, documents: int
 def scenario_1(ctx: Context, sizes: Sizes, peers: tuple[str, ...] = PEERS) -> dict[str, Any]:
     started = time.perf_counter()
     n = sizes.s1_documents
+    emulator_args = ["--no-rate-limit"]
+    if sizes.s1_latency_ms:
+        emulator_args += ["--latency-ms", str(sizes.s1_latency_ms)]
     result = _scenario(1, "Unlimited RU: the demo vector set", documents=n, dimensions=DIMENSIONS,
-                       emulator_args=["--no-rate-limit"], sdk_gather_concurrency=SDK_GATHER_CONCURRENCY)
-    with ctx.account("s1", "--no-rate-limit") as account:
+                       emulator_args=emulator_args, sdk_gather_concurrency=SDK_GATHER_CONCURRENCY)
+    with ctx.account("s1", *emulator_args) as account:
         result["parameters"]["database"] = account.database
         result["seed"] = seed(ctx, account, "source", n)
         source_digest = digest(account, "source")

@@ -18,7 +18,7 @@ from bench.peers import Charges, connection, container_ref, finish, parser, stri
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser("python -m bench.peers.original", __doc__.split("\n")[0]).parse_args(argv)
+    args = parser("python -m bench.peers.original", __doc__.split("\n\n")[0].replace("\n", " ")).parse_args(argv)
     endpoint, key = connection(args)
     started = time.perf_counter()
     client = CosmosClient(endpoint, credential=key)

@@ -51,7 +51,7 @@ async def copy(endpoint: str, key: str, source_ref: str, target_ref: str, count:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m bench.peers.sdk_gather", __doc__.split("\n")[0])
+    p = parser("python -m bench.peers.sdk_gather", __doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="upserts in flight (semaphore)")
     args = p.parse_args(argv)
     endpoint, key = connection(args)
