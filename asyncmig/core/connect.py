@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
@@ -64,29 +65,36 @@ async def existing_container(client: CosmosClient, database: str, container: str
     return proxy
 
 
+async def read_offer(owner: ContainerProxy | DatabaseProxy) -> tuple[bool, ThroughputProperties | None]:
+    """``(offers supported, the owner's own offer or None)``; offers are unsupported on serverless.
+
+    :raises AsyncmigError: when the offer cannot be read for another reason.
+    """
+    try:
+        return True, await owner.get_throughput()
+    except CosmosResourceNotFoundError:
+        return True, None
+    except AttributeError as exc:
+        # azure-cosmos 4.17.1 raises 404/10004 itself for "no dedicated throughput", then mistakes
+        # it for a recreated container and crashes refreshing a None link. Same meaning: no offer.
+        context = exc.__context__
+        if isinstance(context, CosmosResourceNotFoundError) and context.sub_status == 10004:
+            return True, None
+        raise
+    except Exception as exc:  # noqa: BLE001 - serverless accounts answer 400 to offer reads
+        failure = classify(exc)
+        if failure.status == 400:
+            return False, None
+        raise failure.as_error(f"reading the throughput of {owner.id!r}") from exc
+
+
 async def provisioned_throughput(container: ContainerProxy, database: DatabaseProxy) -> float | None:
     """The container's RU/s (the autoscale maximum when autoscaled), its database's when shared, or
     None on a serverless account (which has no provisioned throughput)."""
-    owner: ContainerProxy | DatabaseProxy
     for owner in (container, database):
-        try:
-            offer = await owner.get_throughput()
-        except CosmosResourceNotFoundError:
-            continue
-        except AttributeError as exc:
-            # azure-cosmos 4.17.1 raises 404/10004 itself for "no dedicated throughput", then mistakes
-            # it for a recreated container and crashes refreshing a None link. Same meaning: no offer.
-            if _no_offer(exc.__context__):
-                continue
-            raise
-        except Exception as exc:  # noqa: BLE001 - serverless accounts answer 400 to offer reads
-            failure = classify(exc)
-            if failure.status == 400:
-                return None
-            raise failure.as_error("reading provisioned throughput") from None
-        return float(offer.auto_scale_max_throughput or offer.offer_throughput or 0) or None
+        supported, offer = await read_offer(owner)
+        if not supported:
+            return None
+        if offer is not None:
+            return float(offer.auto_scale_max_throughput or offer.offer_throughput or 0) or None
     return None
-
-
-def _no_offer(exc: BaseException | None) -> bool:
-    return isinstance(exc, CosmosResourceNotFoundError) and exc.sub_status == 10004

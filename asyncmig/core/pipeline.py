@@ -137,7 +137,6 @@ class Pipeline:
         self._writers: TaskGroup | None = None
         self._producers: anyio.CancelScope | None = None
         self._base = replace(checkpoint.totals)  # a copy: _save writes into checkpoint.totals
-        self._base_ru = checkpoint.totals.ru
         self._started = time.monotonic()
         self.stats = RunStatistics()
 
@@ -335,7 +334,7 @@ class Pipeline:
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
         stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
         stats.dead_lettered = self.dead_letters.count
-        stats.ru = self._base_ru + sink.ru
+        stats.ru = self._base.ru + sink.ru
         stats.requests = sink.requests
         stats.throttled = self._base.throttled + sink.throttled
         stats.retries = self._base.retries + sink.retries

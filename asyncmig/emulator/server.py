@@ -14,7 +14,7 @@ import hmac
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,9 +375,6 @@ class Emulator:
             self.throttle.forget(record.rid)
             return web.json_response({"split": targets, "created": created})
         return web.json_response({"error": f"unknown admin action {action!r}"}, status=404)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class RunningEmulator:

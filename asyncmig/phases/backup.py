@@ -24,12 +24,10 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import ContainerProxy, DatabaseProxy
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core.checkpoint import run_identity
-from asyncmig.core.connect import existing_container
+from asyncmig.core.connect import existing_container, read_offer
 from asyncmig.core.file_sink import FileSink
 from asyncmig.core.files import JsonlGzReader
 from asyncmig.core.manifest import (
@@ -57,7 +55,6 @@ __all__ = [
     "backup_checkpoint",
     "container_properties_of",
     "detect_vector_dimensions",
-    "read_offer",
     "read_throughput",
     "verify",
 ]
@@ -216,29 +213,6 @@ async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> Co
 def container_properties_of(properties: dict[str, Any]) -> dict[str, Any]:
     """A container's settings as read, without the system properties the service assigns."""
     return {key: value for key, value in properties.items() if not key.startswith("_")}
-
-
-async def read_offer(owner: ContainerProxy | DatabaseProxy) -> tuple[bool, ThroughputProperties | None]:
-    """``(offers supported, the owner's own offer or None)``; offers are unsupported on serverless.
-
-    :raises AsyncmigError: when the offer cannot be read for another reason.
-    """
-    try:
-        return True, await owner.get_throughput()
-    except CosmosResourceNotFoundError:
-        return True, None
-    except AttributeError as exc:
-        # azure-cosmos 4.17.1 raises 404/10004 itself for "no dedicated throughput", then crashes
-        # refreshing a container link it does not have (see asyncmig.core.connect). Same meaning.
-        context = exc.__context__
-        if isinstance(context, CosmosResourceNotFoundError) and context.sub_status == 10004:
-            return True, None
-        raise
-    except Exception as exc:  # noqa: BLE001 - serverless accounts answer 400 to offer reads
-        failure = classify(exc)
-        if failure.status == 400:
-            return False, None
-        raise failure.as_error(f"reading the throughput of {owner.id!r}") from exc
 
 
 async def read_throughput(

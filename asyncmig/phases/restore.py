@@ -23,7 +23,7 @@ from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core.checkpoint import load_checkpoint, run_identity
-from asyncmig.core.connect import provisioned_throughput
+from asyncmig.core.connect import provisioned_throughput, read_offer
 from asyncmig.core.cosmos_sink import CosmosSink
 from asyncmig.core.digest import ContainerDigest
 from asyncmig.core.file_source import FileSource
@@ -35,7 +35,7 @@ from asyncmig.core.source import CosmosSource
 from asyncmig.core.transfer import Transfer, run_transfer
 from asyncmig.core.transform import DEFAULT_TARGET, IDENTITY, Document
 from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed, first_error
-from asyncmig.phases.backup import read_offer, verify
+from asyncmig.phases.backup import verify
 from asyncmig.phases.context import PhaseContext, PhaseResult
 
 __all__ = [
