@@ -93,13 +93,11 @@ class Admin:
     def __init__(self, endpoint: str, key: str) -> None:
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.key = key
-        self.calls = 0
 
     def call(self, action: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
         request = urllib.request.Request(
             f"{self.endpoint}_admin/{action}", data=json.dumps(body or {}).encode(), method="POST",
             headers={"x-asyncmig-admin-key": self.key})
-        self.calls += 1  # the emulator counts admin calls among its requests: subtract them
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
@@ -164,8 +162,6 @@ class StatsSampler:
         self._t0 = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._admin_calls0 = 0
-        self._admin_counted = True
 
     def _take(self) -> None:
         try:
@@ -173,16 +169,11 @@ class StatsSampler:
         except (OSError, ValueError):
             self.errors += 1
             return
-        requests = stats["requests"] - (self.admin.calls - self._admin_calls0 if self._admin_counted else 0)
+        requests = stats["requests"]  # the emulator does not count admin calls
         self.samples.append(Sample(time.monotonic(), requests, stats["throttled"], dict(stats.get("charged_ru") or {})))
 
     def start(self, t0: float) -> None:
         self._t0 = t0
-        # Does the emulator count its admin calls among its requests? Two calls while nothing else
-        # talks to it tell (the counter then moves by exactly one).
-        first, second = self.admin.stats()["requests"], self.admin.stats()["requests"]
-        self._admin_counted = second - first >= 1
-        self._admin_calls0 = self.admin.calls
         self._take()  # the baseline, before the copier sends anything
         self._thread = threading.Thread(target=self._loop, name="stats-sampler", daemon=True)
         self._thread.start()
