@@ -30,8 +30,8 @@ from asyncmig.config import (
     redact,
     register_secret,
 )
-from asyncmig.core.pipeline import PipelineOptions
-from asyncmig.core.transform import IDENTITY, load_transform
+from asyncmig.core.engine.pipeline import PipelineOptions
+from asyncmig.core.engine.transform import IDENTITY, load_transform
 from asyncmig.errors import AsyncmigError, Interrupted, StorageError, UsageError, first_error
 from asyncmig.report import duration, table, write_json_report
 
@@ -170,7 +170,7 @@ def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
 
 @asynccontextmanager
 async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIterator[Any]:
-    from asyncmig.core.connect import cosmos_client
+    from asyncmig.core.cosmos.connect import cosmos_client
     from asyncmig.phases.context import PhaseContext, PhaseOptions
     from asyncmig.phases.state import load_state
     from asyncmig.phases.workdir import WorkDir
@@ -240,7 +240,7 @@ async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
 
 
 async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.core.manifest import latest_backup
+    from asyncmig.core.files.manifest import latest_backup
     from asyncmig.phases.backup import verify
 
     backup_dir = args.backup_dir or latest_backup(args.backups)
@@ -254,7 +254,7 @@ async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
 
 
 async def _seed_demo(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.core.connect import cosmos_client
+    from asyncmig.core.cosmos.connect import cosmos_client
     from asyncmig.vimarsh.demo_data import DemoDataSet
     from asyncmig.vimarsh.seed import seed_demo
 

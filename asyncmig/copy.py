@@ -15,15 +15,16 @@ import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.config import CosmosEndpoint
-from asyncmig.core import jsoncodec, rucost
-from asyncmig.core.checkpoint import run_identity
-from asyncmig.core.connect import cosmos_client, existing_container, provisioned_throughput
-from asyncmig.core.cosmos_sink import CosmosSink
-from asyncmig.core.governor import Governor, budget_from
-from asyncmig.core.pipeline import PipelineOptions, RunStatistics
-from asyncmig.core.source import CosmosSource
-from asyncmig.core.transfer import Transfer, run_transfer
-from asyncmig.core.transform import DEFAULT_TARGET, IDENTITY, Transform
+from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos import rucost
+from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
+from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.engine.checkpoint import run_identity
+from asyncmig.core.engine.governor import Governor, budget_from
+from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
+from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.transform import DEFAULT_TARGET, IDENTITY, Transform
 
 
 @dataclass(frozen=True)

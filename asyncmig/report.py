@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncmig.config import redact
-from asyncmig.core.fsutil import atomic_write
+from asyncmig.core.files.fsutil import atomic_write
 
 
 def duration(seconds: float) -> str:

@@ -194,13 +194,13 @@ async def _delete_database(account: Account) -> None:
 
 
 async def _seed(account: Account, name: str, documents: int, state: Path) -> None:
-    from asyncmig.core.checkpoint import run_identity
-    from asyncmig.core.connect import cosmos_client
-    from asyncmig.core.cosmos_sink import CosmosSink
-    from asyncmig.core.governor import Governor
-    from asyncmig.core.iterable_source import IterableSource
-    from asyncmig.core.transfer import Transfer, run_transfer
-    from asyncmig.core.transform import IDENTITY
+    from asyncmig.core.cosmos.connect import cosmos_client
+    from asyncmig.core.cosmos.sink import CosmosSink
+    from asyncmig.core.engine.checkpoint import run_identity
+    from asyncmig.core.engine.governor import Governor
+    from asyncmig.core.engine.iterable_source import IterableSource
+    from asyncmig.core.engine.transfer import Transfer, run_transfer
+    from asyncmig.core.engine.transform import IDENTITY
     from asyncmig.vimarsh.demo_data import DemoDataSet
 
     endpoint = _endpoint(account)
@@ -241,8 +241,9 @@ def seed(ctx: Context, account: Account, name: str, documents: int) -> dict[str,
 def _write_ru_estimate() -> Callable[[dict[str, Any]], float]:
     """A document's write RU under default indexing, by the cost model the emulator charges with
     (published size table plus indexed terms); used only to see how the RU is spread over ranges."""
-    from asyncmig.core import jsoncodec, rucost
-    from asyncmig.core.transform import strip_system
+    from asyncmig.core import jsoncodec
+    from asyncmig.core.cosmos import rucost
+    from asyncmig.core.engine.transform import strip_system
 
     try:
         from asyncmig.emulator.costs import IndexingPolicy

@@ -40,7 +40,7 @@ async def raw_request(
 
     import aiohttp
 
-    from asyncmig.core import signing
+    from asyncmig.core.cosmos import signing
 
     segments = [unquote(s) for s in path.strip("/").split("/") if s]
     resource_type, link = signing.resource_type_and_link(segments)

@@ -1,1 +1,2 @@
-"""The streaming engine: sources, sinks, pipeline, RU governor and checkpoints."""
+"""asyncmig's core: the engine (``engine``), the Cosmos DB boundary (``cosmos``), the file formats
+(``files``), and the exact JSON codec and digests they all share."""

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.transform import Document, strip_system
+from asyncmig.core.engine.transform import Document, strip_system
 
 _MODULUS = 1 << 256
 _TEXT_FORM = re.compile(r"(0|[1-9][0-9]*):([0-9a-f]{64})")

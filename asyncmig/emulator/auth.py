@@ -1,6 +1,6 @@
 """Master-key signature verification for the emulator.
 
-Signing itself lives in :mod:`asyncmig.core.signing`, shared with the lean write path, so there is
+Signing itself lives in :mod:`asyncmig.core.cosmos.signing`, shared with the lean write path, so there is
 one implementation of the SDK's algorithm (including which link it signs for RID-based paths);
 this module only checks a request's ``authorization`` header against it.
 """
@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from asyncmig.core.signing import resource_type_and_link, signature
+from asyncmig.core.cosmos.signing import resource_type_and_link, signature
 
 
 def verify(key: bytes, verb: str, segments: list[str], headers: Mapping[str, str]) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncmig.core.rucost import point_read, write  # noqa: F401 - write is re-exported for the handlers
+from asyncmig.core.cosmos.rucost import point_read, write  # noqa: F401 - write is re-exported for the handlers
 
 QUERY_BASE_RU = 2.0          # per page: compilation and index lookup
 QUERY_DOC_FRACTION = 0.25    # loading a document in a query costs a quarter of its point read

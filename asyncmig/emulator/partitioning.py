@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asyncmig.core.partition_keys import (  # noqa: F401 - re-exported for the emulator's modules
+from asyncmig.core.cosmos.partition_keys import (  # noqa: F401 - re-exported for the emulator's modules
     MAX_EPK,
     MIN_EPK,
     effective_partition_key,

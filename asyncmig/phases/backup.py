@@ -1,7 +1,7 @@
 """The backup phase: each legacy container copied into files, then the manifest, written last.
 
-A backup is a copy into files: :class:`~asyncmig.core.source.CosmosSource` to
-:class:`~asyncmig.core.file_sink.FileSink` through :func:`~asyncmig.core.transfer.run_transfer`,
+A backup is a copy into files: :class:`~asyncmig.core.cosmos.source.CosmosSource` to
+:class:`~asyncmig.core.files.sink.FileSink` through :func:`~asyncmig.core.engine.transfer.run_transfer`,
 one resumable transfer per container, so it streams with bounded memory and resumes after a kill
 (spec A4). The original backup held whole containers in memory, swallowed failures and listed
 containers whose export had failed (W-18); here any failure raises, and only a finished backup
@@ -26,11 +26,14 @@ import anyio
 import anyio.to_thread
 from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
-from asyncmig.core.checkpoint import run_identity
-from asyncmig.core.connect import existing_container, read_offer
-from asyncmig.core.file_sink import FileSink
-from asyncmig.core.files import JsonlGzReader
-from asyncmig.core.manifest import (
+from asyncmig.core.cosmos.connect import existing_container, read_offer
+from asyncmig.core.cosmos.retry import classify
+from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.engine.checkpoint import run_identity
+from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.transform import Document, Routed, Transform
+from asyncmig.core.files.jsonl import JsonlGzReader
+from asyncmig.core.files.manifest import (
     ContainerEntry,
     Throughput,
     VerifyReport,
@@ -41,10 +44,7 @@ from asyncmig.core.manifest import (
     verify_backup,
     write_manifest,
 )
-from asyncmig.core.retry import classify
-from asyncmig.core.source import CosmosSource
-from asyncmig.core.transfer import Transfer, run_transfer
-from asyncmig.core.transform import Document, Routed, Transform
+from asyncmig.core.files.sink import FileSink
 from asyncmig.errors import UsageError, ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state

@@ -9,7 +9,7 @@ import anyio
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
 from asyncmig.config import CosmosEndpoint
-from asyncmig.core.pipeline import PipelineOptions
+from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.phases.state import MigrationState
 from asyncmig.phases.workdir import WorkDir
 

@@ -18,7 +18,7 @@ from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
-from asyncmig.core.retry import classify
+from asyncmig.core.cosmos.retry import classify
 from asyncmig.errors import PlanMismatch, ResourceMissing
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state

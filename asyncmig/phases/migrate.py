@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 
 from azure.cosmos.aio import ContainerProxy
 
-from asyncmig.core.checkpoint import run_identity
-from asyncmig.core.connect import existing_container, provisioned_throughput
-from asyncmig.core.cosmos_sink import CosmosSink
-from asyncmig.core.governor import Governor, budget_from
-from asyncmig.core.iterable_source import IterableSource
-from asyncmig.core.pipeline import RunStatistics
-from asyncmig.core.source import CosmosSource
-from asyncmig.core.transfer import Transfer, run_transfer
-from asyncmig.core.transform import Document, Routed, Transform
+from asyncmig.core.cosmos.connect import existing_container, provisioned_throughput
+from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.engine.checkpoint import run_identity
+from asyncmig.core.engine.governor import Governor, budget_from
+from asyncmig.core.engine.iterable_source import IterableSource
+from asyncmig.core.engine.pipeline import RunStatistics
+from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh import plan

@@ -1,6 +1,6 @@
 """The restore phase: a restore is a copy out of a backup's files, through the same pipeline.
 
-:class:`~asyncmig.core.file_source.FileSource` to :class:`~asyncmig.core.cosmos_sink.CosmosSink`
+:class:`~asyncmig.core.files.source.FileSource` to :class:`~asyncmig.core.cosmos.sink.CosmosSink`
 with the identity transform (which strips the system properties the backup kept), one resumable
 transfer per container. Nothing is written before the whole backup has been verified against its
 manifest, a container that is missing is created from the manifest's recorded properties (the
@@ -22,18 +22,18 @@ from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from asyncmig.core.checkpoint import load_checkpoint, run_identity
-from asyncmig.core.connect import provisioned_throughput, read_offer
-from asyncmig.core.cosmos_sink import CosmosSink
+from asyncmig.core.cosmos.connect import provisioned_throughput, read_offer
+from asyncmig.core.cosmos.partition_keys import partition_key_object
+from asyncmig.core.cosmos.retry import classify
+from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.digest import ContainerDigest
-from asyncmig.core.file_source import FileSource
-from asyncmig.core.governor import Governor, budget_from
-from asyncmig.core.manifest import ContainerEntry, Manifest, Throughput, read_manifest
-from asyncmig.core.partition_keys import partition_key_object
-from asyncmig.core.retry import classify
-from asyncmig.core.source import CosmosSource
-from asyncmig.core.transfer import Transfer, run_transfer
-from asyncmig.core.transform import DEFAULT_TARGET, IDENTITY, Document
+from asyncmig.core.engine.checkpoint import load_checkpoint, run_identity
+from asyncmig.core.engine.governor import Governor, budget_from
+from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.transform import DEFAULT_TARGET, IDENTITY, Document
+from asyncmig.core.files.manifest import ContainerEntry, Manifest, Throughput, read_manifest
+from asyncmig.core.files.source import FileSource
 from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed, first_error
 from asyncmig.phases.backup import verify
 from asyncmig.phases.context import PhaseContext, PhaseResult

@@ -26,8 +26,8 @@ from typing import Any
 
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from asyncmig.core.manifest import Manifest
-from asyncmig.core.retry import classify
+from asyncmig.core.cosmos.retry import classify
+from asyncmig.core.files.manifest import Manifest
 from asyncmig.errors import BackupCorrupt, PlanMismatch, StateError, UsageError, ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.restore import (

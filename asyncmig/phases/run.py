@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from asyncmig.core.fsutil import PidLock
+from asyncmig.core.files.fsutil import PidLock
 from asyncmig.errors import AsyncmigError
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import PHASES, save_state

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.fsutil import atomic_write
+from asyncmig.core.files.fsutil import atomic_write
 from asyncmig.errors import CorruptState, ForeignState
 
 FORMAT = "asyncmig-vimarsh-state"

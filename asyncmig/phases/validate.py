@@ -47,13 +47,13 @@ from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.partition_keys import partition_key_values
+from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.digest import ContainerDigest, document_digest
-from asyncmig.core.files import AsyncJsonlGzReader
-from asyncmig.core.manifest import MANIFEST_NAME, container_file_name, read_manifest
-from asyncmig.core.partition_keys import partition_key_values
-from asyncmig.core.retry import Backoff, classify
-from asyncmig.core.source import CosmosSource
-from asyncmig.core.transform import Document, Rejected, Transform
+from asyncmig.core.engine.transform import Document, Rejected, Transform
+from asyncmig.core.files.jsonl import AsyncJsonlGzReader
+from asyncmig.core.files.manifest import MANIFEST_NAME, container_file_name, read_manifest
 from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, first_error
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.report import duration, table, write_json_report
@@ -460,7 +460,7 @@ async def _read_container(container: ContainerProxy, what: str, handle: PageHand
 def _dead_lettered(path: Path) -> set[_Key]:
     """The source documents (id, partition key) recorded in a migrate dead-letter file.
 
-    Read here rather than with :class:`~asyncmig.core.deadletter.DeadLetterFile`, whose opening
+    Read here rather than with :class:`~asyncmig.core.engine.deadletter.DeadLetterFile`, whose opening
     repairs a torn last line: validation changes nothing. A torn last line (a crash mid-append) is
     not a record; any other unreadable line is damage.
 

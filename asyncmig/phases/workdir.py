@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncmig.core.fsutil import private_dir
+from asyncmig.core.files.fsutil import private_dir
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.transform import Document
+from asyncmig.core.engine.transform import Document
 from asyncmig.vimarsh.transforms import UNKNOWN
 
 DOCUMENT_TYPE = "personality_config"

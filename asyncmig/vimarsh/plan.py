@@ -8,7 +8,7 @@ returned, both as plain data.
 
 This module deliberately does not import :mod:`asyncmig.vimarsh.transforms` (the transforms import the
 container names from here); a :class:`Mapping` names its transform as a ``module:attribute`` reference
-that :func:`transform_of` resolves through :func:`asyncmig.core.transform.load_transform`.
+that :func:`transform_of` resolves through :func:`asyncmig.core.engine.transform.load_transform`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from azure.cosmos import PartitionKey
 
-from asyncmig.core.transform import Transform, load_transform
+from asyncmig.core.engine.transform import Transform, load_transform
 
 # --------------------------------------------------------------------------------------------------
 # Names

@@ -17,13 +17,13 @@ from azure.cosmos.aio import CosmosClient
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.checkpoint import run_identity
-from asyncmig.core.cosmos_sink import CosmosSink
-from asyncmig.core.fsutil import atomic_write, private_dir
-from asyncmig.core.governor import Governor
-from asyncmig.core.iterable_source import IterableSource
-from asyncmig.core.transfer import Transfer, run_transfer
-from asyncmig.core.transform import IDENTITY
+from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.engine.checkpoint import run_identity
+from asyncmig.core.engine.governor import Governor
+from asyncmig.core.engine.iterable_source import IterableSource
+from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.transform import IDENTITY
+from asyncmig.core.files.fsutil import atomic_write, private_dir
 from asyncmig.vimarsh import plan
 from asyncmig.vimarsh.demo_data import DemoDataSet
 

@@ -1,7 +1,7 @@
 """The Vimarsh per-document transforms (spec A3), as pure functions wrapped in :class:`Transform`.
 
 Each ``apply(doc)`` returns exactly one ``(target container, document)`` or raises
-:class:`~asyncmig.core.transform.Rejected`. The functions read no clock and no randomness and never
+:class:`~asyncmig.core.engine.transform.Rejected`. The functions read no clock and no randomness and never
 mutate their input, so a replay after resume produces equal documents (which is what makes the
 upserts idempotent and lets validation recompute every target document from its source).
 
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.transform import SYSTEM_PROPERTIES, Document, Rejected, Routed, Transform
+from asyncmig.core.engine.transform import SYSTEM_PROPERTIES, Document, Rejected, Routed, Transform
 from asyncmig.vimarsh.plan import (
     PERSONALITY_VECTORS,
     SOURCE_ACTIVITY,

@@ -26,7 +26,7 @@ from typing import Any
 
 ENV_CONNECTION_STRING = "AZURE_COSMOS_CONNECTION_STRING"
 # The properties Cosmos DB adds to a stored document (and `_lsn` from the change feed); the target
-# assigns its own. The same list as asyncmig.core.transform.SYSTEM_PROPERTIES.
+# assigns its own. The same list as asyncmig.core.engine.transform.SYSTEM_PROPERTIES.
 SYSTEM_PROPERTIES = frozenset(("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn"))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asyncmig.core.transform import DEFAULT_TARGET, Document, Rejected, Routed, strip_system
+from asyncmig.core.engine.transform import DEFAULT_TARGET, Document, Rejected, Routed, strip_system
 
 
 def poison(document: Document) -> Routed:

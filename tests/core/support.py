@@ -13,7 +13,7 @@ import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.transform import strip_system
+from asyncmig.core.engine.transform import strip_system
 
 COPIER_TIMEOUT_S = 240
 

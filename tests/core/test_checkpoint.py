@@ -13,7 +13,7 @@ import pytest
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.checkpoint import (
+from asyncmig.core.engine.checkpoint import (
     FORMAT,
     VERSION,
     Checkpoint,
@@ -24,7 +24,7 @@ from asyncmig.core.checkpoint import (
     run_identity,
     save_checkpoint,
 )
-from asyncmig.core.transform import IDENTITY
+from asyncmig.core.engine.transform import IDENTITY
 from asyncmig.errors import CorruptState, ForeignState, StateError
 
 KEY = base64.b64encode(os.urandom(64)).decode()

@@ -13,7 +13,7 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.core.checkpoint import load_checkpoint
+from asyncmig.core.engine.checkpoint import load_checkpoint
 from tests.conftest import Cosmos, needs_emulator
 from tests.core.support import contents, copier, mixed_documents, run_copier, seed, writes_to
 from tests.helpers import EmulatorProcess, unique

@@ -10,7 +10,7 @@ import pytest
 
 from asyncmig.config import register_secret
 from asyncmig.core import jsoncodec
-from asyncmig.core.deadletter import DeadLetterFile
+from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.errors import CorruptState
 
 DOC_BYTES = b'{"id":"v1","user_id":null,"embedding":[2100.607537417505,-0.0,1e-320,0.1],"n":1180591620717411303424}'
@@ -137,7 +137,7 @@ def test_failed_append_leaves_no_partial_record(tmp_path: Path, monkeypatch: pyt
             return real_write(fd, bytes(data[:20]))
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("asyncmig.core.deadletter.os.write", half_then_fail)
+    monkeypatch.setattr("asyncmig.core.engine.deadletter.os.write", half_then_fail)
     with pytest.raises(OSError, match="No space"):
         dead.add(doc("b"), container="c", range_key="0", partition_key="p", reason="r")
     monkeypatch.undo()

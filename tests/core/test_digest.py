@@ -10,7 +10,7 @@ import pytest
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.digest import ContainerDigest, document_digest
-from asyncmig.core.transform import SYSTEM_PROPERTIES
+from asyncmig.core.engine.transform import SYSTEM_PROPERTIES
 
 SYSTEM = {
     "_rid": "AAAA==",

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from asyncmig.core import files, jsoncodec
-from asyncmig.core.files import AsyncJsonlGzReader, AsyncJsonlGzWriter, JsonlGzReader, JsonlGzWriter
+from asyncmig.core import jsoncodec
+from asyncmig.core.files import jsonl as files
+from asyncmig.core.files.jsonl import AsyncJsonlGzReader, AsyncJsonlGzWriter, JsonlGzReader, JsonlGzWriter
 from asyncmig.errors import BackupCorrupt
 
 Document = dict[str, Any]
@@ -252,7 +253,7 @@ def test_resume_survives_kill_9(tmp_path: Path) -> None:
         f"""
         import os, signal, sys
         from pathlib import Path
-        from asyncmig.core.files import JsonlGzWriter
+        from asyncmig.core.files.jsonl import JsonlGzWriter
         writer = JsonlGzWriter.open(Path({str(path)!r}))
         writer.write([{{"id": f"doc-{{i}}", "n": i}} for i in range(100)])
         print(writer.commit(), flush=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import asyncmig
-from asyncmig.core import fsutil
-from asyncmig.core.fsutil import LOCK_NAME, PidLock, atomic_write, ensure_dir, private_dir
+from asyncmig.core.files import fsutil
+from asyncmig.core.files.fsutil import LOCK_NAME, PidLock, atomic_write, ensure_dir, private_dir
 from asyncmig.errors import LockHeld, UsageError
 
 REPO_ROOT = Path(asyncmig.__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """A separate process holding the lock on tmp_path until killed."""
     script = (
         "import sys, time\n"
-        "from asyncmig.core.fsutil import PidLock\n"
+        "from asyncmig.core.files.fsutil import PidLock\n"
         "PidLock(sys.argv[1]).acquire()\n"
         "print('locked', flush=True)\n"
         "time.sleep(120)\n"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from asyncmig.core.governor import Governor, PartitionGate, RUBudget, budget_from
+from asyncmig.core.engine.governor import Governor, PartitionGate, RUBudget, budget_from
 from asyncmig.errors import UsageError
 
 T = TypeVar("T")

@@ -19,13 +19,14 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from asyncmig.config import CosmosEndpoint
-from asyncmig.core import jsoncodec, signing
-from asyncmig.core.cosmos_sink import CosmosSink
-from asyncmig.core.governor import Governor
-from asyncmig.core.lean_writer import LeanContainer, LeanWriter
-from asyncmig.core.retry import Failure, classify, cosmos_client_kwargs
-from asyncmig.core.sink import WriteUnit
-from asyncmig.core.transform import strip_system
+from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos import signing
+from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
+from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.engine.governor import Governor
+from asyncmig.core.engine.sink import WriteUnit
+from asyncmig.core.engine.transform import strip_system
 from asyncmig.errors import AuthenticationFailed, UsageError
 from tests.conftest import Cosmos, needs_emulator
 from tests.helpers import raw_request, unique

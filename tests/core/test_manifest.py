@@ -14,8 +14,9 @@ import pytest
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.digest import ContainerDigest
-from asyncmig.core.files import JsonlGzWriter
-from asyncmig.core.manifest import (
+from asyncmig.core.engine.transform import strip_system
+from asyncmig.core.files.jsonl import JsonlGzWriter
+from asyncmig.core.files.manifest import (
     MANIFEST_NAME,
     ContainerEntry,
     Throughput,
@@ -27,7 +28,6 @@ from asyncmig.core.manifest import (
     verify_backup,
     write_manifest,
 )
-from asyncmig.core.transform import strip_system
 from asyncmig.errors import BackupCorrupt, UsageError
 
 Document = dict[str, Any]

@@ -19,9 +19,9 @@ from azure.cosmos.exceptions import (
 )
 
 from asyncmig.config import CosmosEndpoint, register_secret
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify, cosmos_client_kwargs
+from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
-from asyncmig.core.retry import Backoff, Failure, classify, cosmos_client_kwargs
-from asyncmig.core.transform import Rejected
 from asyncmig.errors import AuthenticationFailed, ResourceMissing, TransientExhausted
 
 KEY = base64.b64encode(os.urandom(64)).decode()

@@ -18,9 +18,9 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from asyncmig.config import parse_connection_string
-from asyncmig.core.files import JsonlGzWriter
-from asyncmig.core.manifest import container_file_name
-from asyncmig.core.transform import Document
+from asyncmig.core.engine.transform import Document
+from asyncmig.core.files.jsonl import JsonlGzWriter
+from asyncmig.core.files.manifest import container_file_name
 from asyncmig.phases.context import PhaseContext, PhaseOptions
 from asyncmig.phases.state import MigrationState
 from asyncmig.phases.workdir import WorkDir

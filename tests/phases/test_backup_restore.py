@@ -30,13 +30,13 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from asyncmig.config import parse_connection_string
 from asyncmig.core import jsoncodec
-from asyncmig.core.connect import cosmos_client
-from asyncmig.core.file_sink import FileSink
-from asyncmig.core.file_source import FileSource
-from asyncmig.core.files import JsonlGzReader
-from asyncmig.core.manifest import MANIFEST_NAME, read_manifest, verify_backup
-from asyncmig.core.pipeline import PipelineOptions
-from asyncmig.core.sink import WriteUnit
+from asyncmig.core.cosmos.connect import cosmos_client
+from asyncmig.core.engine.pipeline import PipelineOptions
+from asyncmig.core.engine.sink import WriteUnit
+from asyncmig.core.files.jsonl import JsonlGzReader
+from asyncmig.core.files.manifest import MANIFEST_NAME, read_manifest, verify_backup
+from asyncmig.core.files.sink import FileSink
+from asyncmig.core.files.source import FileSource
 from asyncmig.errors import BackupCorrupt, Interrupted, ResourceMissing, UsageError
 from asyncmig.phases.backup import backup, backup_checkpoint, verify
 from asyncmig.phases.context import PhaseContext, PhaseOptions
@@ -358,8 +358,8 @@ from pathlib import Path
 import anyio
 
 from asyncmig.config import parse_connection_string
-from asyncmig.core.connect import cosmos_client
-from asyncmig.core.pipeline import PipelineOptions
+from asyncmig.core.cosmos.connect import cosmos_client
+from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.phases.backup import backup
 from asyncmig.phases.context import PhaseContext, PhaseOptions
 from asyncmig.phases.state import load_state

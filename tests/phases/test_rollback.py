@@ -16,7 +16,7 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
-from asyncmig.core.manifest import MANIFEST_NAME
+from asyncmig.core.files.manifest import MANIFEST_NAME
 from asyncmig.errors import BackupCorrupt, Interrupted, StateError, ValidationFailed
 from asyncmig.phases.backup import backup
 from asyncmig.phases.context import PhaseContext

@@ -116,7 +116,7 @@ def test_a_declined_confirmation_changes_nothing(emulator: EmulatorProcess, tmp_
 
 
 def test_a_second_run_on_the_same_state_is_refused(emulator: EmulatorProcess, tmp_path: Path) -> None:
-    from asyncmig.core.fsutil import PidLock
+    from asyncmig.core.files.fsutil import PidLock
 
     _seed(emulator, tmp_path)
     work = tmp_path / ".asyncmig" / "vimarsh-vimarsh-multi-personality"

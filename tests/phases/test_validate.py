@@ -18,8 +18,8 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.core.deadletter import DeadLetterFile
-from asyncmig.core.transform import strip_system
+from asyncmig.core.engine.deadletter import DeadLetterFile
+from asyncmig.core.engine.transform import strip_system
 from asyncmig.errors import ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseOptions
 from asyncmig.phases.state import MigrationState

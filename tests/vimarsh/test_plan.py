@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from azure.cosmos import PartitionKey
 
-from asyncmig.core.transform import Transform
+from asyncmig.core.engine.transform import Transform
 from asyncmig.vimarsh import plan, transforms
 from asyncmig.vimarsh.plan import (
     NEW_CONTAINERS,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.transform import Rejected, Transform
+from asyncmig.core.engine.transform import Rejected, Transform
 from asyncmig.vimarsh import transforms as t
 from asyncmig.vimarsh.transforms import ACTIVITY, USERS, VECTORS, slug
 

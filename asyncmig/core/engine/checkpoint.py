@@ -25,8 +25,8 @@ from typing import Any
 
 from asyncmig.config import CosmosEndpoint, redact
 from asyncmig.core import jsoncodec
-from asyncmig.core.fsutil import atomic_write, ensure_dir
-from asyncmig.core.transform import Transform
+from asyncmig.core.engine.transform import Transform
+from asyncmig.core.files.fsutil import atomic_write, ensure_dir
 from asyncmig.errors import CorruptState, ForeignState, StateError
 
 __all__ = [

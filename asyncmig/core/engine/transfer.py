@@ -14,13 +14,13 @@ from typing import Any
 
 import anyio
 
-from asyncmig.core.checkpoint import load_checkpoint
-from asyncmig.core.deadletter import DeadLetterFile
-from asyncmig.core.pipeline import Pipeline, PipelineOptions, RunStatistics
-from asyncmig.core.progress import CopyProgress
-from asyncmig.core.sink import Sink
-from asyncmig.core.source import Source
-from asyncmig.core.transform import IDENTITY, Transform
+from asyncmig.core.engine.checkpoint import load_checkpoint
+from asyncmig.core.engine.deadletter import DeadLetterFile
+from asyncmig.core.engine.pipeline import Pipeline, PipelineOptions, RunStatistics
+from asyncmig.core.engine.progress import CopyProgress
+from asyncmig.core.engine.sink import Sink
+from asyncmig.core.engine.source import Source
+from asyncmig.core.engine.transform import IDENTITY, Transform
 from asyncmig.errors import DeadLettered
 
 

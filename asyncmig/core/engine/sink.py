@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from asyncmig.core.transform import Document
+from asyncmig.core.engine.transform import Document
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ to change its encoder, so the sink sends its writes here and keeps the SDK for e
 (reads, metadata, container creation).
 
 What is sent is what ``azure-cosmos`` 4.17.1 sends (wire-protocol spec §1, §6, §11), to the same
-path, signed by the same algorithm (:mod:`asyncmig.core.signing`):
+path, signed by the same algorithm (:mod:`asyncmig.core.cosmos.signing`):
 
 * ``POST /dbs/{db}/colls/{coll}/docs/`` with ``x-ms-version``, ``x-ms-date``, ``authorization``,
   ``x-ms-activity-id``, ``x-ms-documentdb-partitionkey`` (JSON, ASCII-escaped),
@@ -27,7 +27,7 @@ single-write-region account the global endpoint routes to the write region.
 Failures are raised as the exceptions the SDK raises for the same response
 (:class:`~azure.cosmos.exceptions.CosmosHttpResponseError` and its 404/409/412 subclasses, or
 :class:`~azure.cosmos.exceptions.CosmosBatchOperationError` for a 207), so
-:func:`asyncmig.core.retry.classify` treats both write paths alike; aiohttp's connection errors and
+:func:`asyncmig.core.cosmos.retry.classify` treats both write paths alike; aiohttp's connection errors and
 timeouts propagate unchanged (classified transient). Like the SDK, a 400/1024 (the container was
 deleted and re-created under the same name) re-reads the container's ``_rid`` and retries once.
 """
@@ -56,7 +56,8 @@ from yarl import URL
 
 from asyncmig import __version__
 from asyncmig.config import CosmosEndpoint, tls_verify
-from asyncmig.core import jsoncodec, signing
+from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos import signing
 
 __all__ = ["LeanContainer", "LeanWriter", "partition_key_header"]
 

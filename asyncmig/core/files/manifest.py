@@ -34,8 +34,8 @@ from typing import Any, Literal, TypedDict, TypeGuard
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.digest import ContainerDigest
-from asyncmig.core.files import FILE_SUFFIX, JsonlGzReader
-from asyncmig.core.fsutil import atomic_write, ensure_dir, fsync_dir
+from asyncmig.core.files.fsutil import atomic_write, ensure_dir, fsync_dir
+from asyncmig.core.files.jsonl import FILE_SUFFIX, JsonlGzReader
 from asyncmig.errors import BackupCorrupt, UsageError
 
 FORMAT = "asyncmig-backup"

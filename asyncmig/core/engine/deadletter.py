@@ -20,7 +20,7 @@ from typing import Any
 
 from asyncmig.config import redact
 from asyncmig.core import jsoncodec
-from asyncmig.core.fsutil import ensure_dir, fsync_dir
+from asyncmig.core.files.fsutil import ensure_dir, fsync_dir
 from asyncmig.errors import CorruptState
 
 __all__ = ["DeadLetterFile"]

@@ -30,10 +30,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from asyncmig.core.files import DEFAULT_LEVEL, JsonlGzWriter
-from asyncmig.core.manifest import container_file_name
-from asyncmig.core.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
-from asyncmig.core.transform import Document
+from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
+from asyncmig.core.engine.transform import Document
+from asyncmig.core.files.jsonl import DEFAULT_LEVEL, JsonlGzWriter
+from asyncmig.core.files.manifest import container_file_name
 from asyncmig.errors import AsyncmigError
 
 __all__ = ["FileSink"]

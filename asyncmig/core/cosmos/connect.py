@@ -14,7 +14,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.config import CosmosEndpoint, redact
-from asyncmig.core.retry import classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs
 from asyncmig.errors import ConnectionFailed, ResourceMissing
 
 

@@ -16,7 +16,7 @@ member, a CRC or length mismatch, a flipped bit, invalid JSON, NaN/Infinity, a l
 object) into :class:`~asyncmig.errors.BackupCorrupt` naming the file and line. Damage inside a
 member is only certain to be noticed when the member's CRC is checked at its end (or, for a cut
 file, when the data runs out), so documents of a damaged member may already have been yielded:
-restore runs :func:`asyncmig.core.manifest.verify_backup` (whole-file SHA-256) before writing
+restore runs :func:`asyncmig.core.files.manifest.verify_backup` (whole-file SHA-256) before writing
 anything.
 
 The classes are synchronous (compression is CPU work); :class:`AsyncJsonlGzWriter` and
@@ -38,8 +38,8 @@ import anyio
 import anyio.to_thread
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.fsutil import ensure_dir, fsync_dir
-from asyncmig.core.transform import Document
+from asyncmig.core.engine.transform import Document
+from asyncmig.core.files.fsutil import ensure_dir, fsync_dir
 from asyncmig.errors import BackupCorrupt
 
 FILE_SUFFIX = ".jsonl.gz"

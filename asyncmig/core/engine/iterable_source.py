@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from itertools import islice
 from typing import Any
 
-from asyncmig.core.source import DEFAULT_PAGE_SIZE, SourcePage
-from asyncmig.core.transform import Document
+from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
+from asyncmig.core.engine.transform import Document
 
 
 class IterableSource:

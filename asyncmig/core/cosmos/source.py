@@ -1,54 +1,17 @@
-"""Sources: where documents come from, page by page, each page with a resumable position.
-
-A source splits itself into partitions (for Cosmos: the feed ranges) that are read independently;
-``pages(partition, position)`` resumes exactly after the page whose position was committed.
-"""
+"""The Cosmos DB source: a container read by feed range, page by page, each page resumable."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
-from asyncmig.core.partition_keys import partition_key_values
-from asyncmig.core.retry import Backoff, classify
-from asyncmig.core.transform import Document
-
-DEFAULT_PAGE_SIZE = 100
-
-
-@dataclass(frozen=True, slots=True)
-class SourcePage:
-    documents: list[Document]
-    position: str | None  # where to resume after this page; None: from the beginning
-
-
-class Source(Protocol):
-    description: str
-    page_size: int
-
-    async def open(self) -> None:
-        """Connect and read what is needed (e.g. the partition key definition)."""
-        ...
-
-    def partition_key(self, document: Document) -> Any:
-        """A document's partition key as JSON, to identify it in the dead-letter file."""
-        ...
-
-    async def partitions(self) -> dict[str, Any]:
-        """Stable key -> opaque, JSON-serialisable partition description (stored in checkpoints)."""
-        ...
-
-    def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
-        """Pages of one partition, starting after ``position``."""
-        ...
-
-    async def count(self) -> int | None:
-        """Documents in the source, for progress and ETA (None when unknown or too costly)."""
-        ...
+from asyncmig.core.cosmos.partition_keys import partition_key_values
+from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
+from asyncmig.core.engine.transform import Document
 
 
 def range_key(feed_range: dict[str, Any]) -> str:

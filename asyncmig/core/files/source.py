@@ -4,10 +4,10 @@ A ``.jsonl.gz`` backup file is one partition whose position is the number of doc
 a resume skips that many lines without parsing them. Reading, inflating and parsing run in a
 worker thread, so the event loop keeps the writers busy meanwhile.
 
-The file is trusted only as far as :class:`~asyncmig.core.files.JsonlGzReader` checks it while
+The file is trusted only as far as :class:`~asyncmig.core.files.jsonl.JsonlGzReader` checks it while
 reading; damage inside a gzip member is certain to be seen only at the member's end, after some of
 its documents may have been handed out. Callers verify the whole backup
-(:func:`asyncmig.core.manifest.verify_backup`) before writing anything from it.
+(:func:`asyncmig.core.files.manifest.verify_backup`) before writing anything from it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from asyncmig.core.files import JsonlGzReader
-from asyncmig.core.partition_keys import partition_key_values
-from asyncmig.core.source import DEFAULT_PAGE_SIZE, SourcePage
-from asyncmig.core.transform import Document
+from asyncmig.core.cosmos.partition_keys import partition_key_values
+from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
+from asyncmig.core.engine.transform import Document
+from asyncmig.core.files.jsonl import JsonlGzReader
 from asyncmig.errors import BackupCorrupt, CorruptState
 
 __all__ = ["FileSource"]

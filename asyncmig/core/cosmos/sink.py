@@ -3,7 +3,7 @@ target physical range by the governor, with failed batches split so one bad docu
 hold back the good ones.
 
 Two write paths send the same requests. ``lean`` (the default) sends them with
-:class:`~asyncmig.core.lean_writer.LeanWriter`, reusing the JSON :meth:`CosmosSink.plan` encoded
+:class:`~asyncmig.core.cosmos.lean_writer.LeanWriter`, reusing the JSON :meth:`CosmosSink.plan` encoded
 to measure each document; ``sdk`` calls ``execute_item_batch``/``upsert_item``, which encode with
 the standard library (twice for a batch) and parse the batch response: 0.39 ms of client CPU per
 16 KB vector document against 0.031 ms (docs/measurements.md). Everything but the writes
@@ -25,12 +25,12 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.governor import DEFAULT_MAX_CONCURRENCY, Governor
-from asyncmig.core.lean_writer import LeanContainer, LeanWriter
-from asyncmig.core.partition_keys import effective_partition_key, partition_key_values
-from asyncmig.core.retry import Backoff, Failure, classify
-from asyncmig.core.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
-from asyncmig.core.transform import Document
+from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
+from asyncmig.core.cosmos.partition_keys import effective_partition_key, partition_key_values
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify
+from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
+from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
+from asyncmig.core.engine.transform import Document
 from asyncmig.errors import UsageError
 
 WritePath = Literal["lean", "sdk"]

@@ -30,9 +30,9 @@ from azure.cosmos.documents import ConnectionPolicy
 from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosClientTimeoutError
 
 from asyncmig.config import ENV_CONNECTION_STRING, CosmosEndpoint, redact, tls_verify
+from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
-from asyncmig.core.transform import Rejected
 from asyncmig.errors import (
     AsyncmigError,
     AuthenticationFailed,

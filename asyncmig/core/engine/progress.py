@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from asyncmig.core.pipeline import RunStatistics
+from asyncmig.core.engine.pipeline import RunStatistics
 
 
 class CopyProgress:

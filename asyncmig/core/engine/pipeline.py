@@ -11,7 +11,7 @@ Memory: at most ``max_in_flight`` source documents are held at once (a reservati
 before each page is read and returned when the page is fully written), whatever the source size.
 
 Commit rule: a range's position is saved only once every document read before it is durably
-written or dead-lettered (:class:`~asyncmig.core.checkpoint.CommitTracker`). Saving takes the
+written or dead-lettered (:class:`~asyncmig.core.engine.checkpoint.CommitTracker`). Saving takes the
 positions first, then makes the sink and the dead-letter file durable, then writes the file, so
 a checkpoint never covers a document that is not on disk.
 
@@ -35,12 +35,12 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
-from asyncmig.core.deadletter import DeadLetterFile
-from asyncmig.core.journal import Journal, discard_all, replay
-from asyncmig.core.sink import Rejection, Sink, WriteUnit
-from asyncmig.core.source import Source
-from asyncmig.core.transform import IDENTITY, Document, Rejected, Transform
+from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
+from asyncmig.core.engine.deadletter import DeadLetterFile
+from asyncmig.core.engine.journal import Journal, discard_all, replay
+from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
+from asyncmig.core.engine.source import Source
+from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
 from asyncmig.errors import Interrupted, first_error
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)

@@ -1,0 +1,1 @@
+"""The streaming engine: the source and sink interfaces, the pipeline, RU pacing, checkpoints."""

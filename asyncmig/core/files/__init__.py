@@ -1,0 +1,1 @@
+"""Local file formats: backup data files, manifests, durable writes."""
