@@ -124,14 +124,16 @@ class Documents:
             if state is None:
                 raise CosmosError(410, f"Partition key range {range_id} does not exist.", substatus=1002)
             assert isinstance(state, PhysicalRange)
-            low = max(state.min, headers.get("x-ms-start-epk", state.min))
-            high = min(state.max, headers.get("x-ms-end-epk", state.max))
+            # EPKs are upper-case hex; a client that sends lower case (the Python SDK's V1 hashes)
+            # would otherwise compare above every boundary.
+            low = max(state.min, headers.get("x-ms-start-epk", state.min).upper())
+            high = min(state.max, headers.get("x-ms-end-epk", state.max).upper())
             return [state], low, high
         if pk is not None:
             epk = effective_partition_key(container.partition_key, pk)
             return [self._range_for(container, epk)], epk, epk + "\x00"
-        low = headers.get("x-ms-start-epk", "")
-        high = headers.get("x-ms-end-epk", "FF")
+        low = headers.get("x-ms-start-epk", "").upper()
+        high = headers.get("x-ms-end-epk", "FF").upper()
         return [r for r in self.store.ranges(container.rid) if r.min < high and low < r.max], low, high
 
     def _point_target(self, container: ContainerRecord, headers: Any) -> tuple[list[Any], str, PhysicalRange]:

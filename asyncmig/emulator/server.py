@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth
+from asyncmig.emulator import auth, definitions
 from asyncmig.emulator.items import Documents
 from asyncmig.emulator.protocol import (
     CosmosError,
@@ -44,11 +44,6 @@ WELL_KNOWN_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGy
 FAULT_KINDS = ("503", "408", "reset")
 log = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 16 * 1024 * 1024  # documents and batches are refused at 2 MB by the handlers
-
-_DEFAULT_INDEXING = {
-    "indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": '/"_etag"/?'}],
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +278,8 @@ class Emulator:
             raise bad_request("A container needs a partitionKey definition with paths.")
         if self.store.get_container(db["id"], body["id"]):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
-        body.setdefault("indexingPolicy", _DEFAULT_INDEXING)
+        body["partitionKey"] = definitions.partition_key_definition(definition)
+        body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
         body.setdefault("conflictResolutionPolicy", {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts"})
         body.setdefault("geospatialConfig", {"type": "Geography"})
         partitions = int(headers.get("x-asyncmig-partition-count", self.config.partitions))
@@ -304,9 +300,11 @@ class Emulator:
             return Reply(204)
         if method == "PUT":
             body = parse_body(raw)
-            if body.get("partitionKey", record.partition_key) != record.partition_key:
+            given = body.get("partitionKey")
+            if given is not None and definitions.partition_key_definition(given) != record.partition_key:
                 raise bad_request("The partition key of a container cannot be changed.")
             body["partitionKey"] = record.partition_key
+            body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
             return Reply(200, jsoncodec.dumps(self.store.replace_container(record, body)), headers=alt)
         raise bad_request(f"{method} on a container is not supported")
 

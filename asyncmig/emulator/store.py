@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.partition_keys import is_hash_v1
 from asyncmig.emulator.partitioning import PhysicalRange, initial_boundaries, split_point
 
 _SCHEMA = """
@@ -173,7 +174,7 @@ class Store:
             "_docs": "docs/", "_sprocs": "sprocs/", "_triggers": "triggers/", "_udfs": "udfs/",
             "_conflicts": "conflicts/", "_ts": int(time.time()),
         }
-        bounds = initial_boundaries(partitions)
+        bounds = initial_boundaries(partitions, hash_v1=is_hash_v1(body["partitionKey"]))
         self.db.execute(
             "INSERT INTO containers (db,id,rid,body,next_range) VALUES (?,?,?,?,?)",
             (db, body["id"], rid, jsoncodec.dumps(body), len(bounds)),
@@ -266,7 +267,8 @@ class Store:
         parent = self.range_state(coll, range_id)
         if not isinstance(parent, PhysicalRange):
             raise KeyError(f"range {range_id} is not online")
-        middle = split_point(parent.min, parent.max)
+        (body,) = self.db.execute("SELECT body FROM containers WHERE rid=?", (coll,)).fetchone()
+        middle = split_point(parent.min, parent.max, hash_v1=is_hash_v1(jsoncodec.loads(body)["partitionKey"]))
         (next_id,) = self.db.execute(
             "UPDATE containers SET next_range=next_range+2, routing_version=routing_version+1 "
             "WHERE rid=? RETURNING next_range-2", (coll,)
