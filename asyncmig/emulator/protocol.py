@@ -82,6 +82,20 @@ def feed_body(collection_key: str, rid: str, items: list[bytes]) -> bytes:
                      b",".join(items), b'],"_count":', str(len(items)).encode(), b"}"))
 
 
+RAW_BODY = "\x00raw"  # a batch result's stored document bytes, spliced in as "resourceBody"
+
+
+def batch_body(results: list[dict[str, Any]]) -> bytes:
+    """The batch response array, with each document's stored bytes spliced in unchanged (parsing
+    them only to encode them again was a third of a vector batch's server time)."""
+    parts = []
+    for result in results:
+        raw = result.pop(RAW_BODY, None)
+        encoded = jsoncodec.dumps(result)
+        parts.append(encoded if raw is None else encoded[:-1] + b',"resourceBody":' + raw + b"}")
+    return b"[" + b",".join(parts) + b"]"
+
+
 def flag(headers: Any, name: str) -> bool:
     return str(headers.get(name, "")).lower() == "true"
 
