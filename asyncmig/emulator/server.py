@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth, definitions
+from asyncmig.emulator import auth, definitions, rids
 from asyncmig.emulator.items import Documents
 from asyncmig.emulator.protocol import (
     CosmosError,
@@ -35,6 +35,7 @@ from asyncmig.emulator.protocol import (
     owner_missing,
     parse_body,
 )
+from asyncmig.emulator.partitioning import PhysicalRange
 from asyncmig.emulator.query import QueryError, compile_query
 from asyncmig.emulator.store import ContainerRecord, Store
 from asyncmig.emulator.throttle import Stats, Throttle
@@ -152,6 +153,7 @@ class Emulator:
             return self._offers(method, s, headers, raw)
         if s[0] != "dbs":
             raise not_found(f"Resource /{'/'.join(s)}")
+        s = rids.to_names(self.store, s, headers)
         if n == 1:
             return self._databases(method, headers, raw)
         db = self.store.get_database(s[1])
@@ -172,6 +174,8 @@ class Emulator:
         docs = self.documents
         if n == 5 and s[4] == "pkranges":
             return self._pkranges(container, headers)
+        if n == 6 and s[4] == "pkranges" and method == "GET":
+            return self._pkrange(container, s[5])
         if n == 6 and s[4:] == ["operations", "partitionkeydelete"] and method == "POST":
             return docs.delete_partition(container, headers)
         if n == 5 and s[4] == "docs":
@@ -308,19 +312,27 @@ class Emulator:
             return Reply(200, jsoncodec.dumps(self.store.replace_container(record, body)), headers=alt)
         raise bad_request(f"{method} on a container is not supported")
 
+    @staticmethod
+    def _pkrange_body(container: ContainerRecord, r: PhysicalRange) -> dict[str, Any]:
+        return {
+            "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
+            "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
+            "_rid": container.rid, "_etag": f'"{container.routing_version}"', "_ts": 0,
+            "_self": f"{container.body['_self']}pkranges/{r.id}/",
+        }
+
+    def _pkrange(self, container: ContainerRecord, range_id: str) -> Reply:
+        """One online range, as its ``_self`` link addresses it."""
+        for r in self.store.ranges(container.rid):
+            if r.id == range_id:
+                return Reply(200, jsoncodec.dumps(self._pkrange_body(container, r)))
+        raise not_found("Resource")
+
     def _pkranges(self, container: ContainerRecord, headers: Any) -> Reply:
         etag = f'"{container.routing_version}"'
         if headers.get("if-none-match") == etag:
             return Reply(304, headers={"etag": etag})
-        ranges = [
-            jsoncodec.dumps({
-                "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
-                "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
-                "_rid": container.rid, "_etag": etag, "_ts": 0,
-                "_self": f"{container.body['_self']}pkranges/{r.id}/",
-            })
-            for r in self.store.ranges(container.rid)
-        ]
+        ranges = [jsoncodec.dumps(self._pkrange_body(container, r)) for r in self.store.ranges(container.rid)]
         return Reply(200, feed_body("PartitionKeyRanges", container.rid, ranges),
                      headers={"etag": etag, "x-ms-item-count": str(len(ranges))})
 

@@ -125,6 +125,10 @@ class Store:
         self._databases[name] = body
         return body
 
+    def database_name_by_rid(self, rid: str) -> str | None:
+        row = self.db.execute("SELECT id FROM databases WHERE rid=?", (rid,)).fetchone()
+        return str(row[0]) if row else None
+
     def create_database(self, name: str) -> dict[str, Any]:
         rid = new_rid(None, 4)
         body = {
@@ -166,6 +170,10 @@ class Store:
             return None
         record = self._containers[(db, cid)] = self._container(row)
         return record
+
+    def container_by_rid(self, rid: str) -> ContainerRecord | None:
+        row = self.db.execute("SELECT db, id FROM containers WHERE rid=?", (rid,)).fetchone()
+        return self.get_container(row[0], row[1]) if row else None
 
     def create_container(self, db_rid: str, db: str, body: dict[str, Any], partitions: int) -> ContainerRecord:
         rid = new_rid(db_rid, 8)
@@ -290,6 +298,13 @@ class Store:
             "SELECT lsn, body FROM docs WHERE coll=? AND epk=? AND id=?", (coll, epk, doc_id)
         ).fetchone()
         return StoredDoc(epk, doc_id, row[0], row[1]) if row else None
+
+    def find_docs_by_rid(self, coll: str, epk: str, rid: str) -> Iterator[tuple[str, bytes]]:
+        """(id, body) of the documents of one logical partition whose bytes hold ``"_rid":"<rid>"``
+        (the caller checks the top-level ``_rid``; documents have no RID index)."""
+        needle = f'"_rid":"{rid}"'.encode()
+        yield from self.db.execute("SELECT id, body FROM docs WHERE coll=? AND epk=? AND instr(body, ?) > 0",
+                                   (coll, epk, needle))
 
     def put_doc(self, coll: str, epk: str, doc_id: str, lsn: int, ts: int, body: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?,?,?)", (coll, epk, doc_id, lsn, ts, body))
