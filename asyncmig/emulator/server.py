@@ -25,6 +25,7 @@ from aiohttp import web
 from asyncmig.core import jsoncodec
 from asyncmig.emulator import auth, definitions, rids
 from asyncmig.emulator.items import Documents
+from asyncmig.emulator.partitioning import PhysicalRange
 from asyncmig.emulator.protocol import (
     CosmosError,
     Reply,
@@ -35,7 +36,6 @@ from asyncmig.emulator.protocol import (
     owner_missing,
     parse_body,
 )
-from asyncmig.emulator.partitioning import PhysicalRange
 from asyncmig.emulator.query import QueryError, compile_query
 from asyncmig.emulator.store import ContainerRecord, Store
 from asyncmig.emulator.throttle import Stats, Throttle

@@ -10,7 +10,12 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import DatabaseProxy
 
-from asyncmig.core.cosmos.partition_keys import effective_partition_key, hash_v1, parse_path, partition_key_values
+from asyncmig.core.cosmos.partition_keys import (
+    effective_partition_key,
+    hash_v1,
+    parse_path,
+    partition_key_values,
+)
 from asyncmig.emulator.partitioning import initial_boundaries, split_point
 from tests.helpers import unique
 
