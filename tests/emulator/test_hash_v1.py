@@ -54,6 +54,12 @@ def test_v1_effective_partition_keys_match_the_other_sdks(value: object, expecte
     assert effective_partition_key({"paths": ["/pk"], "kind": "Hash", "version": 1}, [value]) == expected
 
 
+def test_v1_keys_that_compare_equal_in_python_keep_their_own_hashes() -> None:
+    assert hash_v1(0.0) != hash_v1(-0.0)  # different doubles, as in the JavaScript SDK
+    assert hash_v1(-0.0) == hash_v1(-0.0) and hash_v1(0) == hash_v1(0.0)
+    assert hash_v1(True) != hash_v1(1) and hash_v1(False) != hash_v1(0)
+
+
 def test_v1_ranges_spread_keys_and_split_inside_the_v1_key_space() -> None:
     bounds = initial_boundaries(4, hash_v1=True)
     counts = Counter(next(i for i, (lo, hi) in enumerate(bounds) if lo <= hash_v1(f"k{n}") < hi)

@@ -11,6 +11,7 @@ Cosmos DB, .NET, Java and JavaScript compute (upper-case hex, test vectors in te
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import Any
 
@@ -158,7 +159,8 @@ def _v1_encode(value: Any) -> bytes:
 
 
 @functools.lru_cache(maxsize=65536)
-def _hash_v1_cached(kind: str, value: Any) -> str:
+def _hash_v1_cached(kind: str, value: Any, negative_zero: bool) -> str:
+    # (``negative_zero`` only keeps -0.0 and 0.0 apart in the cache: they hash differently.)
     hashed = murmur3_32(_v1_hash_input(value))
     return (encode_number(hashed) + _v1_encode(value)).hex().upper()
 
@@ -166,7 +168,8 @@ def _hash_v1_cached(kind: str, value: Any) -> str:
 def hash_v1(value: Any) -> str:
     """The Hash V1 EPK of one partition key value: the encoded 32-bit hash, then the encoded value."""
     kind = _scalar_kind(value)
-    return _hash_v1_cached(kind, _UNDEFINED_KEY if kind == "undefined" else value)
+    negative_zero = kind == "number" and value == 0 and math.copysign(1.0, value) < 0
+    return _hash_v1_cached(kind, _UNDEFINED_KEY if kind == "undefined" else value, negative_zero)
 
 
 def v1_boundary(hash_value: int) -> str:
