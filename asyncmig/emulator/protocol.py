@@ -127,6 +127,10 @@ def partition_key_header(headers: Any) -> list[Any] | None:
         raise bad_request(f"x-ms-documentdb-partitionkey is not valid JSON: {raw!r}") from exc
     if not isinstance(value, list):
         raise bad_request("x-ms-documentdb-partitionkey must be a JSON array")
+    if any(isinstance(c, list) or (isinstance(c, dict) and c) for c in value):
+        # {} stands for undefined; any other object or an array is not a key value.
+        raise bad_request(f"Partition key {raw} is invalid: components must be strings, numbers, "
+                          "booleans, null or {} (undefined).")
     return value
 
 

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import DatabaseProxy
+from azure.cosmos.partition_key import NonePartitionKeyValue
 
 from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
@@ -19,7 +20,8 @@ from asyncmig.core.cosmos.partition_keys import (
 from asyncmig.core.cosmos.sink import CosmosSink, lane_name
 from asyncmig.core.engine.governor import Governor
 from asyncmig.emulator.partitioning import initial_boundaries, split_point
-from tests.helpers import unique
+from tests.conftest import Cosmos, needs_emulator
+from tests.helpers import raw_request, unique
 
 # From the JavaScript SDK's hashing tests (test/internal/unit/hashing/v1.spec.ts) and the Java
 # SDK's PartitionKeyHashingTests.effectivePartitionKeyHashV1.
@@ -124,3 +126,16 @@ async def test_the_copier_sink_routes_v1_documents_to_the_ranges_that_hold_them(
             placed[doc["id"]] = lane
     assert planned == placed
     assert len(set(planned.values())) > 1, "V1 keys should spread over the target's ranges"
+
+
+@needs_emulator
+async def test_object_and_array_key_values(database: DatabaseProxy, cosmos: Cosmos) -> None:
+    container = await database.create_container(unique("objpk"), PartitionKey("/pk", version=1))
+    created = await container.create_item({"id": "o", "pk": {"a": 1}})  # an object key is undefined
+    read = await container.read_item("o", partition_key=NonePartitionKeyValue)
+    assert read["_rid"] == created["_rid"]
+    path = f"dbs/{database.id}/colls/{container.id}/docs/o"
+    for header in ('[{"a":1}]', "[[1,2]]"):
+        status, _, _ = await raw_request(cosmos.endpoint, cosmos.key, "GET", path,
+                                         headers={"x-ms-documentdb-partitionkey": header})
+        assert status == 400, header
