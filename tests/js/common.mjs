@@ -6,8 +6,9 @@ export function client() {
   const endpoint = process.env.COSMOS_ENDPOINT;
   const key = process.env.COSMOS_KEY;
   if (!endpoint || !key) throw new Error("COSMOS_ENDPOINT and COSMOS_KEY must be set");
-  // The emulator serves plain http on one "region": no endpoint discovery, no preferred locations.
-  return new CosmosClient({ endpoint, key, connectionPolicy: { enableEndpointDiscovery: false } });
+  // Default settings: plain http is accepted, and endpoint discovery keeps this endpoint because
+  // the emulator's account advertises the very endpoint the client used.
+  return new CosmosClient({ endpoint, key });
 }
 
 export async function freshContainer(cosmos, partitionKey, extra = {}) {
