@@ -298,8 +298,7 @@ class Documents:
         if existing is None:
             raise not_found("Entity with the specified id")
         self._check_if_match(headers, self._existing_meta(existing.body)[1])
-        self.store.delete_doc(container.rid, epk, doc_id)
-        lsn = self.store.next_lsn(container.rid)
+        lsn = self.store.delete_doc(container.rid, epk, doc_id)
         ru = costs.write(len(existing.body), 0)
         self.charge(container, [r], rate, ru)
         return Reply(204, b"", ru, self._doc_headers(container, r, lsn, None))
@@ -331,8 +330,6 @@ class Documents:
         _, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
         removed = self.store.delete_partition(container.rid, epk)
-        if removed:
-            self.store.next_lsn(container.rid)
         ru = 10.0 + removed
         self.charge(container, [r], rate, ru)
         return Reply(200, b"", ru)
@@ -417,7 +414,6 @@ class Documents:
                     "eTag": self._existing_meta(existing.body)[1], _RAW_BODY: existing.body}
         if kind == "delete":
             self.store.delete_doc(container.rid, epk, existing.id)
-            self.store.next_lsn(container.rid)
             return {"statusCode": 204, "requestCharge": costs.write(len(existing.body), 0)}
         assert isinstance(body, dict)  # patch: checked above
         current = loads(existing.body)

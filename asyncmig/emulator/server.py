@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth
+from asyncmig.emulator import auth, versions
 from asyncmig.emulator.items import Documents
 from asyncmig.emulator.protocol import (
     CosmosError,
@@ -187,6 +187,8 @@ class Emulator:
                     return docs.query(container, headers, raw)
                 return docs.write(container, headers, raw, upsert=flag(headers, "x-ms-documentdb-is-upsert"))
             if method == "GET":
+                if versions.wants_all_versions(headers):
+                    return versions.all_versions_feed(docs, container, headers)
                 if headers.get("a-im"):
                     return docs.change_feed(container, headers)
                 return docs.read_feed(container, headers)
