@@ -68,9 +68,10 @@ async def test_low_priority_is_throttled_first_while_high_priority_gets_through(
     container = await one_range_container(no_retry, 400)
     await container.upsert_item({"id": "user", "pk": "p"}, priority="High")  # a high-priority workload is active
     admitted, error = await write_until_throttled(container, priority="Low")
-    assert 200 <= admitted < 400, "low priority stopped at the reserve, leaving budget for high priority"
+    assert admitted >= 200, "low priority may spend down to the reserve (half a second's budget)"
     assert error.sub_status == 3200 and int(error.headers["x-ms-retry-after-ms"]) > 0
-    written = await container.upsert_item({"id": "urgent", "pk": "p", "pad": PAD})  # default: High
+    # The reserve is still there: high priority (the default) gets through where low did not.
+    written = await container.upsert_item({"id": "urgent", "pk": "p", "pad": PAD})
     assert written["id"] == "urgent"
     with pytest.raises(CosmosHttpResponseError) as again:
         await container.upsert_item({"id": "later", "pk": "p", "pad": PAD}, priority="Low")
@@ -105,7 +106,7 @@ async def test_a_throughput_bucket_is_capped_at_its_share(cosmos: Cosmos, no_ret
         "id": 1, "maxThroughputPercentage": 20}
 
     admitted, error = await write_until_throttled(container, throughput_bucket=1)
-    assert 200 <= admitted < 400, "bucket 1 may use 20 % of 1000 RU/s"
+    assert 200 <= admitted < 500, "bucket 1 may use 20 % of 1000 RU/s (plus what refills meanwhile)"
     assert error.sub_status == 3212 and int(error.headers["x-ms-retry-after-ms"]) > 0
     # The container still has budget: other buckets, unconfigured ids and unbucketed requests get through.
     for kwargs in ({"throughput_bucket": 2}, {"throughput_bucket": 5}, {}):
