@@ -71,7 +71,6 @@ def _operation_key(container: ContainerRecord, op: Any) -> list[Any]:
 def run(docs: Documents, container: ContainerRecord, headers: Any, operations: list[Any]) -> Reply:
     """Run each operation in its own transaction; see the module docstring for the answers."""
     target = _addressed_range(docs, container, headers)
-    rate = docs.rate(container) if docs.throttle.enabled else None
     continue_on_error = flag(headers, "x-ms-cosmos-batch-continue-on-error")
     results: list[dict[str, Any]] = []
     failed = False
@@ -79,29 +78,29 @@ def run(docs: Documents, container: ContainerRecord, headers: Any, operations: l
         if failed and not continue_on_error:
             results.append({"statusCode": 424, "requestCharge": 0.0})
             continue
-        result = _run_one(docs, container, target, rate, op)
+        result = _run_one(docs, container, target, op)
         failed = failed or result["statusCode"] >= 400
         results.append(result)
     ru = round(sum(float(result.get("requestCharge", 0)) for result in results), 2)
-    docs.stats.add_charge(f"{container.db}/{container.id}", ru)
     reply_headers = docs._doc_headers(container, target, docs.store.current_lsn(container.rid), None)
     return Reply(207 if failed else 200, batch_body(results), ru, reply_headers)
 
 
-def _run_one(docs: Documents, container: ContainerRecord, target: PhysicalRange, rate: float | None,
-             op: Any) -> dict[str, Any]:
+def _run_one(docs: Documents, container: ContainerRecord, target: PhysicalRange, op: Any) -> dict[str, Any]:
+    """One operation: admitted against the range's budget (and the request's priority and
+    throughput bucket) like a request of its own, then run and committed alone."""
     try:
         values = _operation_key(container, op)
         epk = effective_partition_key(container.partition_key, values)
         if not target.contains(epk):
             raise CosmosError(410, f"The partition key is not served by range {target.id} (it was split).",
                               substatus=1002)
-        wait = docs.throttle.admit(container.rid, target.id, rate)
-        if wait is not None:
-            docs.stats.throttled += 1
-            result = _error(CosmosError(429, "Request rate is large.", substatus=3200))
-            result["retryAfterMilliseconds"] = wait
-            return result
+        try:
+            grant = docs.admit(container, [target])
+        except CosmosError as exc:
+            if exc.status != 429:
+                raise
+            return {**_error(exc), "retryAfterMilliseconds": int(exc.headers.get("x-ms-retry-after-ms", "0"))}
         docs.store.begin()
         try:
             result = docs._batch_op(container, op, values, epk)
@@ -109,7 +108,7 @@ def _run_one(docs: Documents, container: ContainerRecord, target: PhysicalRange,
             docs.store.rollback()
             raise
         docs.store.commit()
-        docs.throttle.charge(container.rid, target.id, rate, float(result.get("requestCharge", 0)))
+        docs.charge(container, [target], grant, float(result.get("requestCharge", 0)))
         return result
     except CosmosError as exc:
         return _error(exc)
