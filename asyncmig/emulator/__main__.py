@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", default=",".join(FAULT_KINDS),
                         help="kinds of injected faults: 503, 408, reset (default: all three)")
     parser.add_argument("--fault-seed", type=int, help="seed for reproducible fault injection")
+    parser.add_argument("--entra-issuer-key", type=Path, metavar="FILE",
+                        help="accept Microsoft Entra ID tokens signed with this key: a PEM public key, or a "
+                        "shared secret (HS256); such tokens get data-plane rights only")
     return parser
 
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, port=args.port, data_dir=None if args.in_memory else args.data_dir,
         partitions=args.partitions, key=args.key, rate_limit=not args.no_rate_limit,
         latency_ms=args.latency_ms, fault_rate=args.fault_rate, faults=kinds, fault_seed=args.fault_seed,
+        entra_issuer_key=args.entra_issuer_key,
     )
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
