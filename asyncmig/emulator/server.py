@@ -13,6 +13,7 @@ import binascii
 import hmac
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class EmulatorConfig:
     faults: tuple[str, ...] = FAULT_KINDS
     fault_seed: int | None = None
     entra_issuer_key: Path | None = None  # accept Entra ID tokens signed with this key (see auth.py)
+    # Serve HTTPS with this certificate chain and key: the SDK sends Entra ID tokens over HTTPS only.
+    tls: tuple[Path, Path] | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs even though this one is public
         return f"EmulatorConfig(host={self.host!r}, port={self.port}, data_dir={self.data_dir}, partitions={self.partitions})"
@@ -407,7 +410,8 @@ class RunningEmulator:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.config.host}:{self.port}/"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.port}/"
 
     @property
     def connection_string(self) -> str:
@@ -417,7 +421,8 @@ class RunningEmulator:
         self.emulator = Emulator(self.config)
         self._runner = web.AppRunner(self.emulator.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True,
+                           ssl_context=_tls_context(*self.config.tls) if self.config.tls else None)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -427,3 +432,16 @@ class RunningEmulator:
             await self._runner.cleanup()
         if self.emulator is not None:
             self.emulator.store.close()
+
+
+def _tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context for ``--tls-cert``/``--tls-key``.
+
+    :raises ValueError: the files cannot be read or do not match.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-cert/--tls-key: cannot load {certificate} and {key}: {exc}") from exc
+    return context

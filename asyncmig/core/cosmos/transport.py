@@ -274,9 +274,11 @@ class EntraAuthorizer:
 
 
 def sign_in_failed(what: str, exc: ClientAuthenticationError) -> AuthenticationFailed:
-    """The error for a credential that could not obtain a token for ``what`` (a host or a scope)."""
+    """The error for a credential that could not obtain a token for ``what`` (a host or a scope), on
+    one line: azure-identity's message lists every credential it tried, one per line."""
+    detail = " ".join(str(exc.message).partition("To mitigate this issue")[0].split())
     return AuthenticationFailed(redact(
-        f"Microsoft Entra ID sign-in failed for {what}: {exc.message}; sign in (az login), set "
+        f"Microsoft Entra ID sign-in failed for {what}: {detail}; sign in (az login), set "
         "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, use a managed identity, or put AccountKey in "
         "the connection string (docs/authentication.md)"
     ))
