@@ -185,7 +185,7 @@ class CosmosEndpoint:
         :raises ConnectionStringError: ``key`` was asked for but the connection string has no key.
         """
         if mode == "entra":
-            return replace(self, key=None)
+            return _entra_ready(replace(self, key=None))
         if mode == "key" and not self.key:
             raise ConnectionStringError(f"--auth key needs AccountKey=... in the connection string; {_WHERE_TO_FIND}")
         return self
@@ -286,7 +286,20 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
         raise ConnectionStringError(
             f"AccountKey is not valid base64 (was it cut short or wrapped in quotes?); {_WHERE_TO_FIND}"
         ) from None
-    return CosmosEndpoint(url=url, key=key)
+    return _entra_ready(CosmosEndpoint(url=url, key=key))
+
+
+def _entra_ready(endpoint: CosmosEndpoint) -> CosmosEndpoint:
+    """``endpoint``, refused when it would send Entra ID tokens over plain http (the SDK will not).
+
+    :raises ConnectionStringError: an http:// endpoint without an account key.
+    """
+    if endpoint.uses_entra and urlsplit(endpoint.url).scheme.lower() != "https":
+        raise ConnectionStringError(
+            "Microsoft Entra ID sign-in (no AccountKey in the connection string, or --auth entra) needs an "
+            "https:// AccountEndpoint: tokens are only sent over TLS; add AccountKey=... for a plain-http emulator"
+        )
+    return endpoint
 
 
 _warned_insecure: set[str] = set()

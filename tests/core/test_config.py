@@ -106,6 +106,11 @@ def test_a_string_without_a_key_signs_in_with_entra_id_unless_key_is_forced() ->
         endpoint.with_auth("key")
     keyed = parse_connection_string(f"AccountEndpoint=https://acct.documents.azure.com/;AccountKey={new_key()}")
     assert not keyed.uses_entra and keyed.with_auth("entra").uses_entra and keyed.with_auth("auto") is keyed
+    with pytest.raises(ConnectionStringError, match="needs an https:// AccountEndpoint"):
+        parse_connection_string("AccountEndpoint=http://127.0.0.1:8081/;")
+    plain = parse_connection_string(f"AccountEndpoint=http://127.0.0.1:8081/;AccountKey={new_key()}")
+    with pytest.raises(ConnectionStringError, match="needs an https:// AccountEndpoint"):
+        plain.with_auth("entra")
 
 
 def test_the_auth_mode_comes_from_the_environment_or_the_option() -> None:
