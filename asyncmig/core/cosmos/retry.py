@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos._retry_options import RetryOptions
 from azure.cosmos.documents import ConnectionPolicy
-from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosClientTimeoutError
+from azure.cosmos.exceptions import CosmosClientTimeoutError
 
 from asyncmig.config import ENV_CONNECTION_STRING, CosmosEndpoint, redact, tls_verify
-from asyncmig.core.cosmos.transport import BatchOperationFailed, CosmosHttpError
+from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
@@ -179,12 +179,11 @@ def _from_status(
     )
 
 
-def _batch_failure(
-    status: int, sub_status: int | None, headers: Any, message: str, index: int | None,
-    responses: tuple[Mapping[str, Any], ...],
-) -> Failure:
-    """A transactional batch refused because one operation failed (from either write path)."""
-    failure = _from_status(status, sub_status, headers, message, document=True)
+def _batch_failure(exc: BatchOperationFailed) -> Failure:
+    """A transactional batch refused because one operation failed: the batch is never split-retried
+    as a whole here, so anything not retryable is the failed document's own problem (permanent)."""
+    status, sub_status, index, responses = exc.status, exc.sub_status, exc.error_index, exc.operation_responses
+    failure = _from_status(status, sub_status, exc.headers, exc.message, document=True)
     kind: FailureKind = failure.kind if failure.retryable else "permanent"
     retry_after = failure.retry_after_s
     if retry_after is None and index is not None and 0 <= index < len(responses):
@@ -211,24 +210,12 @@ def classify(exc: BaseException, *, document: bool = False) -> Failure:
     Never pass a cancellation or ``KeyboardInterrupt``: those must propagate, not be classified
     (they would come out ``fatal``).
     """
-    if isinstance(exc, BatchOperationFailed):
-        return _batch_failure(exc.status, exc.sub_status, exc.headers, exc.message, exc.error_index,
-                              exc.operation_responses)
-    if isinstance(exc, CosmosHttpError):
-        return _from_status(exc.status, exc.sub_status, exc.headers, _server_message(exc.message),
+    http = as_http_error(exc)  # both write paths' refusals, in one representation
+    if isinstance(http, BatchOperationFailed):
+        return _batch_failure(http)
+    if http is not None:
+        return _from_status(http.status, http.sub_status, http.headers, _server_message(http.message),
                             document=document)
-    if isinstance(exc, CosmosBatchOperationError):
-        return _batch_failure(int(exc.status_code or 0), exc.sub_status, exc.headers, exc.http_error_message or "",
-                              exc.error_index, tuple(exc.operation_responses or ()))
-    if isinstance(exc, HttpResponseError) and exc.status_code:
-        headers = getattr(exc, "headers", None)
-        if headers is None:
-            headers = getattr(exc.response, "headers", None)
-        message = getattr(exc, "http_error_message", None) or exc.message
-        return _from_status(
-            int(exc.status_code), getattr(exc, "sub_status", None), headers, _server_message(message),
-            document=document,
-        )
     if isinstance(exc, aiohttp.ClientResponseError):
         return _from_status(exc.status, None, exc.headers, exc.message, document=document)
     if isinstance(exc, ServiceRequestError | ServiceResponseError | CosmosClientTimeoutError

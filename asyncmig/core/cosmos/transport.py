@@ -35,7 +35,8 @@ import anyio
 from aiohttp.helpers import get_env_proxy_for_url
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.cosmos.exceptions import CosmosBatchOperationError
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -54,6 +55,7 @@ __all__ = [
     "MasterKeyAuthorizer",
     "Response",
     "Transport",
+    "as_http_error",
     "entra_credential",
     "sdk_credential",
     "sign_in_failed",
@@ -137,11 +139,30 @@ class BatchOperationFailed(CosmosHttpError):
     ``operation_responses`` every operation's result (the others carry 424).
     """
 
-    def __init__(self, headers: Mapping[str, str], error_index: int, status: int, sub_status: int | None,
+    def __init__(self, headers: Mapping[str, str], error_index: int | None, status: int, sub_status: int | None,
                  message: str, operation_responses: Sequence[Mapping[str, Any]]) -> None:
         super().__init__(status, sub_status, headers, message)
         self.error_index = error_index
         self.operation_responses = tuple(operation_responses)
+
+
+def as_http_error(exc: BaseException) -> CosmosHttpError | None:
+    """A refused request as :class:`CosmosHttpError`, whichever path sent it: this transport's own
+    errors as they are, the SDK's exceptions for an HTTP reply translated field by field (status,
+    sub-status, headers, server message; a failed batch's index and operation results), anything
+    else None. :func:`asyncmig.core.cosmos.retry.classify` reads only this representation."""
+    if isinstance(exc, CosmosHttpError):
+        return exc
+    if isinstance(exc, CosmosBatchOperationError):
+        return BatchOperationFailed(exc.headers or {}, exc.error_index, int(exc.status_code or 0), exc.sub_status,
+                                    exc.http_error_message or "", exc.operation_responses or ())
+    if isinstance(exc, HttpResponseError) and exc.status_code:
+        headers = getattr(exc, "headers", None)
+        if headers is None:
+            headers = getattr(exc.response, "headers", None)
+        message = getattr(exc, "http_error_message", None) or exc.message
+        return CosmosHttpError(int(exc.status_code), getattr(exc, "sub_status", None), headers or {}, str(message))
+    return None
 
 
 def _batch_error(
