@@ -12,15 +12,19 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from asyncmig.core.cosmos.retry import classify
+from asyncmig.emulator.auth import COSMOS_AUDIENCE, EntraIssuer, Refused, is_management_write
 from asyncmig.errors import ControlPlaneRequired
 from tests.core.support import contents, mixed_documents, seed
 from tests.entra_issuer import Issuer, MintingCredential, TokenEndpoint, entra_emulator_arguments
@@ -144,17 +148,71 @@ async def test_the_migration_runs_with_entra_id_once_an_administrator_created_th
 async def test_the_sdk_with_a_token_writes_items_but_cannot_create_containers(
     emulator: EmulatorProcess, issuer: Issuer, keyed: DatabaseProxy
 ) -> None:
-    container = await keyed.create_container(unique("c"), partition_key=PartitionKey("/pk"))
+    container = await keyed.create_container(unique("c"), partition_key=PartitionKey("/pk"), offer_throughput=400)
     credential = MintingCredential(issuer)
     async with CosmosClient(emulator.endpoint, credential=credential, connection_verify=False) as client:
         database = client.get_database_client(keyed.id)
         proxy = database.get_container_client(container.id)
         await proxy.upsert_item({"id": "a", "pk": "p", "n": 2**64 + 1})
         assert (await proxy.read_item("a", partition_key="p"))["n"] == 2**64 + 1
-        with pytest.raises(CosmosHttpResponseError) as refused:
-            await database.create_container(unique("nope"), partition_key=PartitionKey("/pk"))
-    assert (refused.value.status_code, refused.value.sub_status) == (403, 5300)
+        assert [d["id"] async for d in proxy.query_items("SELECT * FROM c", partition_key="p")] == ["a"]
+        assert (await proxy.get_throughput()).offer_throughput == 400  # reading metadata is allowed
+        management = {
+            "create container": lambda: database.create_container(unique("nope"), partition_key=PartitionKey("/pk")),
+            "change throughput": lambda: proxy.replace_throughput(500),
+            "delete container": lambda: database.delete_container(container.id),
+            "create database": lambda: client.create_database(unique("nope")),
+        }
+        refusals: dict[str, CosmosHttpResponseError] = {}
+        for name, call in management.items():
+            with pytest.raises(CosmosHttpResponseError) as caught:
+                await call()
+            refusals[name] = caught.value
+    assert {n: (e.status_code, e.sub_status) for n, e in refusals.items()} == dict.fromkeys(management, (403, 5300))
+    assert (await container.get_throughput()).offer_throughput == 400  # nothing changed
     assert credential.scopes[0] == "https://127.0.0.1/.default"  # the account's scope, as the SDK asks
-    error = classify(refused.value).as_error("creating a container")
+    error = classify(refusals["create container"]).as_error("creating a container")
     assert isinstance(error, ControlPlaneRequired) and "create them in advance" in str(error)
     assert not any(token in str(error) for token in issuer.issued)
+
+
+def test_a_shared_secret_issuer_checks_signature_expiry_and_audience(tmp_path: Path) -> None:
+    secret_file = tmp_path / "issuer.secret"
+    secret_file.write_text("a shared secret of at least thirty-two bytes\n")
+    issuer = EntraIssuer.from_file(secret_file)
+    account = "https://127.0.0.1"
+    now = int(time.time())
+
+    def token(secret: str = "a shared secret of at least thirty-two bytes", **claims: Any) -> str:
+        return jwt.encode({"aud": account, "exp": now + 600, **claims}, secret, algorithm="HS256")
+
+    issuer.check(token(), [account])
+    issuer.check(token(aud=COSMOS_AUDIENCE), [account, COSMOS_AUDIENCE])
+    for bad, why in ((token(exp=now - 5), "expired"), (token(aud="https://elsewhere"), "audience"),
+                     (token("another secret of at least thirty-two bytes"), "not valid"),
+                     (jwt.encode({"aud": account}, "a shared secret of at least thirty-two bytes"), "not valid")):
+        with pytest.raises(Refused, match=why):
+            issuer.check(bad, [account])
+    with pytest.raises(ValueError, match="is empty"):
+        (tmp_path / "empty").write_text("  ")
+        EntraIssuer.from_file(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(("verb", "path", "headers", "management"), [
+    ("POST", "dbs", {}, True),
+    ("DELETE", "dbs/d", {}, True),
+    ("POST", "dbs/d/colls", {}, True),
+    ("PUT", "dbs/d/colls/c", {}, True),
+    ("DELETE", "dbs/d/colls/c", {}, True),
+    ("PUT", "offers/o1", {}, True),
+    ("POST", "offers", {"x-ms-documentdb-isquery": "True"}, False),
+    ("GET", "dbs/d/colls/c", {}, False),
+    ("GET", "dbs/d/colls/c/pkranges", {}, False),
+    ("POST", "dbs/d/colls/c/docs", {}, False),
+    ("DELETE", "dbs/d/colls/c/docs/x", {}, False),
+    ("POST", "dbs/d/colls/c/operations/partitionkeydelete", {}, False),
+])
+def test_management_writes_are_told_apart_from_data_operations(
+    verb: str, path: str, headers: dict[str, str], management: bool
+) -> None:
+    assert is_management_write(verb, path.split("/"), headers) is management
