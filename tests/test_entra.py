@@ -120,10 +120,13 @@ async def test_a_failed_sign_in_ends_the_run_with_a_clear_message_and_no_secret(
 async def test_the_migration_runs_with_entra_id_once_an_administrator_created_the_containers(
     emulator: EmulatorProcess, token_endpoint: TokenEndpoint, issuer: Issuer, tmp_path: Path
 ) -> None:
-    seeded = _asyncmig(emulator, token_endpoint, tmp_path, "seed-demo", "--vectors", "60", "--dimensions", "8",
-                       key=True)
-    assert seeded.returncode == 0, seeded.stderr
     issued_before = len(issuer.issued)
+    demo = ("seed-demo", "--vectors", "60", "--dimensions", "8")
+    not_seeded = _asyncmig(emulator, token_endpoint, tmp_path, *demo)  # would create the database
+    assert not_seeded.returncode == ControlPlaneRequired.exit_code, not_seeded.stderr
+    assert "create them in advance" in not_seeded.stderr.strip().splitlines()[-1]
+    seeded = _asyncmig(emulator, token_endpoint, tmp_path, *demo, key=True)
+    assert seeded.returncode == 0, seeded.stderr
     refused = _asyncmig(emulator, token_endpoint, tmp_path, "create-containers", "--yes")
     assert refused.returncode == ControlPlaneRequired.exit_code, refused.stderr
     message = refused.stderr.strip().splitlines()[-1]
@@ -141,7 +144,7 @@ async def test_the_migration_runs_with_entra_id_once_an_administrator_created_th
     assert validated.returncode == 0, validated.stdout + validated.stderr
     tokens = issuer.issued[issued_before:]
     assert tokens
-    for result in (refused, migrated, validated):
+    for result in (not_seeded, refused, migrated, validated):
         assert _leaks(tokens, result, tmp_path) == []
 
 
