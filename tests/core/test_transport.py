@@ -24,6 +24,7 @@ from asyncmig.core.cosmos.transport import (
     CosmosHttpError,
     EntraAuthorizer,
     MasterKeyAuthorizer,
+    RedactingCredential,
     Transport,
     token_scope,
 )
@@ -208,3 +209,20 @@ def test_the_scope_is_the_accounts_as_the_sdk_derives_it(monkeypatch: pytest.Mon
     assert audience_of(token_scope("https://127.0.0.1:8081/")[0]) == "https://127.0.0.1"
     monkeypatch.setenv("AZURE_COSMOS_AAD_SCOPE_OVERRIDE", COSMOS_SCOPE)
     assert token_scope("https://acct.documents.azure.com/") == (COSMOS_SCOPE, True)
+
+
+class _Opaque:
+    """A credential whose tokens are not JWTs, so only registration can mask them."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(f"opaque-token-{scopes[0]}-{kwargs.get('tenant_id')}", 2**31)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_tokens_the_sdk_client_fetches_are_registered_for_redaction() -> None:
+    async with RedactingCredential(_Opaque()) as credential:  # (an in-process AsyncTokenCredential)
+        token = await credential.get_token("https://acct.example/.default", tenant_id="t1")
+    assert token.token == "opaque-token-https://acct.example/.default-t1"  # arguments passed through
+    assert redact(f"header sig={token.token};") == "header sig=***;"

@@ -53,6 +53,7 @@ __all__ = [
     "CosmosHttpError",
     "EntraAuthorizer",
     "MasterKeyAuthorizer",
+    "RedactingCredential",
     "Response",
     "Transport",
     "as_http_error",
@@ -326,9 +327,32 @@ def entra_credential() -> AsyncTokenCredential:
     return DefaultAzureCredential()
 
 
+class RedactingCredential:
+    """An async credential whose tokens are registered with the redaction as they are issued, so the
+    tokens the SDK client fetches for itself are masked like the transport's own."""
+
+    def __init__(self, inner: AsyncTokenCredential) -> None:
+        self._inner = inner
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token = await self._inner.get_token(*scopes, **kwargs)
+        register_secret(token.token)
+        return token
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> RedactingCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 def sdk_credential(endpoint: CosmosEndpoint) -> str | AsyncTokenCredential:
-    """What ``azure.cosmos.aio.CosmosClient`` takes as ``credential``: the key, or a new Entra credential."""
-    return endpoint.key if endpoint.key else entra_credential()
+    """What ``azure.cosmos.aio.CosmosClient`` takes as ``credential``: the key, or a new Entra
+    credential whose tokens are registered for redaction (close it when done)."""
+    return endpoint.key if endpoint.key else RedactingCredential(entra_credential())
 
 
 def authorizer_for(endpoint: CosmosEndpoint) -> Authorizer:
