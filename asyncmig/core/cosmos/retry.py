@@ -180,8 +180,8 @@ def _from_status(
 
 
 def _batch_failure(exc: BatchOperationFailed) -> Failure:
-    """A transactional batch refused because one operation failed: the batch is never split-retried
-    as a whole here, so anything not retryable is the failed document's own problem (permanent)."""
+    """A transactional batch refused because one operation failed: unless that failure is worth a
+    retry, it is the failed document's own problem (permanent), not the run's."""
     status, sub_status, index, responses = exc.status, exc.sub_status, exc.error_index, exc.operation_responses
     failure = _from_status(status, sub_status, exc.headers, exc.message, document=True)
     kind: FailureKind = failure.kind if failure.retryable else "permanent"
