@@ -136,8 +136,9 @@ class CosmosHttpError(Exception):
 class BatchOperationFailed(CosmosHttpError):
     """A transactional batch was refused because one operation failed (207); nothing was written.
 
-    ``status``/``sub_status`` are the failed operation's, ``error_index`` its position, and
-    ``operation_responses`` every operation's result (the others carry 424).
+    ``status`` is the failed operation's, ``sub_status`` the reply's (as the SDK reports both),
+    ``error_index`` the operation's position and ``operation_responses`` every operation's result
+    (the others carry 424).
     """
 
     def __init__(self, headers: Mapping[str, str], error_index: int | None, status: int, sub_status: int | None,
