@@ -26,7 +26,11 @@ from azure.cosmos.aio import ContainerProxy
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
-from asyncmig.core.cosmos.partition_keys import effective_partition_key, partition_key_values
+from asyncmig.core.cosmos.partition_keys import (
+    effective_partition_key,
+    partition_key_problem,
+    partition_key_values,
+)
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
@@ -151,8 +155,12 @@ class CosmosSink:
         for doc in documents:
             # An exact-size copy: orjson's result can keep a much larger allocation alive (measured
             # ~120 KB for ~17 KB of JSON), and these bytes live until the unit is written.
-            encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
-            problem = document_problem(doc, len(encoded))
+            try:
+                encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
+            except jsoncodec.NonFiniteNumber as exc:
+                rejected.append(Rejection(doc, str(exc), 400))
+                continue
+            problem = document_problem(doc, len(encoded)) or partition_key_problem(spec.definition, doc)
             if problem:
                 rejected.append(Rejection(doc, problem, 413 if "bytes" in problem else 400))
                 continue
@@ -164,7 +172,7 @@ class CosmosSink:
         for key, members in groups.items():
             values = keys[key]
             lane = spec.lane(target, effective_partition_key(spec.definition, values))
-            if len(members) == 1 or {} in values:  # a lone document, or an undefined key: single upserts
+            if len(members) == 1 or not values or {} in values:  # alone, or an empty/undefined key: single upserts
                 units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
                 continue
             shared = values[0] if len(values) == 1 else values
