@@ -109,8 +109,9 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         for spec in SOURCE_CONTAINERS
     }
     backup_dir = _choose_backup_dir(ctx, restart=restart)
+    read_ru = 0.0
     for container in containers.values():
-        await _back_up_container(ctx, container, backup_dir)
+        read_ru += await _back_up_container(ctx, container, backup_dir)
 
     entries: dict[str, ContainerEntry] = {}
     for name, container in containers.items():
@@ -128,6 +129,7 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         phase=PHASE,
         status="done",
         documents=sum(e["count"] for e in entries.values()),
+        ru=read_ru,
         seconds=time.monotonic() - started,
         details={
             "backup_dir": str(backup_dir),
@@ -164,7 +166,8 @@ def _choose_backup_dir(ctx: PhaseContext, *, restart: bool) -> Path:
     return backup_dir
 
 
-async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> None:
+async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> float:
+    """Back up one container; returns the RU its reads cost (a resumed run's earlier ones included)."""
     name = container.id
     transform = _verbatim(name)
     source = CosmosSource(container, page_size=ctx.options.pipeline.page_size, what=f"{ctx.database_name}/{name}")
@@ -183,7 +186,7 @@ async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backu
         options=ctx.options.pipeline,
     )
     try:
-        await run_transfer(job, ctx.stop)
+        return (await run_transfer(job, ctx.stop)).ru
     finally:
         await sink.close()
 

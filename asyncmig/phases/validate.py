@@ -125,6 +125,7 @@ class ContainerCheck:
     differences: list[str] = field(default_factory=list)  # settings vs the plan
     critical: list[str] = field(default_factory=list)  # the subset that cannot be fixed in place
     problems: list[str] = field(default_factory=list)  # document-level findings beyond the digests
+    ru: float = 0.0  # what reading the container cost
 
     @property
     def settings_ok(self) -> bool:
@@ -191,6 +192,7 @@ class MappingCheck:
     collisions: IdSample = field(default_factory=IdSample)
     target_count: int = 0
     problems: list[str] = field(default_factory=list)
+    ru: float = 0.0  # what reading the source container cost (0 from a backup file)
 
     @property
     def expected_count(self) -> int:
@@ -303,6 +305,11 @@ class ValidationReport:
         """Target documents compared."""
         return sum(c.actual for c in self.containers)
 
+    @property
+    def ru(self) -> float:
+        """What the reads of validation cost."""
+        return sum(c.ru for c in self.containers) + sum(m.ru for m in self.mappings)
+
     def failures(self) -> list[tuple[str, str]]:
         """``(container, what is wrong)`` for each failing container, then each failing mapping."""
         found = [(c.container, c.summary()) for c in self.containers if not c.ok]
@@ -361,6 +368,7 @@ class ValidationReport:
             "database": self.database,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
+            "ru": round(self.ru, 2),
             "containers": [c.to_json() for c in self.containers],
             "mappings": [m.to_json() for m in self.mappings],
             "figures": [f.to_json() for f in self.figures],
@@ -380,6 +388,7 @@ class ValidationReport:
             phase=PHASE,
             status="done" if self.ok else "failed",
             documents=self.documents,
+            ru=self.ru,
             seconds=self.seconds,
             details=self.to_json(),
         )
@@ -435,8 +444,9 @@ async def _read_properties(container: ContainerProxy) -> dict[str, Any] | None:
             await anyio.sleep(delay)
 
 
-async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> None:
-    """Every document of ``container``, page by page, feed ranges read concurrently.
+async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> float:
+    """Every document of ``container``, page by page, feed ranges read concurrently; returns the RU
+    the reads cost.
 
     ``handle`` runs synchronously between awaits, so concurrent ranges never interleave inside it.
     """
@@ -455,6 +465,7 @@ async def _read_container(container: ContainerProxy, what: str, handle: PageHand
                 group.start_soon(read_range, feed_range)
     except BaseExceptionGroup as group_error:
         raise first_error(group_error) from None
+    return source.read_ru
 
 
 def _dead_lettered(path: Path) -> set[_Key]:
@@ -602,7 +613,7 @@ async def _expect_mapping(
                 "(every document already transformed); its pre-migration bodies could not be compared"
             )
         handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
-        await _read_container(container, mapping.source, handle)
+        check.ru += await _read_container(container, mapping.source, handle)
         return check
 
     if backup_file is None or (not mapping.in_place and not backup_file.exists()):
@@ -721,7 +732,7 @@ async def _check_container(
                 if is_vectors:
                     _inspect_embedding(document, key[0], dimensions, embeddings)
 
-        await _read_container(container, spec.name, handle)
+        check.ru += await _read_container(container, spec.name, handle)
 
     for doc_id, _ in expected:
         check.missing.add(doc_id)

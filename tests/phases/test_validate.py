@@ -91,6 +91,7 @@ async def test_correct_layout_validates(ctx: PhaseContext, layout: MigratedLayou
     ]
     result = report.phase_result()
     assert (result.phase, result.status, result.documents) == ("validate", "done", report.documents)
+    assert result.ru == report.ru > 0 and report.to_json()["ru"] == round(report.ru, 2)  # reads are paid for
     assert result.details == report.to_json()
     text = report.table()
     assert text.startswith(f"Validation of {ctx.database_name}: OK") and "6,514" in text

@@ -25,6 +25,7 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
 from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
@@ -224,7 +225,7 @@ class CosmosSink:
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 failure = classify(exc)
-                ticket.charge = failure.charge or 0.0
+                ticket.charge = failure.charge if failure.charge is not None else _unreported_charge(failure, unit)
                 self.stats.ru += ticket.charge
                 if failure.kind == "throttled":
                     self.stats.throttled += 1
@@ -281,6 +282,17 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | 
         raise _RefusedBySdk(str(exc)) from exc
     charge = result.get_response_headers().get("x-ms-request-charge")
     return None if charge is None else float(charge)
+
+
+def _unreported_charge(failure: Failure, unit: WriteUnit) -> float:
+    """The RU of a failed request whose response named no charge. An error the service answered
+    costs nothing then; without an answer (a dropped connection) or after a timeout the writes may
+    have run, so they are counted at their published cost (:mod:`~asyncmig.core.cosmos.rucost`,
+    without the per-term surcharge, which needs the index policy)."""
+    if failure.status is not None and failure.status != 408:
+        return 0.0
+    encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
+    return sum(rucost.write(len(body), 0) for body in encoded)
 
 
 def _rid_reader(container: ContainerProxy) -> Callable[[], Awaitable[str]]:

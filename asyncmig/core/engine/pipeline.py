@@ -334,7 +334,7 @@ class Pipeline:
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
         stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
         stats.dead_lettered = self.dead_letters.count
-        stats.ru = self._base.ru + sink.ru
+        stats.ru = self._base.ru + sink.ru + self.source.read_ru
         stats.requests = sink.requests
         stats.throttled = self._base.throttled + sink.throttled
         stats.retries = self._base.retries + sink.retries
