@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from asyncmig.core.files.sink import FileSink
 from asyncmig.errors import UsageError, ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
+from asyncmig.vimarsh.dimensions import DimensionTally
 from asyncmig.vimarsh.plan import EMBEDDING_PATH, SOURCE_CONTAINERS, SOURCE_VECTORS
 
 __all__ = [
@@ -241,18 +241,13 @@ async def read_throughput(
 
 
 def detect_vector_dimensions(path: Path, field: str = EMBEDDING_PATH.lstrip("/")) -> int | None:
-    """The most common length of the non-empty ``field`` lists in a backup file (None: no vectors).
-
-    A tie goes to the longer length, so the answer never depends on the order of the documents.
+    """The embedding dimension of the ``field`` vectors in a backup file, by the rule of
+    :mod:`asyncmig.vimarsh.dimensions` (None: no vectors).
 
     :raises BackupCorrupt: when the file is missing or damaged.
     """
-    lengths: Counter[int] = Counter()
+    tally = DimensionTally()
     with JsonlGzReader(path) as reader:
         for document in reader:
-            vector = document.get(field)
-            if isinstance(vector, list) and vector:
-                lengths[len(vector)] += 1
-    if not lengths:
-        return None
-    return max(lengths.items(), key=lambda item: (item[1], item[0]))[0]
+            tally.add(document.get(field))
+    return tally.most_common()

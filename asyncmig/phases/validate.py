@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, fir
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.dimensions import DimensionTally
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 
 PHASE = "validate"
@@ -521,7 +521,7 @@ class _Expectations:
             spec.name: _definition(spec.partition_key_path) for spec in plan.VALIDATED_CONTAINERS
         }
         self.personalities = PersonalityAccumulator()
-        self.embedding_lengths: Counter[int] = Counter()
+        self.embedding_lengths = DimensionTally()
 
     def expect(self, target: str, document: Document, check: MappingCheck) -> None:
         key = _key(document, self.definitions[target])
@@ -533,15 +533,11 @@ class _Expectations:
         check.routed[target] = check.routed.get(target, 0) + 1
         if target == plan.PERSONALITY_VECTORS:
             self.personalities.add(document)
-            embedding = document.get("embedding")
-            if isinstance(embedding, list):
-                self.embedding_lengths[len(embedding)] += 1
+            self.embedding_lengths.add(document.get("embedding"))
 
     def detected_dimensions(self) -> int | None:
-        """The most common embedding length (ties: the larger count, then the smaller length)."""
-        if not self.embedding_lengths:
-            return None
-        return min(self.embedding_lengths.items(), key=lambda item: (-item[1], item[0]))[0]
+        """The embedding dimension, by the rule of :mod:`asyncmig.vimarsh.dimensions`."""
+        return self.embedding_lengths.most_common()
 
 
 def _mapping_handler(
