@@ -57,7 +57,7 @@ from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, fir
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.vimarsh import plan
-from asyncmig.vimarsh.dimensions import DimensionTally
+from asyncmig.vimarsh.dimensions import DimensionTally, vector_length
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 
 PHASE = "validate"
@@ -272,7 +272,21 @@ class EmbeddingCheck:
     dimensions_from: str  # "state", "data" or "unknown"
     with_embedding: int = 0
     without_embedding: int = 0
+    # Vectors of numbers of another length than the index's: a finding about the source data (legacy
+    # vectors), not a migration failure; the digests still check they were copied exactly.
     wrong_dimension: IdSample = field(default_factory=IdSample)
+    malformed: IdSample = field(default_factory=IdSample)  # not a non-empty list of numbers: a failure
+
+    def finding(self) -> str | None:
+        """What to tell the user about embeddings of another dimension (None when there are none)."""
+        if not self.wrong_dimension:
+            return None
+        return (
+            f"{self.wrong_dimension.describe()} in {plan.PERSONALITY_VECTORS} have an embedding of another "
+            f"dimension than the vector index's {self.dimensions}: the source holds them so (legacy vectors), "
+            "and vector search cannot use them; re-embed those documents with the current model and upsert "
+            "them (validate --strict fails on this)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -281,6 +295,7 @@ class EmbeddingCheck:
             "with_embedding": self.with_embedding,
             "without_embedding": self.without_embedding,
             "wrong_dimension": self.wrong_dimension.to_json(),
+            "malformed": self.malformed.to_json(),
         }
 
 
@@ -295,10 +310,17 @@ class ValidationReport:
     embeddings: EmbeddingCheck
     notes: list[str]
     seconds: float = 0.0
+    strict: bool = False  # findings about the source data fail validation too
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+        return (all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+                and not (self.strict and self.findings()))
+
+    def findings(self) -> list[str]:
+        """What validation found about the source data itself (not failures unless :attr:`strict`)."""
+        finding = self.embeddings.finding()
+        return [finding] if finding else []
 
     @property
     def documents(self) -> int:
@@ -314,6 +336,8 @@ class ValidationReport:
         """``(container, what is wrong)`` for each failing container, then each failing mapping."""
         found = [(c.container, c.summary()) for c in self.containers if not c.ok]
         found += [(m.source, m.summary()) for m in self.mappings if not m.ok]
+        if self.strict:
+            found += [(plan.PERSONALITY_VECTORS, finding) for finding in self.findings()]
         return found
 
     def failure_message(self, report_path: Path | None = None) -> str:
@@ -354,10 +378,12 @@ class ValidationReport:
         e = self.embeddings
         dims = f"{e.dimensions} numbers ({e.dimensions_from})" if e.dimensions else "dimension unknown"
         lines += ["", f"embeddings: {dims}; {e.with_embedding:,} with, {e.without_embedding:,} without, "
-                      f"{e.wrong_dimension.count:,} of another size"]
+                      f"{e.wrong_dimension.count:,} of another size, {e.malformed.count:,} not a vector"]
         failures = self.failures()
         if failures:
             lines += ["", "failures:", *(f"  {name}: {what}" for name, what in failures)]
+        if self.findings():
+            lines += ["", "findings:", *(f"  {finding}" for finding in self.findings())]
         if self.notes:
             lines += ["", "notes:", *(f"  {note}" for note in self.notes)]
         return "\n".join(lines)
@@ -374,6 +400,8 @@ class ValidationReport:
             "figures": [f.to_json() for f in self.figures],
             "embeddings": self.embeddings.to_json(),
             "failures": [{"container": n, "problem": p} for n, p in self.failures()],
+            "findings": self.findings(),
+            "strict": self.strict,
             "notes": self.notes,
         }
 
@@ -733,11 +761,8 @@ async def _check_container(
     for doc_id, _ in expected:
         check.missing.add(doc_id)
     expected.clear()
-    if spec.name == plan.PERSONALITY_VECTORS and embeddings.wrong_dimension:
-        size = f"{dimensions} " if dimensions is not None else ""
-        check.problems.append(
-            f"{embeddings.wrong_dimension.describe()} have an embedding that is not a list of {size}numbers"
-        )
+    if spec.name == plan.PERSONALITY_VECTORS and embeddings.malformed:
+        check.problems.append(f"{embeddings.malformed.describe()} have an embedding that is not a list of numbers")
     return check
 
 
@@ -747,9 +772,10 @@ def _inspect_embedding(document: Document, doc_id: str, dimensions: int | None, 
         check.without_embedding += 1
         return
     check.with_embedding += 1
-    if not isinstance(embedding, list) or (dimensions is not None and len(embedding) != dimensions) or not all(
-        _is_number(x) for x in embedding
-    ):
+    length = vector_length(embedding)
+    if length is None or not all(_is_number(x) for x in embedding):
+        check.malformed.add(doc_id)
+    elif dimensions is not None and length != dimensions:
         check.wrong_dimension.add(doc_id)
 
 
@@ -817,7 +843,7 @@ async def validate(ctx: PhaseContext) -> ValidationReport:
     ]
     report = ValidationReport(
         database=ctx.database_name, containers=rows, mappings=mappings, figures=figures,
-        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started,
+        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started, strict=ctx.options.strict,
     )
     path = ctx.workdir.report(PHASE)
     write_json_report(path, report.to_json())
