@@ -289,7 +289,8 @@ def _unreported_charge(failure: Failure, unit: WriteUnit) -> float:
     costs nothing then; without an answer (a dropped connection) or after a timeout the writes may
     have run, so they are counted at their published cost (:mod:`~asyncmig.core.cosmos.rucost`,
     without the per-term surcharge, which needs the index policy)."""
-    if failure.status is not None and failure.status != 408:
+    in_transit = failure.status is None and failure.kind == "transient"
+    if not (in_transit or failure.status == 408):
         return 0.0
     encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
     return sum(rucost.write(len(body), 0) for body in encoded)
