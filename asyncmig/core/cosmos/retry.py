@@ -74,16 +74,16 @@ _LIMIT_ADVICE = "an account or database limit was reached; raise it in the Azure
 # Looked up by (status, sub-status), then by (status, None). Sub-status 0 means none. The codes
 # are the service's published ones (REST "HTTP status codes" page and the SDKs' SubStatusCodes).
 _RULES: dict[tuple[int, int | None], _Rule] = {
-    (429, None): _Rule("throttled", "request rate too large; waiting as asked and slowing down", TransientExhausted),
-    (408, None): _Rule("transient", "the request timed out; retrying (upserts are idempotent)", TransientExhausted),
+    (429, None): _Rule("throttled", "request rate too large", TransientExhausted),
+    (408, None): _Rule("transient", "the request timed out", TransientExhausted),
     (449, None): _Rule("transient", "the service asked to retry (concurrent update)", TransientExhausted),
-    (500, None): _Rule("transient", "internal server error; retrying", TransientExhausted),
-    (502, None): _Rule("transient", "bad gateway; retrying", TransientExhausted),
-    (503, None): _Rule("transient", "service unavailable; retrying", TransientExhausted),
-    (504, None): _Rule("transient", "gateway timeout; retrying", TransientExhausted),
-    (410, None): _Rule("split", "the partition layout changed (split); refreshing routing", TransientExhausted),
-    (410, 1000): _Rule("split", "the routing (name) cache is stale; refreshing routing", TransientExhausted),
-    (410, 1008): _Rule("split", "a partition is migrating; refreshing routing", TransientExhausted),
+    (500, None): _Rule("transient", "internal server error", TransientExhausted),
+    (502, None): _Rule("transient", "bad gateway", TransientExhausted),
+    (503, None): _Rule("transient", "service unavailable", TransientExhausted),
+    (504, None): _Rule("transient", "gateway timeout", TransientExhausted),
+    (410, None): _Rule("split", "the partition layout changed (split)", TransientExhausted),
+    (410, 1000): _Rule("split", "the routing (name) cache is stale", TransientExhausted),
+    (410, 1008): _Rule("split", "a partition is migrating", TransientExhausted),
     (404, None): _Rule(
         "fatal", "not found; check the database and container names, or create them first", ResourceMissing
     ),
@@ -92,9 +92,11 @@ _RULES: dict[tuple[int, int | None], _Rule] = {
         "fatal", "the database or container does not exist (deleted?); check the names or create them first",
         ResourceMissing,
     ),
-    (404, 1013): _Rule("transient", "the container is still being created; waiting", TransientExhausted),
-    (404, 1023): _Rule("transient", "the store is not ready yet; waiting", TransientExhausted),
-    (401, None): _Rule("fatal", f"the request signature or token was refused; {_KEY_ADVICE}", AuthenticationFailed),
+    (404, 1013): _Rule("transient", "the container is still being created", TransientExhausted),
+    (404, 1023): _Rule("transient", "the store is not ready yet", TransientExhausted),
+    (401, None): _Rule(
+        "fatal", f"the request signature or token was refused; {_KEY_ADVICE}", AuthenticationFailed
+    ),
     (401, 5202): _Rule(
         "fatal", "local (key) authentication is disabled on this account; use Microsoft Entra ID instead",
         AuthenticationFailed,
@@ -120,7 +122,9 @@ _RULES: dict[tuple[int, int | None], _Rule] = {
     (403, 1010): _Rule("fatal", _LIMIT_ADVICE),
     (403, 1019): _Rule("fatal", _LIMIT_ADVICE),
     (403, 1020): _Rule("fatal", _LIMIT_ADVICE),
-    (400, None): _Rule("permanent", "the service found the document invalid; fix it and restore it from the dead-letter file"),
+    (400, None): _Rule(
+        "permanent", "the service found the document invalid; fix it and restore it from the dead-letter file"
+    ),
     (400, 1001): _Rule(
         "permanent", "the document's partition key value does not match the one sent; check the "
         "transform and the target's partition key path",
@@ -129,7 +133,9 @@ _RULES: dict[tuple[int, int | None], _Rule] = {
     (409, 3302): _Rule(
         "permanent", "another document with the same id hashes to the same partition key; rename one id"
     ),
-    (412, None): _Rule("permanent", "the document changed since it was read (etag precondition); re-run to copy the new version"),
+    (412, None): _Rule(
+        "permanent", "the document changed since it was read (etag precondition); re-run to copy the new version"
+    ),
     (413, None): _Rule("permanent", "the document exceeds Cosmos DB's 2 MB item size limit; shrink or split it"),
     (422, None): _Rule("permanent", "the service could not process the document"),
 }
@@ -138,7 +144,9 @@ _RULES.update({(401, sub): _Rule(
     "fatal", "the Microsoft Entra token was refused (expired, wrong tenant or audience); sign in again",
     AuthenticationFailed,
 ) for sub in range(5000, 5013)})
-_RULES.update({(403, sub): _Rule("fatal", _ROLE_ADVICE, AuthenticationFailed) for sub in (*range(5300, 5307), 5400)})
+_RULES.update({
+    (403, sub): _Rule("fatal", _ROLE_ADVICE, AuthenticationFailed) for sub in (*range(5300, 5307), 5400)
+})
 _RULES.update({(403, sub): _Rule(
     "fatal", "the account's network security perimeter denied the request; allow this client in it",
     AuthenticationFailed,
@@ -246,7 +254,7 @@ def _from_status(
         sub_status=sub_status,
         retry_after_s=retry_ms / 1000.0 if retry_ms is not None and retry_ms >= 0 else None,
         charge=_float(_header(headers, HEADER_CHARGE)),
-        reason=_reason(f"HTTP {code} ({rule.advice}):", message),
+        reason=_reason(f"HTTP {code} ({rule.advice})" + (":" if message else ""), message),
     )
 
 
