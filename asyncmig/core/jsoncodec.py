@@ -30,14 +30,16 @@ def _refuse_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise NonFiniteNumber(f"{text} overflows a 64-bit float (it would become Infinity, which Cosmos DB cannot store)")
+        raise NonFiniteNumber(
+            f"{text} overflows a 64-bit float (it would become Infinity, which Cosmos DB cannot store)"
+        )
     return value
 
 
-# -2**63 and 2**64 have 19 and 20 digits: an integer of 18 digits or fewer always fits orjson. Runs of 19+ digits are found at C speed
-# (translate + find); only those few candidates are inspected, and a run that follows '.', 'e', 'E'
-# or '+' belongs to a float (e.g. 0.00012345678901234567). A false positive (digits inside a string)
-# only costs a slower, still exact, parse.
+# -2**63 and 2**64 have 19 and 20 digits: an integer of 18 digits or fewer always fits orjson. Runs
+# of 19+ digits are found at C speed (translate + find); only those few candidates are inspected, and
+# a run that follows '.', 'e', 'E' or '+' belongs to a float (e.g. 0.00012345678901234567). A false
+# positive (digits inside a string) only costs a slower, still exact, parse.
 _DIGITS_TO_NINE = bytes.maketrans(b"012345678", b"999999999")
 _WIDE_RUN = b"9" * 19
 _NINE = ord("9")
@@ -96,8 +98,8 @@ def _dumps(obj: Any, *, sort_keys: bool) -> bytes:
         encoded = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except TypeError:  # an integer beyond 64 bits, or a lone surrogate from a \\uD800 escape
         return _stdlib_dumps(obj, sort_keys=sort_keys)
-    if b"null" in encoded:  # orjson writes NaN/Infinity as null: only then is the slower check needed
-        _stdlib_dumps(obj, sort_keys=sort_keys)
+    if b"null" in encoded:  # orjson writes NaN/Infinity as null: only then is the walk needed
+        ensure_finite(obj)
     return encoded
 
 
@@ -128,5 +130,10 @@ def ensure_finite(obj: Any, path: str = "") -> None:
         for key, value in obj.items():
             ensure_finite(value, f"{path}/{key}")
     elif isinstance(obj, list):
+        try:
+            if all(map(math.isfinite, obj)):  # a list of numbers (an embedding), checked at C speed
+                return
+        except (TypeError, OverflowError):  # not only numbers (or an integer beyond a float's range)
+            pass
         for index, value in enumerate(obj):
             ensure_finite(value, f"{path}/{index}")
