@@ -102,5 +102,7 @@ async def test_writes_lost_in_transit_are_charged_their_estimated_cost(dropping:
                 [unit], _ = sink.plan("t", [document])
                 await sink.write(unit)
             dropped = dropping.admin("stats")["faults_injected"] - before
+            paced = sink.governor.statistics().budget.consumed  # the governor paid the same
     assert dropped > 0 and sink.stats.retries == dropped
     assert sink.stats.ru == pytest.approx(len(documents) * answered + dropped * rucost.write(size, 0), abs=0.05)
+    assert paced == pytest.approx(answered + sink.stats.ru, abs=0.05)
