@@ -22,7 +22,13 @@ from asyncmig.config import CosmosEndpoint, register_secret
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, cosmos_client_kwargs
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
-from asyncmig.errors import AsyncmigError, AuthenticationFailed, ResourceMissing, TransientExhausted
+from asyncmig.errors import (
+    AsyncmigError,
+    AuthenticationFailed,
+    ControlPlaneRequired,
+    ResourceMissing,
+    TransientExhausted,
+)
 
 KEY = base64.b64encode(os.urandom(64)).decode()
 
@@ -315,7 +321,7 @@ STATUS_TABLE: list[tuple[int, int | None, bool, str, type[Exception], str]] = [
     (401, 5006, False, "fatal", AuthenticationFailed, "token"),
     (401, 5202, False, "fatal", AuthenticationFailed, "local (key) authentication is disabled"),
     (403, None, False, "fatal", AuthenticationFailed, "AccountKey"),
-    (403, 5300, False, "fatal", AuthenticationFailed, "role"),
+    (403, 5300, False, "fatal", ControlPlaneRequired, "create them in advance"),
     (403, 5301, False, "fatal", AuthenticationFailed, "role"),
     (403, 5400, False, "fatal", AuthenticationFailed, "role"),
     (403, 5307, False, "fatal", AuthenticationFailed, "network security perimeter"),
@@ -347,7 +353,7 @@ def test_status_and_sub_status_table(
     assert "Server says so" in failure.reason
     error = failure.as_error("writing to t")
     assert type(error) is error_class
-    if status in (401, 403) and error_class is not AuthenticationFailed:
+    if status in (401, 403) and not issubclass(error_class, AuthenticationFailed):
         assert "AccountKey" not in str(error)  # a full partition or a failover is not a key problem
 
 

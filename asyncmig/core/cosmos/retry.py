@@ -29,18 +29,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos._retry_options import RetryOptions
 from azure.cosmos.documents import ConnectionPolicy
-from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosClientTimeoutError
+from azure.cosmos.exceptions import CosmosClientTimeoutError
 
 from asyncmig.config import ENV_CONNECTION_STRING, CosmosEndpoint, redact, tls_verify
+from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
 from asyncmig.errors import (
     AsyncmigError,
     AuthenticationFailed,
+    ControlPlaneRequired,
     ResourceMissing,
     TransientExhausted,
 )
@@ -63,7 +65,8 @@ class _Rule:
 
 
 _KEY_ADVICE = (
-    f"check the AccountKey in {ENV_CONNECTION_STRING} and the account's firewall and network rules"
+    f"check the AccountKey in {ENV_CONNECTION_STRING} (or, signed in with Microsoft Entra ID, that the "
+    "identity has the Cosmos DB Built-in Data Contributor role) and the account's firewall and network rules"
 )
 _ROLE_ADVICE = (
     "the Microsoft Entra identity lacks a Cosmos DB data-plane role for this operation; assign one "
@@ -145,8 +148,14 @@ _RULES.update({(401, sub): _Rule(
     AuthenticationFailed,
 ) for sub in range(5000, 5013)})
 _RULES.update({
-    (403, sub): _Rule("fatal", _ROLE_ADVICE, AuthenticationFailed) for sub in (*range(5300, 5307), 5400)
+    (403, sub): _Rule("fatal", _ROLE_ADVICE, AuthenticationFailed) for sub in (*range(5301, 5307), 5400)
 })
+# 403/5300: a Microsoft Entra ID token used for a management operation (create/replace/delete, throughput).
+_RULES[(403, 5300)] = _Rule(
+    "fatal", "signed in with Microsoft Entra ID, asyncmig cannot create or change databases, containers "
+    "or throughput; create them in advance (portal, az cli, Bicep) or use an account key (--auth key)",
+    ControlPlaneRequired,
+)
 _RULES.update({(403, sub): _Rule(
     "fatal", "the account's network security perimeter denied the request; allow this client in it",
     AuthenticationFailed,
@@ -258,14 +267,13 @@ def _from_status(
     )
 
 
-def _batch_failure(exc: CosmosBatchOperationError) -> Failure:
-    responses = tuple(exc.operation_responses or ())
-    index = exc.error_index
-    status = int(exc.status_code or 0)
-    sub_status = exc.sub_status
+def _batch_failure(exc: BatchOperationFailed) -> Failure:
+    """A transactional batch refused because one operation failed: unless that failure is worth a
+    retry, it is the failed document's own problem (permanent), not the run's."""
+    status, sub_status, index, responses = exc.status, exc.sub_status, exc.error_index, exc.operation_responses
     if sub_status is None and index is not None and 0 <= index < len(responses):
-        sub_status = _int(responses[index].get("subStatusCode"))
-    failure = _from_status(status, sub_status, exc.headers, exc.http_error_message or "", document=True)
+        sub_status = _int(responses[index].get("subStatusCode"))  # the failed operation's own
+    failure = _from_status(status, sub_status, exc.headers, exc.message, document=True)
     kind: FailureKind = failure.kind if failure.retryable else "permanent"
     retry_after = failure.retry_after_s
     if retry_after is None and index is not None and 0 <= index < len(responses):
@@ -292,17 +300,12 @@ def classify(exc: BaseException, *, document: bool = False) -> Failure:
     Never pass a cancellation or ``KeyboardInterrupt``: those must propagate, not be classified
     (they would come out ``fatal``).
     """
-    if isinstance(exc, CosmosBatchOperationError):
-        return _batch_failure(exc)
-    if isinstance(exc, HttpResponseError) and exc.status_code:
-        headers = getattr(exc, "headers", None)
-        if headers is None:
-            headers = getattr(exc.response, "headers", None)
-        message = getattr(exc, "http_error_message", None) or exc.message
-        return _from_status(
-            int(exc.status_code), getattr(exc, "sub_status", None), headers, _server_message(message),
-            document=document,
-        )
+    http = as_http_error(exc)  # both write paths' refusals, in one representation
+    if isinstance(http, BatchOperationFailed):
+        return _batch_failure(http)
+    if http is not None:
+        return _from_status(http.status, http.sub_status, http.headers, _server_message(http.message),
+                            document=document)
     if isinstance(exc, aiohttp.ClientResponseError):
         return _from_status(exc.status, None, exc.headers, exc.message, document=document)
     if isinstance(exc, ServiceRequestError | ServiceResponseError | CosmosClientTimeoutError
