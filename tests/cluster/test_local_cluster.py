@@ -1,0 +1,85 @@
+"""A copy shared by several workers (the in-process engine) through leases in the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, DatabaseProxy
+
+from asyncmig.cluster.driver import run_cluster
+from asyncmig.cluster.engine import LocalEngine
+from asyncmig.cluster.worker import LeasedWorker, LeaseOptions
+from asyncmig.config import parse_connection_string
+from asyncmig.copy import ContainerRef, CopySpec
+from asyncmig.core.engine.pipeline import PipelineOptions
+from tests.conftest import Cosmos
+from tests.core.support import contents, mixed_documents, seed, writes_to
+from tests.helpers import unique
+
+
+async def _pair(database: DatabaseProxy, n: int) -> tuple[ContainerProxy, ContainerProxy]:
+    source = await database.create_container(unique("src"), partition_key=PartitionKey("/pk"))
+    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"))
+    await seed(source, mixed_documents(n))
+    return source, target
+
+
+def _spec(cosmos: Cosmos, database: DatabaseProxy, source: ContainerProxy, target: ContainerProxy,
+          tmp_path: Path, **kw: object) -> CopySpec:
+    endpoint = parse_connection_string(cosmos.connection_string)
+    return CopySpec(source=ContainerRef(endpoint, database.id, source.id),
+                    target=ContainerRef(endpoint, database.id, target.id),
+                    checkpoint=tmp_path / "ck.json", dead_letter=tmp_path / "dead.jsonl", progress=False,
+                    **kw)  # type: ignore[arg-type]
+
+
+async def test_two_workers_share_the_ranges_and_copy_everything_once(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    source, target = await _pair(database, 1200)
+    spec = _spec(cosmos, database, source, target, tmp_path)
+    options = LeaseOptions(container=unique("leases"), max_leases=2)
+    async with LocalEngine() as engine:
+        result = await run_cluster(spec, engine, 2, options)
+    assert await contents(target) == await contents(source)
+    assert await writes_to(target) == 1200  # every document written exactly once
+    assert result.documents == 1200 and result.ranges == 4
+    assert len(result.workers) == 2
+    assert all(w.written > 0 for w in result.workers.values())  # both took part
+    assert sum(w.written for w in result.workers.values()) == 1200
+
+
+async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    n = 3000
+    source, target = await _pair(database, n)
+    # Slow enough (an RU budget) to kill the first worker mid-copy; frequent commits keep the
+    # rewritten share small.
+    spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=8000.0,
+                 options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=200))
+    options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
+    first = LeasedWorker(spec, "first", options)
+    async with anyio.create_task_group() as group:
+        scope = anyio.CancelScope()
+
+        async def run_first() -> None:
+            with scope:
+                await first.run()
+
+        group.start_soon(run_first)
+        with anyio.fail_after(60):
+            while first.snapshot().written < n // 3:  # condition polling with a deadline, not a timed guess
+                await anyio.sleep(0.02)
+        scope.cancel()  # a crash: no release, no final commit
+    killed_at = first.snapshot().written
+    assert killed_at < n, "the first worker finished before it could be killed"
+    second = LeasedWorker(spec, "second", options)
+    with anyio.fail_after(120):
+        done = await second.run()
+    assert await contents(target) == await contents(source)
+    assert done.leases_taken_over == 4  # every range the first worker held was taken over
+    rewritten = await writes_to(target) - n
+    assert rewritten <= n * 0.01, f"{rewritten} documents written twice"
