@@ -213,7 +213,7 @@ class Pipeline:
     async def _monitor(self) -> None:
         last_save = time.monotonic()
         while True:
-            await anyio.sleep(0.5)
+            await anyio.sleep(min(0.5, self.options.checkpoint_interval))
             self._refresh()
             if self.on_progress:
                 self.on_progress(self.stats)
