@@ -107,6 +107,10 @@ class RayEngine:
                      configure_logging=False)
         self._actors: list[Any] = []
 
+    def cpus(self) -> int:
+        """CPUs in the cluster: the default number of workers for ``auto`` and ``ray://``."""
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
     async def bank(self, budget: float) -> Bank:
         actor = _BankActor.options(num_cpus=0).remote(budget)  # type: ignore[attr-defined]
         self._actors.append(actor)

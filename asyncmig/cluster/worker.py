@@ -172,10 +172,19 @@ class LeasedWorker:
                                 ranges={key: replace(lease.state, written_ahead=list(lease.state.written_ahead))
                                         for key, lease in batch.leases.items()})
 
+        async def commit_one(key: str, state: RangeState) -> None:
+            batch.leases[key] = await leases.commit(batch.leases[key], state)
+
         async def commit(saved: Checkpoint) -> None:
-            for key, state in saved.ranges.items():
-                batch.leases[key] = await leases.commit(batch.leases[key], replace(
-                    state, written_ahead=list(state.written_ahead)))
+            # Concurrently, and only what changed: a commit's latency bounds what a takeover rewrites.
+            # A lease with no news is still renewed once a third of its time-to-live has passed.
+            now = time.time()
+            async with anyio.create_task_group() as group:
+                for key, state in saved.ranges.items():
+                    lease = batch.leases[key]
+                    fresh = replace(state, written_ahead=list(state.written_ahead))
+                    if fresh != lease.state or lease.expires_at - now < self.options.ttl_seconds * 2 / 3:
+                        group.start_soon(commit_one, key, fresh)
 
         pipeline = Pipeline(source, sink, checkpoint, path, dead_letters, transform=self.spec.transform,
                             options=self.spec.options, on_commit=commit)

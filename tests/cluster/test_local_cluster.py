@@ -8,12 +8,13 @@ import anyio
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
-from asyncmig.cluster.driver import run_cluster
-from asyncmig.cluster.engine import LocalEngine
+from asyncmig.cluster.driver import ClusterResult, run_cluster
+from asyncmig.cluster.engine import LocalEngine, WorkerHandle
 from asyncmig.cluster.worker import LeasedWorker, LeaseOptions
 from asyncmig.config import parse_connection_string
 from asyncmig.copy import ContainerRef, CopySpec
 from asyncmig.core.engine.pipeline import PipelineOptions
+from asyncmig.core.engine.shared_budget import Bank
 from tests.conftest import Cosmos
 from tests.core.support import contents, mixed_documents, seed, writes_to
 from tests.helpers import unique
@@ -58,8 +59,8 @@ async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
     source, target = await _pair(database, n)
     # Slow enough (an RU budget) to kill the first worker mid-copy. What a takeover rewrites is at
     # most what was in flight (30 documents) plus what was written since the last commit (0.1 s).
-    spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=8000.0,
-                 options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=30, page_size=10))
+    spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=4000.0,
+                 options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=15, page_size=5))
     options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
     first = LeasedWorker(spec, "first", options)
     async with anyio.create_task_group() as group:
@@ -83,3 +84,43 @@ async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
     assert done.leases_taken_over == 4  # every range the first worker held was taken over
     rewritten = await writes_to(target) - n
     assert rewritten <= n * 0.01, f"{rewritten} documents written twice"
+
+
+class _RecordingEngine(LocalEngine):
+    """The in-process engine, keeping the handles so a test can kill a worker the driver started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handles: list[WorkerHandle] = []
+
+    async def start_worker(self, spec: CopySpec, owner: str, options: LeaseOptions, bank: Bank | None) -> WorkerHandle:
+        handle = await super().start_worker(spec, owner, options, bank)
+        self.handles.append(handle)
+        return handle
+
+
+async def test_the_driver_replaces_a_dead_worker_and_the_copy_completes(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    n = 2000
+    source, target = await _pair(database, n)
+    spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=6000.0,
+                 options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=30, page_size=10))
+    options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2, max_leases=2)
+    async with _RecordingEngine() as engine:
+        async with anyio.create_task_group() as group:
+            results: list[ClusterResult] = []
+
+            async def drive() -> None:
+                results.append(await run_cluster(spec, engine, 2, options))
+
+            group.start_soon(drive)
+            with anyio.fail_after(60):
+                while not engine.handles or (await engine.handles[0].progress()).written < n // 5:
+                    await anyio.sleep(0.02)
+            await engine.handles[0].kill()
+    (result,) = results
+    assert result.progress.workers_replaced == 1 and len(engine.handles) == 3
+    assert await contents(target) == await contents(source)
+    assert result.documents == n
+    assert await writes_to(target) - n <= n * 0.02  # at most what the dead worker had in flight

@@ -49,3 +49,40 @@ async def test_two_ray_workers_copy_everything_once_under_one_budget(
     assert await writes_to(target) == 1500
     assert result.documents == 1500
     assert len(result.workers) == 2 and all(w.written > 0 for w in result.workers.values())
+
+
+async def test_a_killed_ray_worker_is_taken_over_with_at_most_one_percent_rewritten(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path, ray_engine: object
+) -> None:
+    import anyio
+
+    from asyncmig.cluster.engine import WorkerDied
+    from asyncmig.core.engine.pipeline import PipelineOptions
+
+    n = 4000
+    source = await database.create_container(unique("src"), partition_key=PartitionKey("/pk"))
+    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"))
+    await seed(source, mixed_documents(n))
+    endpoint = parse_connection_string(cosmos.connection_string)
+    spec = CopySpec(source=ContainerRef(endpoint, database.id, source.id),
+                    target=ContainerRef(endpoint, database.id, target.id),
+                    checkpoint=tmp_path / "ck.json", dead_letter=tmp_path / "dead.jsonl", progress=False,
+                    ru_budget=3000.0, options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=15, page_size=5))
+    options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
+    victim = await ray_engine.start_worker(spec, "victim", options, None)  # type: ignore[attr-defined]
+    seen = None
+    with anyio.move_on_after(150):
+        while (seen := await victim.progress()).written < n // 4:  # a condition with a deadline
+            await anyio.sleep(0.05)
+    assert seen is not None and seen.written >= n // 4, f"the victim made too little progress: {seen}"
+    await victim.kill()
+    with pytest.raises(WorkerDied):  # dead for sure before anyone takes over (as the driver waits)
+        await victim.wait()
+    result = await run_cluster(spec, ray_engine, 1, options)  # type: ignore[arg-type]
+    (survivor,) = result.workers.values()
+    assert survivor.leases_taken_over == 4
+    assert await contents(target) == await contents(source)
+    # Written twice: what the victim had on the wire (at most max_in_flight documents) plus what it
+    # wrote since its last commit (0.1 s of writes at this budget).
+    rewritten = await writes_to(target) - n
+    assert rewritten <= n * 0.01, rewritten
