@@ -116,7 +116,7 @@ def cluster_report(spec: CopySpec, result: ClusterResult, status: str) -> dict[s
         "requests": p.requests, "throttled": p.throttled, "elapsed_s": round(p.elapsed, 3),
         "ranges": result.ranges, "workers_replaced": p.workers_replaced,
         "workers": {owner: {"written": w.written, "ru": round(w.ru, 2), "requests": w.requests,
-                            "throttled": w.throttled, "leases_taken_over": w.leases_taken_over,
+                            "throttled": w.throttled, "cpu_s": round(w.cpu_s, 3), "leases_taken_over": w.leases_taken_over,
                             "leases_lost": w.leases_lost}
                     for owner, w in result.workers.items()},
     }

@@ -61,6 +61,7 @@ class WorkerProgress:
     ranges_finished: int = 0
     leases_taken_over: int = 0
     leases_lost: int = 0
+    cpu_s: float = 0.0  # CPU time of the worker's process while it ran (in-process engine: the whole process)
     done: bool = False
 
     def add(self, stats: RunStatistics, already_committed: int) -> None:
@@ -90,10 +91,13 @@ class LeasedWorker:
         self.bank = bank
         self.progress = WorkerProgress(owner)
         self._current: tuple[Pipeline, int] | None = None
+        self._cpu_started: float | None = None
 
     def snapshot(self) -> WorkerProgress:
         """Progress including the batch in flight (safe to call from the worker's event loop)."""
         out = replace(self.progress)
+        if self._cpu_started is not None:
+            out.cpu_s = time.process_time() - self._cpu_started
         if self._current is not None:
             pipeline, already = self._current
             out.add(pipeline.stats, already)
@@ -106,6 +110,7 @@ class LeasedWorker:
         """
         spec = self.spec
         identity = copy_identity(spec)
+        self._cpu_started = time.process_time()
         async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
                 cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
             source_container = await existing_container(
@@ -131,6 +136,7 @@ class LeasedWorker:
                 with DeadLetterFile(dead_letter) as dead_letters:
                     await self._loop(source, sink, leases, identity, local, dead_letters, stop)
             shutil.rmtree(local, ignore_errors=True)
+        self.progress.cpu_s = time.process_time() - self._cpu_started
         self.progress.done = True
         return self.progress
 
