@@ -12,7 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -91,6 +91,7 @@ async def run_cluster(
     """
     if workers < 1:
         raise ValueError(f"a cluster copy needs at least one worker, got {workers}")
+    options = replace(options, workers=options.workers or workers)  # each takes a fair share of the ranges
     budget = await shared_budget(spec)
     bank = await engine.bank(budget) if budget is not None else None
     result = ClusterResult(ClusterProgress(), budget=budget)

@@ -33,7 +33,7 @@ from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.pipeline import Pipeline, RunStatistics
 from asyncmig.core.engine.shared_budget import Bank, SharedBudget
-from asyncmig.errors import Interrupted, LeaseLost
+from asyncmig.errors import Interrupted, LeaseLost, first_error
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class LeaseOptions:
 
     container: str = DEFAULT_LEASE_CONTAINER
     ttl_seconds: float = DEFAULT_TTL_SECONDS
-    max_leases: int | None = None  # None: as many as are free
+    max_leases: int | None = None  # None: a fair share when ``workers`` is known, else as many as are free
+    workers: int | None = None  # how many workers share the copy (the driver knows; plain processes may not)
     poll_seconds: float = 1.0
 
 
@@ -150,7 +151,8 @@ class LeasedWorker:
             if not unfinished:
                 return
             free = [lease for lease in unfinished if lease.free_for(self.owner, now)]
-            limit = self.options.max_leases or math.inf
+            limit = self.options.max_leases or (
+                math.ceil(len(unfinished) / self.options.workers) if self.options.workers else math.inf)
             held: dict[str, Lease] = {}
             for lease in free:
                 if len(held) >= limit:
@@ -184,13 +186,19 @@ class LeasedWorker:
         async def commit(saved: Checkpoint) -> None:
             # Concurrently, and only what changed: a commit's latency bounds what a takeover rewrites.
             # A lease with no news is still renewed once a third of its time-to-live has passed.
+            # Shielded: a commit cancelled after the server applied it would leave a stale etag
+            # behind, and this worker would fence itself on its next commit.
             now = time.time()
-            async with anyio.create_task_group() as group:
-                for key, state in saved.ranges.items():
-                    lease = batch.leases[key]
-                    fresh = replace(state, written_ahead=list(state.written_ahead))
-                    if fresh != lease.state or lease.expires_at - now < self.options.ttl_seconds * 2 / 3:
-                        group.start_soon(commit_one, key, fresh)
+            with anyio.CancelScope(shield=True):
+                try:
+                    async with anyio.create_task_group() as group:
+                        for key, state in saved.ranges.items():
+                            lease = batch.leases[key]
+                            fresh = replace(state, written_ahead=list(state.written_ahead))
+                            if fresh != lease.state or lease.expires_at - now < self.options.ttl_seconds * 2 / 3:
+                                group.start_soon(commit_one, key, fresh)
+                except BaseExceptionGroup as group_error:
+                    raise first_error(group_error) from None
 
         pipeline = Pipeline(source, sink, checkpoint, path, dead_letters, transform=self.spec.transform,
                             options=self.spec.options, on_commit=commit)

@@ -41,7 +41,7 @@ async def test_two_workers_share_the_ranges_and_copy_everything_once(
 ) -> None:
     source, target = await _pair(database, 1200)
     spec = _spec(cosmos, database, source, target, tmp_path)
-    options = LeaseOptions(container=unique("leases"), max_leases=2)
+    options = LeaseOptions(container=unique("leases"))
     async with LocalEngine() as engine:
         result = await run_cluster(spec, engine, 2, options)
     assert await contents(target) == await contents(source)
@@ -106,7 +106,7 @@ async def test_the_driver_replaces_a_dead_worker_and_the_copy_completes(
     source, target = await _pair(database, n)
     spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=6000.0,
                  options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=30, page_size=10))
-    options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2, max_leases=2)
+    options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
     async with _RecordingEngine() as engine:
         async with anyio.create_task_group() as group:
             results: list[ClusterResult] = []
