@@ -113,3 +113,35 @@ async def test_a_killed_driver_loses_nothing_and_the_same_command_resumes(
     result = run_copier(cosmos.connection_string, *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert await contents(target) == await contents(source)
+
+
+@ray_installed
+async def test_ctrl_c_stops_every_worker_cleanly_and_the_copy_resumes(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    n = 2000
+    source, target = await _pair(database, n)
+    leases = unique("leases")
+    args = (f"{database.id}/{source.id}", f"{database.id}/{target.id}", "--cluster", "local[2]",
+            "--ru-budget", "2000", "--lease-container", leases)
+    driver = copier(cosmos.connection_string, *args, cwd=tmp_path)
+    lease_container = database.get_container_client(leases)
+    with anyio.fail_after(120):
+        while True:  # wait for committed progress (a condition, checked with a deadline)
+            try:
+                committed = sum([lease["state"]["read"] async for lease in lease_container.query_items(
+                    "SELECT * FROM c")])
+            except CosmosResourceNotFoundError:
+                committed = 0
+            if committed >= n // 5 or driver.poll() is not None:
+                break
+            await anyio.sleep(0.1)
+    driver.send_signal(signal.SIGINT)
+    code, _, err = await anyio.to_thread.run_sync(_finish, driver)
+    assert code == 130, err
+    assert "resume" in err.lower()
+    owners = [lease["owner"] async for lease in lease_container.query_items("SELECT * FROM c")]
+    assert owners and all(owner is None for owner in owners)  # every worker released its leases
+    again = run_copier(cosmos.connection_string, *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert await contents(target) == await contents(source)
