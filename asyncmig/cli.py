@@ -33,9 +33,9 @@ from asyncmig.config import (
     redact,
     register_secret,
 )
+from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
-from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.errors import AsyncmigError, DeadLettered, Interrupted, StorageError, UsageError, first_error
 from asyncmig.report import duration, table, write_json_report
 

@@ -75,7 +75,7 @@ async def run_cluster(
     spec: CopySpec,
     engine: Engine,
     workers: int,
-    options: LeaseOptions = LeaseOptions(),
+    options: LeaseOptions | None = None,
     *,
     stop: anyio.Event | None = None,
     max_replacements: int | None = None,
@@ -91,6 +91,7 @@ async def run_cluster(
     """
     if workers < 1:
         raise ValueError(f"a cluster copy needs at least one worker, got {workers}")
+    options = options or LeaseOptions()
     options = replace(options, workers=options.workers or workers)  # each takes a fair share of the ranges
     budget = await shared_budget(spec)
     bank = await engine.bank(budget) if budget is not None else None

@@ -9,6 +9,7 @@ with an event loop of its own, anywhere in a Ray cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import anyio
@@ -97,8 +98,10 @@ class _LocalHandle:
 class LocalEngine:
     """Workers as tasks of the current event loop; use as ``async with LocalEngine() as engine``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_commit: Callable[[WorkerProgress], None] | None = None) -> None:
+        """``on_commit`` is passed to every worker (tests wait on progress with it)."""
         self._group: TaskGroup | None = None
+        self._on_commit = on_commit
 
     async def __aenter__(self) -> LocalEngine:
         self._group = anyio.create_task_group()
@@ -114,4 +117,4 @@ class LocalEngine:
 
     async def start_worker(self, spec: CopySpec, owner: str, options: LeaseOptions, bank: Bank | None) -> WorkerHandle:
         assert self._group is not None, "use LocalEngine as an async context manager"
-        return _LocalHandle(LeasedWorker(spec, owner, options, bank=bank), self._group)
+        return _LocalHandle(LeasedWorker(spec, owner, options, bank=bank, on_commit=self._on_commit), self._group)

@@ -79,6 +79,9 @@ class _RayHandle:
             raise WorkerDied(f"worker {self.owner} died: {exc.__class__.__name__}") from exc
         except ray.exceptions.RayTaskError as exc:
             raise exc.as_instanceof_cause() from None
+        finally:
+            ray.kill(self._actor, no_restart=True)  # done either way: give its CPU back to the cluster
+        self._last = result
         return result
 
     async def progress(self) -> WorkerProgress:

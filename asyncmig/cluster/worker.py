@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,13 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.copy import CopySpec, copy_identity, target_names
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
-from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS, Lease, LeaseStore, copy_id
+from asyncmig.core.cosmos.leases import (
+    DEFAULT_LEASE_CONTAINER,
+    DEFAULT_TTL_SECONDS,
+    Lease,
+    LeaseStore,
+    copy_id,
+)
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import Checkpoint, RangeState
@@ -84,12 +91,14 @@ class _Batch:
 class LeasedWorker:
     """Copies the ranges it can lease until the whole copy is done (or it is stopped or fenced)."""
 
-    def __init__(self, spec: CopySpec, owner: str, options: LeaseOptions = LeaseOptions(), *,
-                 bank: Bank | None = None) -> None:
+    def __init__(self, spec: CopySpec, owner: str, options: LeaseOptions | None = None, *,
+                 bank: Bank | None = None, on_commit: Callable[[WorkerProgress], None] | None = None) -> None:
+        """``on_commit`` is told the worker's progress after every commit to its leases."""
         self.spec = spec
         self.owner = owner
-        self.options = options
+        self.options = options or LeaseOptions()
         self.bank = bank
+        self.on_commit = on_commit
         self.progress = WorkerProgress(owner)
         self._current: tuple[Pipeline, int] | None = None
         self._cpu_started: float | None = None
@@ -199,6 +208,8 @@ class LeasedWorker:
                                 group.start_soon(commit_one, key, fresh)
                 except BaseExceptionGroup as group_error:
                     raise first_error(group_error) from None
+            if self.on_commit is not None:
+                self.on_commit(self.snapshot())
 
         pipeline = Pipeline(source, sink, checkpoint, path, dead_letters, transform=self.spec.transform,
                             options=self.spec.options, on_commit=commit)

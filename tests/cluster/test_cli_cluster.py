@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import anyio
 import pytest
@@ -16,7 +17,15 @@ from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from tests.conftest import Cosmos, needs_emulator
-from tests.core.support import COPIER_TIMEOUT_S, contents, copier, mixed_documents, run_copier, seed, writes_to
+from tests.core.support import (
+    COPIER_TIMEOUT_S,
+    contents,
+    copier,
+    mixed_documents,
+    run_copier,
+    seed,
+    writes_to,
+)
 from tests.helpers import unique
 
 ray_installed = pytest.mark.skipif(
@@ -37,6 +46,16 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
         process.kill()
         out, err = process.communicate(timeout=10)
     return process.returncode, out, err
+
+
+def _start_in_own_session(connection_string: str, args: tuple[str, ...], cwd: Path
+                          ) -> tuple[subprocess.Popen[bytes], IO[str]]:
+    """The CLI in a session of its own, so the driver and every Ray process it starts can be killed together."""
+    env = {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": connection_string}
+    log = (cwd / "driver.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "asyncmig", "copy", *args, "--no-progress"], cwd=cwd,
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
 
 
 async def test_two_plain_processes_share_one_copy_through_a_lease_container(
@@ -88,10 +107,7 @@ async def test_a_killed_driver_loses_nothing_and_the_same_command_resumes(
     leases = unique("leases")
     args = (f"{database.id}/{source.id}", f"{database.id}/{target.id}", "--cluster", "local[2]",
             "--ru-budget", "3000", "--lease-container", leases, "--lease-ttl", "2")
-    env = {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": cosmos.connection_string}
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([sys.executable, "-m", "asyncmig", "copy", *args, "--no-progress"], cwd=tmp_path,
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver, log = _start_in_own_session(cosmos.connection_string, args, tmp_path)
     lease_container = database.get_container_client(leases)
     try:
         with anyio.fail_after(120):

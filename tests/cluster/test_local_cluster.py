@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 from azure.cosmos import PartitionKey
@@ -10,7 +11,7 @@ from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
 from asyncmig.cluster.driver import ClusterResult, run_cluster
 from asyncmig.cluster.engine import LocalEngine, WorkerHandle
-from asyncmig.cluster.worker import LeasedWorker, LeaseOptions
+from asyncmig.cluster.worker import LeasedWorker, LeaseOptions, WorkerProgress
 from asyncmig.config import parse_connection_string
 from asyncmig.copy import ContainerRef, CopySpec
 from asyncmig.core.engine.pipeline import PipelineOptions
@@ -62,7 +63,9 @@ async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
     spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=4000.0,
                  options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=15, page_size=5))
     options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
-    first = LeasedWorker(spec, "first", options)
+    a_third = anyio.Event()
+    first = LeasedWorker(spec, "first", options,
+                         on_commit=lambda progress: a_third.set() if progress.written >= n // 3 else None)
     async with anyio.create_task_group() as group:
         scope = anyio.CancelScope()
 
@@ -72,8 +75,7 @@ async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
 
         group.start_soon(run_first)
         with anyio.fail_after(60):
-            while first.snapshot().written < n // 3:  # condition polling with a deadline, not a timed guess
-                await anyio.sleep(0.02)
+            await a_third.wait()
         scope.cancel()  # a crash: no release, no final commit
     killed_at = first.snapshot().written
     assert killed_at < n, "the first worker finished before it could be killed"
@@ -89,8 +91,8 @@ async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
 class _RecordingEngine(LocalEngine):
     """The in-process engine, keeping the handles so a test can kill a worker the driver started."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.handles: list[WorkerHandle] = []
 
     async def start_worker(self, spec: CopySpec, owner: str, options: LeaseOptions, bank: Bank | None) -> WorkerHandle:
@@ -107,7 +109,13 @@ async def test_the_driver_replaces_a_dead_worker_and_the_copy_completes(
     spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=6000.0,
                  options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=30, page_size=10))
     options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
-    async with _RecordingEngine() as engine:
+    a_fifth = anyio.Event()
+
+    def watch(progress: WorkerProgress) -> None:
+        if progress.written >= n // 5:
+            a_fifth.set()
+
+    async with _RecordingEngine(on_commit=watch) as engine:
         async with anyio.create_task_group() as group:
             results: list[ClusterResult] = []
 
@@ -116,9 +124,8 @@ async def test_the_driver_replaces_a_dead_worker_and_the_copy_completes(
 
             group.start_soon(drive)
             with anyio.fail_after(60):
-                while not engine.handles or (await engine.handles[0].progress()).written < n // 5:
-                    await anyio.sleep(0.02)
-            await engine.handles[0].kill()
+                await a_fifth.wait()
+            await engine.handles[0].kill()  # the first worker started: both are busy by now
     (result,) = results
     assert result.progress.workers_replaced == 1 and len(engine.handles) == 3
     assert await contents(target) == await contents(source)

@@ -72,7 +72,8 @@ async def test_a_killed_ray_worker_is_taken_over_with_at_most_one_percent_rewrit
     victim = await ray_engine.start_worker(spec, "victim", options, None)  # type: ignore[attr-defined]
     seen = None
     with anyio.move_on_after(150):
-        while (seen := await victim.progress()).written < n // 4:  # a condition with a deadline
+        # The worker runs in another process: its progress can only be polled (with a deadline).
+        while (seen := await victim.progress()).written < n // 4:  # noqa: ASYNC110
             await anyio.sleep(0.05)
     assert seen is not None and seen.written >= n // 4, f"the victim made too little progress: {seen}"
     await victim.kill()
