@@ -20,7 +20,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,fast]'
+	$(PY) -m pip install --quiet -e '.[test,fast,ray]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
