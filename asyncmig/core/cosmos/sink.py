@@ -64,6 +64,7 @@ SYSTEM_OVERHEAD_BYTES = 200  # _rid, _self, _etag, _attachments, _ts added by th
 MAX_BATCH_OPERATIONS = 100
 DEFAULT_BATCH_BYTES = 256 * 1024  # like .NET bulk (220 KB): smaller requests meter smoothly per range
 _BAD_ID = re.compile(r"[/\\?#]")
+BULK_REQUEST_SECONDS = 0.5  # a bulk batch costs at most this much of its range's RU budget
 Priority = Literal["High", "Low"]
 
 
@@ -270,17 +271,30 @@ class CosmosSink:
         """Chunks of one range's operations, each within the operation and byte caps."""
         r = spec.range_of(members[0][2])
         range_id = "" if r is None else r.id
+        most = self._operations_per_request(spec)
         units: list[WriteUnit] = []
         chunk: list[tuple[Document, bytes, str]] = []
         chunk_bytes = 0
         for member in members:
-            if chunk and (len(chunk) >= MAX_BATCH_OPERATIONS or chunk_bytes + len(member[1]) > self.batch_bytes):
+            if chunk and (len(chunk) >= most or chunk_bytes + len(member[1]) > self.batch_bytes):
                 units.append(_bulk_unit(target, lane, range_id, chunk))
                 chunk, chunk_bytes = [], 0
             chunk.append(member)
             chunk_bytes += len(member[1])
         units.append(_bulk_unit(target, lane, range_id, chunk))
         return units
+
+    def _operations_per_request(self, spec: _Target) -> int:
+        """At most 100 operations, and at most what half a second of the range's share of the RU
+        budget pays for: Cosmos DB admits a bulk batch's operations one by one against the range's
+        bucket (one second of its throughput), so a bigger request is throttled part-way whenever it
+        is sent, and every request would count as throttled."""
+        budget = self.governor.budget.budget
+        lanes = sum(len(t.ranges) for t in self._targets.values())
+        if budget is None or not lanes:
+            return MAX_BATCH_OPERATIONS
+        affordable = int(BULK_REQUEST_SECONDS * budget / lanes / max(spec.ru_per_doc, 1.0))
+        return max(1, min(MAX_BATCH_OPERATIONS, affordable))
 
     def _plan_transactional(self, target: str, spec: _Target, groups: dict[bytes, list[tuple[Document, bytes]]],
                             keys: dict[bytes, list[Any]]) -> list[WriteUnit]:
