@@ -16,7 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -38,6 +38,9 @@ from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
 from asyncmig.errors import AsyncmigError, DeadLettered, Interrupted, StorageError, UsageError, first_error
 from asyncmig.report import duration, table, write_json_report
+
+if TYPE_CHECKING:
+    from asyncmig.core.cosmos.sink import Politeness
 
 STATE_DIR = Path(".asyncmig")
 log = logging.getLogger("asyncmig")
@@ -94,6 +97,12 @@ def _add_copy(sub: Any) -> None:
                    help="most source documents held in memory at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    polite = p.add_argument_group("sharing the target with an application (docs/throughput.md)")
+    polite.add_argument("--priority", choices=["low", "high"],
+                        help="priority of the copy's writes: low ones are throttled first when the target is busy "
+                        "(needs priority-based execution enabled on the account)")
+    polite.add_argument("--throughput-bucket", type=int, metavar="N",
+                        help="meter the copy's writes in throughput bucket N (1-5) of the target container")
     shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")
     shared.add_argument("--cluster", metavar="local[N]|auto|ray://HOST:PORT",
                         help="run the copy on Ray workers (pip install 'asyncmig[ray]'); progress lives in leases")
@@ -127,6 +136,7 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         allow_dead_letters=args.allow_dead_letters, insecure=args.insecure,
         progress=False if args.no_progress else None,
         options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up),
+        politeness=_politeness(args),
     )
     if args.cluster or args.lease_container:
         return await _shared_copy(args, spec, stop)
@@ -149,6 +159,16 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         if result is not None or error is not None:
             _finish_copy(args, spec, result, status, error)
     return 0
+
+
+def _politeness(args: argparse.Namespace) -> Politeness:
+    from asyncmig.core.cosmos.sink import MAX_THROUGHPUT_BUCKET, Politeness
+
+    bucket = args.throughput_bucket
+    if bucket is not None and not 1 <= bucket <= MAX_THROUGHPUT_BUCKET:
+        raise UsageError(f"--throughput-bucket must be 1-{MAX_THROUGHPUT_BUCKET}, not {bucket}")
+    return Politeness(priority="Low" if args.priority == "low" else "High" if args.priority == "high" else None,
+                      throughput_bucket=bucket)
 
 
 async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -> int:

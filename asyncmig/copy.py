@@ -18,7 +18,7 @@ from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
-from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor, budget_from
@@ -51,6 +51,7 @@ class CopySpec:
     insecure: bool = False
     progress: bool | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
+    politeness: Politeness = field(default_factory=Politeness)  # priority and throughput bucket of the writes
 
 
 @dataclass
@@ -114,7 +115,8 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
         source = CosmosSource(source_container, page_size=spec.options.page_size,
                               what=f"{spec.source.database}/{spec.source.container}")
         count = await source.count()
-        async with CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint, insecure=spec.insecure) as sink:
+        async with CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint, insecure=spec.insecure,
+                              politeness=spec.politeness) as sink:
             job = Transfer(
                 source=source, sink=sink, identity=identity,
                 checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,

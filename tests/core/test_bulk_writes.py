@@ -19,12 +19,12 @@ from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import bulk_operation
 from asyncmig.core.cosmos.retry import cosmos_client_kwargs
-from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.engine.governor import Governor
 from asyncmig.core.engine.sink import WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import strip_system
 from tests.conftest import Cosmos, needs_emulator
-from tests.helpers import unique
+from tests.helpers import raw_request, unique
 
 pytestmark = needs_emulator
 
@@ -153,3 +153,59 @@ async def test_the_sdk_path_still_writes_transactional_batches(
         outcome, units = await _write_all(sink, docs)
     assert outcome.written == 60 and all(u.batch for u in units) and len(units) == 3
     assert await _stored(database, container) == {d["id"]: jsoncodec.canonical(d) for d in docs}
+
+
+async def _one_range(database: DatabaseProxy, sdk: CosmosClient, throughput: int) -> ContainerProxy:
+    created = await database.create_container(unique("polite"), PartitionKey("/pk"), offer_throughput=throughput,
+                                              headers={"x-asyncmig-partition-count": "1"})
+    return sdk.get_database_client(database.id).get_container_client(created.id)
+
+
+async def _throttles_writing(cosmos: Cosmos, container: ContainerProxy, write_path: str, politeness: Politeness,
+                             docs: list[dict[str, Any]], before: Any = None) -> int:
+    """Write the documents (unique keys: one bulk batch, or one upsert each on the SDK path); the 429s met."""
+    async with CosmosSink({"t": container}, Governor(), endpoint=CosmosEndpoint(cosmos.endpoint, cosmos.key),
+                          write_path=write_path, politeness=politeness) as sink:
+        await sink.open({})
+        if before is not None:
+            await before()
+        outcome, _ = await _write_all(sink, docs)
+    assert outcome.written == len(docs)
+    return sink.stats.throttled
+
+
+@pytest.mark.parametrize("write_path", ["lean", "sdk"])
+async def test_a_throughput_bucket_caps_the_copy(
+    cosmos: Cosmos, database: DatabaseProxy, sdk: CosmosClient, write_path: str
+) -> None:
+    """~500 RU of writes: within a 1,000 RU/s range's second, beyond its 20 % bucket (429/3212)."""
+    docs = [{"id": f"d{i}", "pk": f"k{i}"} for i in range(100)]
+    free = await _one_range(database, sdk, 1000)
+    assert await _throttles_writing(cosmos, free, write_path, Politeness(throughput_bucket=1), docs) == 0
+    capped = await _one_range(database, sdk, 1000)
+    offer = (await capped.get_throughput()).properties
+    assert offer is not None
+    body = {**offer, "content": {**offer["content"], "throughputBuckets": [{"id": 1, "maxThroughputPercentage": 20}]}}
+    status, _, _ = await raw_request(cosmos.endpoint, cosmos.key, "PUT", f"/offers/{offer['_rid']}",
+                                     headers={"Content-Type": "application/json"}, body=jsoncodec.dumps(body))
+    assert status == 200
+    assert await _throttles_writing(cosmos, capped, write_path, Politeness(throughput_bucket=1), docs) > 0
+    assert await _throttles_writing(cosmos, capped, write_path, Politeness(), docs) == 0
+
+
+@pytest.mark.parametrize("write_path", ["lean", "sdk"])
+@pytest.mark.parametrize(("priority", "throttled"), [("Low", True), ("High", False), (None, False)])
+async def test_low_priority_writes_yield_to_the_application(
+    cosmos: Cosmos, database: DatabaseProxy, sdk: CosmosClient, write_path: str, priority: Any, throttled: bool
+) -> None:
+    """~300 RU of writes on a 400 RU/s range right after the application wrote: low priority may not
+    spend the half of the range's second kept for high-priority requests."""
+    container = await _one_range(database, sdk, 400)
+    docs = [{"id": f"d{i}", "pk": f"k{i}"} for i in range(60)]
+
+    async def application_writes() -> None:
+        await container.upsert_item({"id": "user", "pk": "app"})  # high priority, as every client is by default
+
+    met = await _throttles_writing(cosmos, container, write_path, Politeness(priority=priority), docs,
+                                   application_writes)
+    assert (met > 0) is throttled

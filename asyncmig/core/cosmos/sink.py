@@ -64,6 +64,7 @@ SYSTEM_OVERHEAD_BYTES = 200  # _rid, _self, _etag, _attachments, _ts added by th
 MAX_BATCH_OPERATIONS = 100
 DEFAULT_BATCH_BYTES = 256 * 1024  # like .NET bulk (220 KB): smaller requests meter smoothly per range
 _BAD_ID = re.compile(r"[/\\?#]")
+MAX_THROUGHPUT_BUCKET = 5
 BULK_REQUEST_SECONDS = 0.5  # a bulk batch costs at most this much of its range's RU budget
 Priority = Literal["High", "Low"]
 
