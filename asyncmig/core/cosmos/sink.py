@@ -10,7 +10,7 @@ documents instead of one per document. Per operation: 2xx is written; 429 is sen
 range's AIMD gate paused for its retry-after; 410/1002 (the range was split) re-reads the ranges and
 re-routes the operation; other failures are classified by :func:`~asyncmig.core.cosmos.retry.classify`
 exactly as the same reply to a single upsert (retried, dead-lettered with the reason, or fatal).
-Documents whose key is empty or undefined go as single upserts.
+Documents of a container without a partition key go as single upserts.
 
 ``sdk`` (``ASYNCMIG_WRITE_PATH=sdk``) calls ``execute_item_batch``/``upsert_item``: the Python SDK
 has no bulk mode, so it groups documents into atomic transactional batches per logical partition,
@@ -252,13 +252,14 @@ class CosmosSink:
     def _plan_bulk(self, target: str, spec: _Target, groups: dict[bytes, list[tuple[Document, bytes]]],
                    keys: dict[bytes, list[Any]]) -> list[WriteUnit]:
         """The lean path: one bulk batch per target physical range (up to the operation and byte
-        caps), whatever the logical partitions; an empty or undefined key goes as a single upsert."""
+        caps), whatever the logical partitions. An undefined key travels as ``[{}]``, as the SDKs'
+        bulk modes send it; the empty key of a container without one goes as a single upsert."""
         units: list[WriteUnit] = []
         by_range: dict[str, list[tuple[Document, bytes, str]]] = defaultdict(list)
         for key, members in groups.items():
             values = keys[key]
             epk = effective_partition_key(spec.definition, values)
-            if not values or {} in values:
+            if not values:
                 lane = spec.lane(target, epk)
                 units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
                 continue
