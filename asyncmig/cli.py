@@ -69,8 +69,8 @@ def _add_copy(sub: Any) -> None:
     p = sub.add_parser(
         "copy", help="copy one container into another (resumable, RU-aware)",
         description="Copy every document of SOURCE into TARGET through the streaming core: the source is "
-        "read by feed range through its change feed, documents are upserted in transactional batches per "
-        "logical partition, paced to an RU budget, with a checkpoint so an interrupted copy resumes where it "
+        "read by feed range through its change feed, documents are upserted in bulk batches per target "
+        "physical range, paced to an RU budget, with a checkpoint so an interrupted copy resumes where it "
         "stopped. Containers are DATABASE/CONTAINER, or CONTAINER in AZURE_COSMOS_DATABASE_NAME.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

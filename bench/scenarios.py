@@ -381,6 +381,10 @@ def measured(ctx: Context, account: Account, peer: str, source: str, source_dige
     result["emulator_cpu_ms_per_document"] = (round(1000 * run.emulator_cpu_s / documents, 3)
                                               if documents and run.emulator_cpu_s is not None else None)
     result["self_report"] = copier_report(peer, run, run_dir)
+    written_by = (result["self_report"] or {}).get("requests") if peer == "asyncmig" else None
+    # asyncmig counts its own write requests; the SDK peers send one upsert per document.
+    writes = written_by if written_by is not None else (documents if peer != "asyncmig" else None)
+    result["write_requests_per_100_documents"] = round(100 * writes / documents, 2) if writes and documents else None
     if sampler is not None:
         result["emulator"] = sampler.delta(f"{account.database}/{target}")
         result["emulator"]["sampler_errors"] = sampler.errors

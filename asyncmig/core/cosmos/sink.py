@@ -62,7 +62,11 @@ ENV_WRITE_PATH = "ASYNCMIG_WRITE_PATH"
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
 SYSTEM_OVERHEAD_BYTES = 200  # _rid, _self, _etag, _attachments, _ts added by the service
 MAX_BATCH_OPERATIONS = 100
-DEFAULT_BATCH_BYTES = 256 * 1024  # like .NET bulk (220 KB): smaller requests meter smoothly per range
+# Documents per bulk request, measured on the emulator with 16 KB vector documents keyed by /id
+# (docs/throughput.md): 128 KB 13.8 requests per 100 documents and 0.176 ms of client CPU each,
+# 256 KB 6.6 / 0.158 ms, 512 KB 3.4 / 0.143 ms and the most documents per second, 1 MB 1.8 / 0.149 ms
+# and slower (each request holds the range longer). .NET's bulk mode uses about 220 KB.
+DEFAULT_BATCH_BYTES = 512 * 1024
 _BAD_ID = re.compile(r"[/\\?#]")
 MAX_THROUGHPUT_BUCKET = 5
 BULK_REQUEST_SECONDS = 0.5  # a bulk batch costs at most this much of its range's RU budget
