@@ -50,6 +50,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from azure.cosmos._base import GetPathFromLink
 
 from asyncmig.config import CosmosEndpoint
@@ -87,6 +88,16 @@ def bulk_operation(partition_key: Sequence[Any], document: bytes) -> bytes:
     bytes spliced in without re-encoding (orjson keeps big integers and unicode exact)."""
     key_text = jsoncodec.dumps(jsoncodec.dumps(list(partition_key)).decode())
     return b'{"operationType":"Upsert","partitionKey":' + key_text + b',"resourceBody":' + document + b"}"
+
+
+def _operation_results(body: bytes) -> Any:
+    """A bulk reply's results, parsed at orjson's speed: only their status fields are read, so the
+    exact-integer scan :func:`jsoncodec.loads` makes over the echoed documents (measured ~0.04 ms per
+    16 KB vector document) is skipped unless orjson refuses the reply (an integer beyond 64 bits)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return jsoncodec.loads(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +177,7 @@ class LeanWriter:
                 raise
             container.rid = await container.read_rid()
             response = await self._send(container, headers, body, bulk=True)
-        results = jsoncodec.loads(response.body)
+        results = _operation_results(response.body)
         if not isinstance(results, list) or len(results) != len(operations):
             raise CosmosHttpError(response.status, None, response.headers,
                                   f"a bulk reply must list one result per operation ({len(operations)})")
