@@ -87,6 +87,8 @@ class RunStatistics:
     lanes: dict[str, int] = field(default_factory=dict)
     # range -> how far reading is behind the source: {"documents": changes left or None, "seconds": ...}
     lag: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    # range -> {"read": documents its bulk pass read, "count": independent count at its end}
+    bulk: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
 
 class InFlight:
@@ -453,6 +455,8 @@ class Pipeline:
             1 for k, s in self.checkpoint.ranges.items() if s.done or (k in self.trackers and self.trackers[k].done)
         )
         stats.peak_in_flight = self.in_flight.peak
+        stats.bulk = {k: {"read": s.bulk_read, "count": s.bulk_count}
+                      for k, s in self.checkpoint.ranges.items() if s.bulk_done}
 
     def _done_counts(self) -> int:
         return sum(s.read for k, s in self.checkpoint.ranges.items() if k not in self.trackers)
