@@ -15,15 +15,15 @@ from typing import Any, cast
 import aiohttp
 import anyio
 import pytest
+from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
-from azure.core.exceptions import AzureError
 
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import Checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
-from asyncmig.core.engine.pipeline import Pipeline, PipelineOptions
+from asyncmig.core.engine.pipeline import Pipeline
 from asyncmig.core.engine.sink import SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.source import SourcePage
 from asyncmig.core.engine.transform import Document
