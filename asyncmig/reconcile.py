@@ -21,10 +21,10 @@ from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 from azure.cosmos.partition_key import NonePartitionKeyValue
 
+from asyncmig.copy import ContainerRef
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container
 from asyncmig.core.cosmos.retry import Backoff, classify
-from asyncmig.copy import ContainerRef
 
 _Key = tuple[str, bytes]  # (id, the partition key values as canonical JSON)
 _SAMPLE = 20
