@@ -97,6 +97,34 @@ async def test_reader_retries_start_afresh_after_every_page() -> None:
     assert source.requests[0] > 2 * 30  # thirty faults, far beyond eight
 
 
+class EarlyEndPager(FlakyPager):
+    """Ends after two pages although the range holds more, as the SDK does when the service answers
+    an empty 200 page in the middle of a range (it treats that like a 304)."""
+
+    def __init__(self, documents: list[Document], start: int, requests: list[int]) -> None:
+        super().__init__(documents, start, requests)
+        self.pages = 0
+
+    async def __anext__(self) -> AsyncIterator[Document]:
+        if self.pages == 2:
+            raise StopAsyncIteration
+        self.pages += 1
+        self.requests[0] = 0  # never a fault (FlakyPager fails every other request)
+        return await super().__anext__()
+
+
+class EarlyEndSource(FlakySource):
+    def _pager(self, feed_range: Any, position: str | None, responses: Any) -> Any:
+        return EarlyEndPager(self.documents, int(position or 0), self.requests)
+
+
+async def test_a_pass_is_not_over_when_the_sdk_stops_at_an_empty_page() -> None:
+    documents = [{"id": f"d{i}"} for i in range(7)]
+    pages = [page async for page in EarlyEndSource(documents).pages({"Range": {"min": "", "max": "FF"}}, None)]
+    assert [d for p in pages for d in p.documents] == documents
+    assert [p.caught_up for p in pages] == [False] * 7 + [True]
+
+
 async def test_a_fault_that_persists_still_ends_the_read(cosmos: Cosmos, database: DatabaseProxy) -> None:
     """Exit 75's error: the allowance for faults in a row is spent."""
     assert cosmos.emulator is not None
