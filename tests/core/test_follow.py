@@ -29,10 +29,11 @@ from asyncmig.core.engine.source import SourcePage
 from asyncmig.core.engine.transform import Document
 from asyncmig.errors import TransientExhausted
 from tests.conftest import Cosmos, needs_emulator
-from tests.core.support import contents, copier, seed
+from tests.core.support import contents, copier, run_copier, seed
 from tests.helpers import EmulatorProcess, unique
 
 pytestmark = needs_emulator
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 async def _read_all(source: CosmosSource) -> int:
@@ -316,3 +317,48 @@ async def test_follow_converges_with_a_concurrent_writer_and_faults(tmp_path: Pa
             process.kill()
             process.communicate(timeout=10)
         emulator.stop()
+
+
+@pytest.mark.parametrize("transform", [None, "tests.core.poison:prefixed"])
+async def test_catch_up_applies_deletes_and_updates_made_after_a_copy(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path, transform: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a transform a delete removes what the deleted document produced: the transform is applied
+    to the deleted document's last version (or its id and partition key when that is all the feed has)."""
+    source = await database.create_container(unique("src"), partition_key=PartitionKey("/pk"))
+    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"))
+    await seed(source, [{"id": f"d{i}", "pk": f"p{i % 5}", "v": 0} for i in range(80)])
+    args = [f"{database.id}/{source.id}", f"{database.id}/{target.id}", "--checkpoint", str(tmp_path / "ck.json")]
+    args += ["--transform", transform] if transform else []
+    monkeypatch.setenv("PYTHONPATH", REPO)  # the copier imports the transform
+    assert run_copier(cosmos.connection_string, *args, cwd=tmp_path).returncode == 0
+    for i in range(0, 80, 4):
+        await source.delete_item(f"d{i}", partition_key=f"p{i % 5}")
+    await seed(source, [{"id": f"d{i}", "pk": f"p{i % 5}", "v": 1} for i in range(1, 80, 4)])
+    caught_up = run_copier(cosmos.connection_string, *args, "--catch-up", "--report", "r.json", cwd=tmp_path)
+    assert caught_up.returncode == 0, caught_up.stderr
+    copied = {doc["source_id"] if transform else doc["id"]: doc["v"] for doc in await _all(target)}
+    expected = {doc["id"]: doc["v"] for doc in await _all(source)}
+    assert copied == expected and len(expected) == 60
+    assert json.loads((tmp_path / "r.json").read_text())["live"]["deleted"] == 20
+
+
+async def _all(container: ContainerProxy) -> list[dict[str, Any]]:
+    return [doc async for doc in container.read_all_items()]
+
+
+@pytest.mark.timeout(120)
+async def test_a_second_signal_stops_a_follow_at_once(cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path) -> None:
+    source = await database.create_container(unique("src"), partition_key=PartitionKey("/pk"))
+    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"))
+    await seed(source, [{"id": f"d{i}", "pk": "p"} for i in range(20)])
+    process = copier(cosmos.connection_string, f"{database.id}/{source.id}", f"{database.id}/{target.id}",
+                     "--follow", "--checkpoint", str(tmp_path / "ck.json"), cwd=tmp_path)
+    try:
+        assert await _converged(source, target, seconds=60)  # following by now: the signal handler is in place
+        code, err = _stop(process, signal.SIGINT, signal.SIGINT)
+        assert code == 130, err[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
