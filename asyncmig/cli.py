@@ -158,6 +158,9 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
         _warn_live(result)
     elif args.report:
         write_json_report(args.report, {"command": "copy", "status": status, "error": redact(str(error))})
+    if status == "stopped":
+        print(f"stopped following; every change read is written and the positions are saved in {spec.checkpoint}. "
+              "Continue with the same command.", file=sys.stderr)
     if isinstance(error, Interrupted):
         argv = [a for a in sys.argv[1:] if a != "--restart"]
         print(f"interrupted; progress is saved in {spec.checkpoint}. Resume with:\n  asyncmig {shlex.join(argv)}",

@@ -304,7 +304,8 @@ class Pipeline:
             if out is None:
                 superseded += 1
                 continue
-            doc_key = f"{target}\x1f{out.get('id')}\x1f{document_version(source_doc) or ''}"
+            version = str(source_doc.get("_lsn") or source_doc.get("_etag") or "")
+            doc_key = f"{target}\x1f{out.get('id')}\x1f{version}"
             if doc_key in self._skip[key]:
                 skipped.append(doc_key)  # written by a run that was killed before its checkpoint
                 if gated is not None:
