@@ -78,11 +78,16 @@ async def test_low_priority_is_throttled_first_while_high_priority_gets_through(
     assert again.value.status_code == 429
 
 
-async def test_a_low_priority_client_succeeds_with_the_sdks_retries(database: DatabaseProxy) -> None:
+async def test_a_low_priority_client_succeeds_with_the_sdks_retries(cosmos: Cosmos, database: DatabaseProxy) -> None:
     container = await one_range_container(database, 400)
-    await container.upsert_item({"id": "user", "pk": "p"})
-    for i in range(8):  # ~770 RU through a 400 RU/s range with 200 RU held back: needs the retry-after waits
-        await container.upsert_item({"id": f"w{i}", "pk": "p", "pad": PAD}, priority="Low")
+    await container.upsert_item({"id": "user", "pk": "p"})  # high priority, from the default client
+    assert cosmos.emulator is not None
+    throttled_before = cosmos.emulator.admin("stats")["throttled"]
+    async with CosmosClient(cosmos.endpoint, cosmos.key, priority="Low") as low_client:  # a client-wide default
+        low = low_client.get_database_client(database.id).get_container_client(container.id)
+        for i in range(8):  # ~770 RU through a 400 RU/s range with 200 RU held back: needs the retry-after waits
+            await low.upsert_item({"id": f"w{i}", "pk": "p", "pad": PAD})
+    assert cosmos.emulator.admin("stats")["throttled"] > throttled_before
     assert len([d async for d in container.read_all_items()]) == 9
 
 
