@@ -349,16 +349,32 @@ async def _all(container: ContainerProxy) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(120)
 async def test_a_second_signal_stops_a_follow_at_once(cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path) -> None:
+    """The first signal waits for the writes in flight (here: many, into a target of 400 RU/s); the
+    second one, sent once the copier said it is stopping, ends it at once with 130."""
     source = await database.create_container(unique("src"), partition_key=PartitionKey("/pk"))
-    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"))
-    await seed(source, [{"id": f"d{i}", "pk": "p"} for i in range(20)])
+    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"), offer_throughput=400)
+    await seed(source, [{"id": f"d{i}", "pk": f"p{i % 20}", "blob": "x" * 20_000} for i in range(400)])
     process = copier(cosmos.connection_string, f"{database.id}/{source.id}", f"{database.id}/{target.id}",
                      "--follow", "--checkpoint", str(tmp_path / "ck.json"), cwd=tmp_path)
     try:
-        assert await _converged(source, target, seconds=60)  # following by now: the signal handler is in place
-        code, err = _stop(process, signal.SIGINT, signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if await _count(target):  # the copy is writing: its signal handler is in place
+                break
+            await anyio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        with anyio.fail_after(30):
+            while "stopping" not in (line := await anyio.to_thread.run_sync(process.stderr.readline)):
+                assert line, "the copier ended without saying it is stopping"
+        code, err = _stop(process, signal.SIGINT)
         assert code == 130, err[-2000:]
+        assert await _count(target) < 400  # it did not wait for the rest
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+
+
+async def _count(container: ContainerProxy) -> int:
+    return sum([n async for n in container.query_items("SELECT VALUE COUNT(1) FROM c")])
