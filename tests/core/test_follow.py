@@ -126,6 +126,28 @@ async def test_a_pass_is_not_over_when_the_sdk_stops_at_an_empty_page() -> None:
     assert [p.caught_up for p in pages] == [False] * 7 + [True]
 
 
+class NoDeletesSource(FlakySource):
+    """An account without the all-versions-and-deletes change feed: asking for it answers 400."""
+
+    def _now_pager(self, feed_range: Any, responses: Any) -> Any:
+        raise CosmosHttpResponseError(status_code=400, message="Full fidelity change feed is not enabled")
+
+
+async def test_without_the_deletes_feed_the_source_says_so_and_reads_latest_versions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    documents = [{"id": f"d{i}"} for i in range(5)]
+    source = NoDeletesSource(documents)
+    source.deletes = True
+    pages = [page async for page in source.pages({"Range": {"min": "", "max": "FF"}}, None)]
+    pages += [page async for page in source.pages({"Range": {"min": "FF", "max": "FFFF"}}, None)]
+    assert source.deletes_available is False
+    assert [d for p in pages for d in p.documents] == documents * 2
+    assert all(p.position is not None and not p.position.startswith("{") for p in pages)  # latest-version only
+    said = [r.getMessage() for r in caplog.records if "all-versions-and-deletes" in r.getMessage()]
+    assert len(said) == 1 and "asyncmig reconcile" in said[0]  # once, not per range
+
+
 async def test_a_fault_that_persists_still_ends_the_read(cosmos: Cosmos, database: DatabaseProxy) -> None:
     """Exit 75's error: the allowance for faults in a row is spent."""
     assert cosmos.emulator is not None
