@@ -23,7 +23,8 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import Checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
-from asyncmig.core.engine.pipeline import Pipeline
+from asyncmig.core.engine.pipeline import Pipeline, RunStatistics
+from asyncmig.core.engine.progress import lag_text
 from asyncmig.core.engine.sink import SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.source import SourcePage
 from asyncmig.core.engine.transform import Document
@@ -400,3 +401,25 @@ async def test_a_second_signal_stops_a_follow_at_once(cosmos: Cosmos, database: 
 
 async def _count(container: ContainerProxy) -> int:
     return sum([n async for n in container.query_items("SELECT VALUE COUNT(1) FROM c")])
+
+
+async def test_a_copy_of_a_still_source_counts_every_range_alike(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    source = await database.create_container(unique("src"), partition_key=PartitionKey("/pk"))
+    target = await database.create_container(unique("dst"), partition_key=PartitionKey("/pk"))
+    await seed(source, [{"id": f"d{i}", "pk": f"p{i % 11}"} for i in range(230)])
+    result = run_copier(cosmos.connection_string, f"{database.id}/{source.id}", f"{database.id}/{target.id}",
+                        "--report", "r.json", "--checkpoint", "ck.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check = json.loads((tmp_path / "r.json").read_text())["count_check"]
+    assert check["checked"] and check["mismatches"] == [] and check["explanation"] is None
+    assert len(check["ranges"]) == 4 and sum(r["count"] for r in check["ranges"].values()) == 230
+    assert all(r["read"] == r["count"] for r in check["ranges"].values())
+
+
+def test_the_progress_bar_shows_the_worst_range_behind() -> None:
+    stats = RunStatistics(lag={"a": {"documents": 3, "seconds": 1.5}, "b": {"documents": 40, "seconds": None}})
+    assert lag_text(stats) == ", behind 40 changes / 1.5 s"
+    assert lag_text(RunStatistics()) == ""
+    assert lag_text(RunStatistics(lag={"a": {"documents": 0, "seconds": 0.0}})) == ", behind 0 changes / 0.0 s"
