@@ -171,6 +171,7 @@ class Pipeline:
         await self.sink.open(self.checkpoint.sink_state)
         if self.options.catch_up or self.options.follow:  # a finished range's position is its latest point
             for state in self.checkpoint.ranges.values():
+                state.bulk_done = state.bulk_done or state.done  # finished before bulk passes were recorded
                 state.done = False
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
         durable = self.sink.durable_writes
