@@ -24,7 +24,6 @@ and upserts of the same bodies make even that harmless.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -48,8 +47,6 @@ from asyncmig.errors import Interrupted, first_error
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 _Gated = tuple[tuple[str, Any, str, Any], int]  # (target, target id, source pk, source id), version
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
