@@ -171,6 +171,7 @@ class CountedSource:
 
     description = "memory"
     page_size = 10
+    read_ru = 0.0
 
     def __init__(self, documents: list[Document], counted: int) -> None:
         self.documents = documents

@@ -27,6 +27,7 @@ class PagedSource:
 
     description = "memory"
     page_size = 100
+    read_ru = 0.0
 
     def __init__(self, pages: list[list[Document]]) -> None:
         self._pages = pages

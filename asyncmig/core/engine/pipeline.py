@@ -383,7 +383,11 @@ class Pipeline:
                 continue
             version = document_version(source_doc)
             source_id = source_doc.get("id") if isinstance(source_doc, dict) else None
-            source_pk = jsoncodec.dumps(self.source.partition_key(source_doc)).decode()
+            # Which source document: by partition key and id (a delete carries no _rid on Cosmos DB),
+            # or by _rid where the source knows no partition key.
+            partition_key = self.source.partition_key(source_doc)
+            source_pk = jsoncodec.dumps(partition_key).decode() if partition_key is not None else \
+                str(source_doc.get("_rid"))
             for target, out in outputs:
                 doc = (target, out.get("id"), source_pk, source_id)
                 index = len(transformed)
