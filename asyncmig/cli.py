@@ -21,19 +21,13 @@ from typing import Any
 import anyio
 
 from asyncmig import __version__
-from asyncmig.config import (
-    ENV_CONNECTION_STRING,
-    CosmosEndpoint,
-    install_redaction,
-    load_settings,
-    parse_connection_string,
-    redact,
-    register_secret,
-)
+from asyncmig.connection import CosmosEndpoint, parse_connection_string
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
 from asyncmig.errors import AsyncmigError, Interrupted, StorageError, UsageError, first_error
+from asyncmig.redaction import install_redaction, redact, register_secret
 from asyncmig.report import duration, table, write_json_report
+from asyncmig.settings import ENV_CONNECTION_STRING, load_settings
 
 STATE_DIR = Path(".asyncmig")
 log = logging.getLogger("asyncmig")

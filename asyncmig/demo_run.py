@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from asyncmig import cli
-from asyncmig.config import ENV_CONNECTION_STRING, load_settings
 from asyncmig.emulator.process import EmulatorProcess
 from asyncmig.errors import AsyncmigError
+from asyncmig.settings import ENV_CONNECTION_STRING, load_settings
 
 DATA_DIR = Path(os.environ.get("ASYNCMIG_EMULATOR_DATA", ".emulator-data"))
 PORT = int(os.environ.get("ASYNCMIG_EMULATOR_PORT", "18081"))

@@ -19,7 +19,7 @@
     └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
 
 Messages name the problem and what to do about it, and never contain secrets: build them with
-``asyncmig.config.redact`` when they include text that came from outside.
+``asyncmig.redaction.redact`` when they include text that came from outside.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ class Context:
     @contextmanager
     def account(self, name: str, *emulator_args: str) -> Iterator[Account]:
         if self.external:
-            from asyncmig.config import parse_connection_string
+            from asyncmig.connection import parse_connection_string
 
             endpoint = parse_connection_string(self.external)
             account = Account(self.external, endpoint.url, endpoint.key, f"asyncmig-bench-{name}-{uuid.uuid4().hex[:6]}")
@@ -148,7 +148,7 @@ class Context:
 
 # -- seeding, containers, verification (in this process, through the SDK / asyncmig's core) -------
 def _endpoint(account: Account) -> Any:
-    from asyncmig.config import parse_connection_string
+    from asyncmig.connection import parse_connection_string
 
     return parse_connection_string(account.connection_string)
 

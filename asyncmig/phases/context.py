@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.phases.state import MigrationState
 from asyncmig.phases.workdir import WorkDir

@@ -15,7 +15,7 @@ import anyio
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.engine.checkpoint import run_identity

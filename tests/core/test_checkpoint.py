@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.engine.checkpoint import (
     FORMAT,

@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from asyncmig.config import (
-    DEFAULT_DATABASE,
-    ENV_CONNECTION_STRING,
-    ENV_DATABASE,
-    CosmosEndpoint,
-    RedactingFilter,
-    install_redaction,
-    load_settings,
-    parse_connection_string,
-    redact,
-    register_secret,
-    tls_verify,
-)
+from asyncmig.connection import CosmosEndpoint, parse_connection_string, tls_verify
 from asyncmig.errors import ConnectionStringError, UsageError
+from asyncmig.redaction import RedactingFilter, install_redaction, redact, register_secret
+from asyncmig.settings import DEFAULT_DATABASE, ENV_CONNECTION_STRING, ENV_DATABASE, load_settings
 
 
 def new_key() -> str:
@@ -215,7 +205,7 @@ def test_install_redaction_is_idempotent() -> None:
 def test_tls_verification_defaults(caplog: pytest.LogCaptureFixture) -> None:
     remote = CosmosEndpoint(url="https://verify.documents.azure.com/", key=new_key())
     local = CosmosEndpoint(url="https://localhost:8081/", key=new_key())
-    with caplog.at_level(logging.WARNING, logger="asyncmig.config"):
+    with caplog.at_level(logging.WARNING, logger="asyncmig.connection"):
         assert tls_verify(remote, insecure=False) is True
         assert tls_verify(local, insecure=False) is False
         assert tls_verify(local, insecure=True) is False
@@ -224,7 +214,7 @@ def test_tls_verification_defaults(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_insecure_warns_once_per_host(caplog: pytest.LogCaptureFixture) -> None:
     remote = CosmosEndpoint(url="https://insecure-once.documents.azure.com/", key=new_key())
-    with caplog.at_level(logging.WARNING, logger="asyncmig.config"):
+    with caplog.at_level(logging.WARNING, logger="asyncmig.connection"):
         assert tls_verify(remote, insecure=True) is False
         assert tls_verify(remote, insecure=True) is False
     warnings = [r for r in caplog.records if "verification is OFF" in r.getMessage()]

@@ -18,11 +18,12 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from asyncmig.config import CosmosEndpoint, register_secret
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, cosmos_client_kwargs
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.errors import AuthenticationFailed, ResourceMissing, TransientExhausted
+from asyncmig.redaction import register_secret
 
 KEY = base64.b64encode(os.urandom(64)).decode()
 

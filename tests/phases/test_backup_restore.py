@@ -28,7 +28,7 @@ import pytest
 from azure.cosmos import PartitionKey, ThroughputProperties
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.connect import cosmos_client
 from asyncmig.core.engine.pipeline import PipelineOptions
@@ -357,7 +357,7 @@ from pathlib import Path
 
 import anyio
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.core.cosmos.connect import cosmos_client
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.phases.backup import backup

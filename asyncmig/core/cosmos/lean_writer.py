@@ -55,7 +55,7 @@ from azure.cosmos.exceptions import (
 from yarl import URL
 
 from asyncmig import __version__
-from asyncmig.config import CosmosEndpoint, tls_verify
+from asyncmig.connection import CosmosEndpoint, tls_verify
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import signing
 

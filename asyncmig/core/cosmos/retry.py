@@ -29,7 +29,7 @@ from azure.cosmos._retry_options import RetryOptions
 from azure.cosmos.documents import ConnectionPolicy
 from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosClientTimeoutError
 
-from asyncmig.config import ENV_CONNECTION_STRING, CosmosEndpoint, redact, tls_verify
+from asyncmig.connection import CosmosEndpoint, tls_verify
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
@@ -39,6 +39,8 @@ from asyncmig.errors import (
     ResourceMissing,
     TransientExhausted,
 )
+from asyncmig.redaction import redact
+from asyncmig.settings import ENV_CONNECTION_STRING
 
 __all__ = ["Backoff", "Failure", "FailureKind", "classify", "cosmos_client_kwargs"]
 

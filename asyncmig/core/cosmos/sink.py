@@ -23,7 +23,7 @@ from typing import Any, Literal, Self
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
 from asyncmig.core.cosmos.partition_keys import effective_partition_key, partition_key_values

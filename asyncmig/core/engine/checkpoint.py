@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asyncmig.config import CosmosEndpoint, redact
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.engine.transform import Transform
 from asyncmig.core.files.fsutil import atomic_write, ensure_dir
 from asyncmig.errors import CorruptState, ForeignState, StateError
+from asyncmig.redaction import redact
 
 __all__ = [
     "FORMAT",
