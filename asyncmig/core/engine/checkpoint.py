@@ -161,7 +161,7 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
 
 
 def _count(value: Any, what: str) -> int:
-    number = _expect(value, int, what)
+    number: int = _expect(value, int, what)
     if number < 0:
         raise _Invalid(f"{what} is negative")
     return number
