@@ -14,6 +14,7 @@
     ├── BackupCorrupt                   a backup file does not match its manifest (6)
     ├── DeadLettered                    documents were rejected; see the dead-letter file (7)
     ├── ValidationFailed                target differs from source (8)
+    ├── SourceChanged                   the source changed while it was being read whole (9)
     ├── StorageError                    a local file could not be written: disk full, read-only (74)
     ├── TransientExhausted              faults persisted; checkpoint saved, re-run to resume (75)
     └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
@@ -81,6 +82,12 @@ class DeadLettered(AsyncmigError):
 
 class ValidationFailed(AsyncmigError):
     exit_code = 8
+
+
+class SourceChanged(AsyncmigError):
+    """The source was written to while an operation that needs it at rest (a backup) read it."""
+
+    exit_code = 9
 
 
 class StorageError(AsyncmigError):

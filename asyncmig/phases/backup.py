@@ -45,7 +45,7 @@ from asyncmig.core.files.manifest import (
     write_manifest,
 )
 from asyncmig.core.files.sink import FileSink
-from asyncmig.errors import UsageError, ValidationFailed
+from asyncmig.errors import SourceChanged, UsageError
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh.plan import EMBEDDING_PATH, SOURCE_CONTAINERS, SOURCE_VECTORS
@@ -87,7 +87,7 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         refused once the migration has created containers (a new backup would then capture
         migrated data, and a rollback would restore that).
     :raises ResourceMissing: when a source container (or the database) does not exist.
-    :raises ValidationFailed: when a container's document count changed while it was backed up.
+    :raises SourceChanged: when a container's document count changed while it was backed up.
     :raises BackupCorrupt: when the finished backup the state names has lost its manifest.
     :raises UsageError: for ``restart`` after the migration created containers.
     :raises Interrupted: after ``ctx.stop`` was set; re-run to resume.
@@ -202,7 +202,7 @@ async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> Co
         raise classify(exc).as_error(f"counting {ctx.database_name}/{container.id}") from exc
     now = sum(counts)
     if now != entry["count"]:
-        raise ValidationFailed(
+        raise SourceChanged(
             f"{path} holds {entry['count']} documents but {ctx.database_name}/{container.id} holds {now}: "
             "the container changed while it was backed up; stop the application's writes and take a new "
             "backup (the incomplete one has no manifest and is never used)"
