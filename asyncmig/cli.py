@@ -12,6 +12,7 @@ import argparse
 import logging
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +25,14 @@ from asyncmig import __version__
 from asyncmig.connection import CosmosEndpoint, parse_connection_string
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
-from asyncmig.errors import AsyncmigError, Interrupted, StorageError, UsageError, first_error
+from asyncmig.errors import (
+    AsyncmigError,
+    ConnectionFailed,
+    Interrupted,
+    StorageError,
+    UsageError,
+    raise_first,
+)
 from asyncmig.redaction import install_redaction, redact, register_secret
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.settings import ENV_CONNECTION_STRING, load_settings
@@ -313,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast, RU-aware, resumable and provably lossless moves between Azure Cosmos DB (NoSQL) "
         f"containers. The account comes from {ENV_CONNECTION_STRING} (environment or .env).",
         epilog="Exit codes: 0 ok, 2 usage, 3 connection/auth, 4 missing resource or plan mismatch, "
-        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 74 local disk, 75 transient faults "
+        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 9 source changed during a backup, 74 local disk, 75 transient faults "
         "persisted (re-run to resume), 130 interrupted (re-run to resume).",
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
@@ -360,17 +368,41 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return anyio.run(_run, args.handler, args, backend_options={"use_uvloop": _has_uvloop()})
         except BaseExceptionGroup as group:
-            raise first_error(group) from None
-    except AsyncmigError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
-              "then re-run the same command to resume", file=sys.stderr)
-        return StorageError.exit_code
+            raise_first(group)
+    except (AsyncmigError, OSError) as exc:
+        message, code = failure_message(exc, verbose=args.verbose)
+        print(message, file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return Interrupted.exit_code
+
+
+# What the network raises is an OSError too; these never mean a local file could not be written.
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+
+
+def failure_message(exc: AsyncmigError | OSError, *, verbose: bool) -> tuple[str, int]:
+    """The ``error:`` line (with the redacted cause chain when ``verbose``) and the exit code."""
+    if isinstance(exc, AsyncmigError):
+        message, code = str(exc), exc.exit_code
+    elif isinstance(exc, _NETWORK_ERRORS):
+        message = (f"the connection to Cosmos DB failed: {exc.strerror or type(exc).__name__}; check the "
+                   "endpoint and the network, then re-run the same command to resume")
+        code = ConnectionFailed.exit_code
+    else:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = (f"writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
+                   "then re-run the same command to resume")
+        code = StorageError.exit_code
+    lines = [f"error: {message}"]
+    if verbose:
+        seen = {id(exc)}
+        cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            lines.append(f"  caused by: {type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return redact("\n".join(lines)), code
 
 
 def _has_uvloop() -> bool:

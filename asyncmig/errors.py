@@ -25,6 +25,8 @@ Messages name the problem and what to do about it, and never contain secrets: bu
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class AsyncmigError(Exception):
     """Root of every error asyncmig raises on purpose."""
@@ -119,3 +121,10 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 
     walk(group)
     return next((exc for exc in flat if isinstance(exc, AsyncmigError)), flat[0])
+
+
+def raise_first(group: BaseExceptionGroup) -> NoReturn:
+    """Raise :func:`first_error` of ``group`` with its own cause kept (``-v`` prints that chain); the
+    group and the cancelled siblings are left out."""
+    error = first_error(group)
+    raise error from error.__cause__

@@ -34,7 +34,7 @@ from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import DEFAULT_TARGET, IDENTITY, Document
 from asyncmig.core.files.manifest import ContainerEntry, Manifest, Throughput, read_manifest
 from asyncmig.core.files.source import FileSource
-from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed, first_error
+from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed, raise_first
 from asyncmig.phases.backup import verify
 from asyncmig.phases.context import PhaseContext, PhaseResult
 
@@ -289,7 +289,7 @@ async def container_digest(container: ContainerProxy, ctx: PhaseContext) -> Cont
             for feed_range in (await source.partitions()).values():
                 group.start_soon(digest_range, feed_range)
     except BaseExceptionGroup as errors:
-        raise first_error(errors) from None
+        raise_first(errors)
     return total
 
 

@@ -54,7 +54,7 @@ from asyncmig.core.digest import ContainerDigest, document_digest
 from asyncmig.core.engine.transform import Document, Rejected, Transform
 from asyncmig.core.files.jsonl import AsyncJsonlGzReader
 from asyncmig.core.files.manifest import MANIFEST_NAME, container_file_name, read_manifest
-from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, first_error
+from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, raise_first
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.vimarsh import plan
@@ -454,7 +454,7 @@ async def _read_container(container: ContainerProxy, what: str, handle: PageHand
             for feed_range in (await source.partitions()).values():
                 group.start_soon(read_range, feed_range)
     except BaseExceptionGroup as group_error:
-        raise first_error(group_error) from None
+        raise_first(group_error)
 
 
 def _dead_lettered(path: Path) -> set[_Key]:

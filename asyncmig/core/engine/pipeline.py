@@ -41,7 +41,7 @@ from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
 from asyncmig.core.engine.source import Source
 from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
-from asyncmig.errors import Interrupted, first_error
+from asyncmig.errors import Interrupted, raise_first
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 
@@ -170,7 +170,7 @@ class Pipeline:
             try:
                 await self._run(pending, stop)
             except BaseExceptionGroup as group:
-                raise first_error(group) from None
+                raise_first(group)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._save()
