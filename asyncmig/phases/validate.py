@@ -48,7 +48,7 @@ from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.retry import retrying
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.digest import ContainerDigest, document_digest
 from asyncmig.core.engine.transform import Document, Rejected, Transform
@@ -421,18 +421,13 @@ def _key(document: Document, definition: dict[str, Any]) -> _Key:
 async def _read_properties(container: ContainerProxy) -> dict[str, Any] | None:
     """``container.read()``, waiting out throttling (the client's own retries are off); ``None`` when
     the container does not exist."""
-    backoff = Backoff()
-    while True:
+    async def read() -> dict[str, Any] | None:
         try:
             return dict(await container.read())
         except CosmosResourceNotFoundError:
             return None
-        except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-            failure = classify(exc)
-            delay = backoff.next_delay(failure) if failure.retryable else None
-            if delay is None:
-                raise failure.as_error(f"reading the settings of {container.id}") from exc
-            await anyio.sleep(delay)
+
+    return await retrying(read, what=f"reading the settings of {container.id}")
 
 
 async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> None:

@@ -27,7 +27,7 @@ from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
 from asyncmig.core.cosmos.partition_keys import effective_partition_key, partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import Document
@@ -192,11 +192,10 @@ class CosmosSink:
                 continue
             self.stats.retries += 1
             pending.append(current)
-            delay = backoff.next_delay(failure)  # counts 429s too: endless throttling ends the run
-            if delay is None:
-                raise failure.as_error(f"writing to {self._targets[current.target].container.id!r}")
-            if failure.kind != "throttled":  # for a 429 the partition gate's pause does the waiting
-                await anyio.sleep(delay)  # outside the partition slot, so other writers proceed
+            # Counts 429s too: endless throttling ends the run. For a 429 the partition gate's pause
+            # does the waiting; other waits happen outside the partition slot, so other writers proceed.
+            await wait_to_retry(backoff, failure, what=f"writing to {self._targets[current.target].container.id!r}",
+                                sleep=failure.kind != "throttled")
         return outcome
 
     async def _attempt(self, unit: WriteUnit, outcome: WriteOutcome, pending: list[WriteUnit]) -> Failure | None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.retry import Backoff, classify, retrying
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 
@@ -68,26 +67,24 @@ class CosmosSource:
         return iterable.by_page()
 
     async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
-        backoff = Backoff()
+        backoff = Backoff()  # one budget of retries for the whole range
         pager = self._pager(partition, position)
         pages = pager.__aiter__()
-        while True:
+
+        async def next_page() -> list[Document] | None:
             try:
                 page = await pages.__anext__()
-                documents = [doc async for doc in page]
             except StopAsyncIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-                failure = classify(exc)
-                if not failure.retryable:
-                    raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                delay = backoff.next_delay(failure)
-                if delay is None:
-                    raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                await anyio.sleep(delay)
-                pager = self._pager(partition, position)  # resume after the last page handed out
-                pages = pager.__aiter__()
-                continue
+                return None
+            return [doc async for doc in page]
+
+        def reopen() -> None:  # resume after the last page handed out
+            nonlocal pager, pages
+            pager = self._pager(partition, position)
+            pages = pager.__aiter__()
+
+        what = f"reading {self.description} {range_key(partition)}"
+        while (documents := await retrying(next_page, what=what, backoff=backoff, before_retry=reopen)) is not None:
             position = pager.continuation_token
             yield SourcePage(documents, position)
         final = pager.continuation_token
