@@ -98,16 +98,7 @@ SOURCE_CONTAINERS: tuple[ContainerSpec, ...] = (
     ContainerSpec(SOURCE_ACTIVITY, "/partition_key", None, None, managed=False),
 )
 
-_BY_NAME: dict[str, ContainerSpec] = {spec.name: spec for spec in VALIDATED_CONTAINERS}
 _SOURCE_BY_NAME: dict[str, ContainerSpec] = {spec.name: spec for spec in SOURCE_CONTAINERS}
-
-
-def target_spec(name: str) -> ContainerSpec:
-    """The planned target container called ``name`` (one of the 12 validated).
-
-    :raises KeyError: for a name that is not a target of this migration.
-    """
-    return _BY_NAME[name]
 
 
 def source_spec(name: str) -> ContainerSpec:
@@ -151,17 +142,6 @@ MAPPINGS: tuple[Mapping, ...] = (
 def transform_of(mapping: Mapping) -> Transform:
     """Resolve the mapping's transform (lazily, so this module stays import-cycle free)."""
     return load_transform(mapping.transform_ref)
-
-
-def mapping_for(source: str) -> Mapping:
-    """The mapping whose source container is ``source``.
-
-    :raises KeyError: for a container no mapping reads.
-    """
-    for mapping in MAPPINGS:
-        if mapping.source == source:
-            return mapping
-    raise KeyError(source)
 
 
 # --------------------------------------------------------------------------------------------------

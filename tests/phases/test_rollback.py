@@ -30,8 +30,9 @@ from asyncmig.vimarsh.plan import (
     SOURCE_USERS,
     SOURCE_VECTORS,
     USER_SESSIONS,
+    VALIDATED_CONTAINERS,
+    ContainerSpec,
     container_properties,
-    target_spec,
 )
 from tests.conftest import Cosmos, needs_emulator
 from tests.core.support import contents
@@ -39,6 +40,13 @@ from tests.phases.test_backup_restore import phase_context, seed_legacy
 
 CREATED = [USER_SESSIONS, PERSONALITIES, PERSONALITY_VECTORS]
 Snapshot = dict[str, dict[tuple[str, bytes], bytes]]
+
+
+PLANNED = {spec.name: spec for spec in VALIDATED_CONTAINERS}
+
+
+def target_spec(name: str) -> ContainerSpec:
+    return PLANNED[name]
 
 
 async def snapshot(containers: dict[str, ContainerProxy]) -> Snapshot:

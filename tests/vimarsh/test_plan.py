@@ -14,10 +14,10 @@ from asyncmig.vimarsh.plan import (
     NEW_CONTAINERS,
     SOURCE_CONTAINERS,
     VALIDATED_CONTAINERS,
+    ContainerSpec,
     compare_container,
     container_properties,
     critical_differences,
-    target_spec,
 )
 
 # The A2 table, typed in again independently of the module.
@@ -34,6 +34,13 @@ A2 = [
     ("content_popularity", "/time_period", 2_592_000, 1000),
     ("incidents_by_content", "/source", None, 1000),
 ]
+
+
+PLANNED = {spec.name: spec for spec in VALIDATED_CONTAINERS}
+
+
+def target_spec(name: str) -> ContainerSpec:
+    return PLANNED[name]
 
 
 def test_eleven_new_containers_exactly_as_a2() -> None:
@@ -251,11 +258,11 @@ def test_mappings() -> None:
     assert not by_source["personality-vectors"].in_place
     assert plan.transform_of(by_source["personality-vectors"]) is transforms.VECTORS
     assert plan.transform_of(by_source["user_activity"]) is transforms.ACTIVITY
-    assert plan.transform_of(plan.mapping_for("users")) is transforms.USERS
+    assert plan.transform_of(by_source["users"]) is transforms.USERS
     for mapping in plan.MAPPINGS:
         assert isinstance(plan.transform_of(mapping), Transform)
         for target in mapping.targets:
-            target_spec(target)  # every target is a planned container
+            assert target in PLANNED  # every target is a planned container
 
 
 def test_expected_figures() -> None:

@@ -37,7 +37,6 @@ __all__ = [
     "CommitTracker",
     "RangeState",
     "Totals",
-    "TrackerStatistics",
     "load_checkpoint",
     "run_identity",
     "save_checkpoint",
@@ -296,19 +295,6 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Non
 # Commit tracking
 
 
-@dataclass(frozen=True, slots=True)
-class TrackerStatistics:
-    """A snapshot of a :class:`CommitTracker` (documents counted since the tracker's start point)."""
-
-    committed_position: str | None
-    committed: int
-    read: int
-    written: int
-    in_flight: int
-    pending_pages: int
-    done: bool
-
-
 @dataclass(slots=True)
 class _Page:
     position: str | None
@@ -419,15 +405,3 @@ class CommitTracker:
     def done(self) -> bool:
         """The range is drained (:meth:`finish`) and every page is committed."""
         return self._finished and not self._pages
-
-    def statistics(self) -> TrackerStatistics:
-        """A snapshot for progress output."""
-        return TrackerStatistics(
-            committed_position=self._committed_position,
-            committed=self._committed,
-            read=self._read,
-            written=self._written,
-            in_flight=self.in_flight,
-            pending_pages=len(self._pages),
-            done=self.done,
-        )

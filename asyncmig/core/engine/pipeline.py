@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -74,7 +74,6 @@ class RunStatistics:
     ranges_done: int = 0
     peak_in_flight: int = 0
     interrupted: bool = False
-    lanes: dict[str, int] = field(default_factory=dict)
 
 
 class InFlight:
