@@ -140,8 +140,9 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
     if result is not None:
         s = result.stats
         print(table(
-            ["documents read", "written", "dead-lettered", "RU", "RU/s", "429s", "retries", "time"],
-            [[s.read, s.written, s.dead_lettered, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
+            ["documents read", "written", "dead-lettered", "skipped (written before)", "RU", "RU/s", "429s",
+             "retries", "time"],
+            [[s.read, s.written, s.dead_lettered, s.skipped, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
               s.throttled, s.retries, duration(s.elapsed)]],
         ))
         if args.report:

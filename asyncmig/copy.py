@@ -68,7 +68,7 @@ class CopyResult:
             "transform": {"name": spec.transform.name, "version": spec.transform.version},
             "ru_budget_per_s": self.budget, "target_provisioned_ru_per_s": self.provisioned,
             "documents": {"source_count": self.source_count, "read": s.read, "written": s.written,
-                          "dead_lettered": s.dead_lettered},
+                          "dead_lettered": s.dead_lettered, "skipped_as_written_before": s.skipped},
             "ru": {"total": round(s.ru, 2), "per_second": round(s.ru / s.elapsed, 1) if s.elapsed else 0.0},
             "requests": s.requests, "throttled": s.throttled,
             "throttled_share": round(s.throttled / s.requests, 4) if s.requests else 0.0,

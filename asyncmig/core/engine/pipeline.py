@@ -60,11 +60,19 @@ class PipelineOptions:
 
 @dataclass(slots=True)
 class RunStatistics:
-    """What a run did; ``read``/``written`` include the documents covered by a resumed checkpoint."""
+    """What a run did, including what the earlier runs of the same checkpoint did.
+
+    ``written`` counts documents the sink acknowledged (a killed run's writes are recovered from
+    its journal), ``dead_lettered`` those rejected into the dead-letter file; ``processed`` (their
+    sum) is what the progress bar shows. ``skipped`` counts, for this run only, the documents an
+    earlier run had already written and this one did not write again (they are in ``written``).
+    """
 
     read: int = 0
     written: int = 0
     dead_lettered: int = 0
+    skipped: int = 0
+    processed: int = 0
     ru: float = 0.0
     requests: int = 0
     throttled: int = 0
@@ -130,7 +138,9 @@ class Pipeline:
         self._registered: dict[str, int] = {}  # range -> pages registered so far
         self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
         self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
-        self._keys: dict[int, str] = {}  # id(document in flight) -> its key
+        self._written = 0  # documents the sink acknowledged in this run
+        self._skipped = 0  # documents an earlier run wrote that this run did not write again
+        self._recovered = 0  # writes of a killed run that only its journal recorded
         self._journal: Journal | None = None
         self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
         self._writers: TaskGroup | None = None
@@ -161,7 +171,9 @@ class Pipeline:
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
-            self._skip[key] = set(state.written_ahead) | replayed.get(key, set())
+            journaled = replayed.get(key, set()) - set(state.written_ahead)
+            self._recovered += len(journaled)
+            self._skip[key] = set(state.written_ahead) | journaled
             self._ahead[key] = {}
             self._registered[key] = 0
         self._journal = Journal(self.checkpoint_path, self.checkpoint.journal, enabled=durable)
@@ -241,7 +253,7 @@ class Pipeline:
         self, key: str, tracker: CommitTracker, documents: list[Document], position: str | None, held: int
     ) -> None:
         rejected: list[tuple[Document, Rejection]] = []
-        routed: dict[str, list[Document]] = defaultdict(list)
+        routed: dict[str, list[tuple[Document, str]]] = defaultdict(list)
         skipped: list[str] = []
         skip = self._skip[key]
         for doc in documents:
@@ -260,16 +272,19 @@ class Pipeline:
                 if doc_key in skip:
                     skipped.append(doc_key)  # written by a run that was killed before its checkpoint
                     continue
-                self._keys[id(out)] = doc_key
-                routed[target].append(out)
+                routed[target].append((out, doc_key))
         units: list[WriteUnit] = []
-        for target, docs in routed.items():
-            planned, refused = self.sink.plan(target, docs)
+        for target, pairs in routed.items():
+            planned, refused = self.sink.plan(target, [out for out, _ in pairs])
+            # Per target, so one dict routed to two targets keeps a key for each.
+            keys = {id(out): doc_key for out, doc_key in pairs}
+            for unit in planned:
+                unit.keys = [keys[id(d)] for d in unit.documents]
             units.extend(planned)
             rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
-            self._keys.pop(id(source_doc), None)
+        self._skipped += len(skipped)
         count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped)
         page_id = tracker.register(position, count)
         self._registered[key] = page_id + 1
@@ -313,9 +328,8 @@ class Pipeline:
         refused = {id(r.document) for r in outcome.rejected}
         for rejection in outcome.rejected:
             self._dead_letter(key, rejection.document, rejection, unit.target)
-        written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
-        for doc in unit.documents:
-            self._keys.pop(id(doc), None)
+        written = [k for d, k in zip(unit.documents, unit.keys, strict=True) if id(d) not in refused]
+        self._written += len(written)
         assert self._journal is not None
         self._journal.record(key, written)
         self._ahead[key].setdefault(page_id, []).extend(written)
@@ -331,7 +345,9 @@ class Pipeline:
         stats = self.stats
         sink = self.sink.stats
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
-        stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.processed = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.written = self._base.written + self._recovered + self._written
+        stats.skipped = self._skipped
         stats.dead_lettered = self.dead_letters.count
         stats.ru = self._base.ru + sink.ru
         stats.requests = sink.requests
@@ -373,7 +389,8 @@ class Pipeline:
             state.written_ahead = [] if done else ahead[key]
         self._refresh()
         totals = self.checkpoint.totals
-        totals.read = totals.written = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.read = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.written = self.stats.written
         totals.dead_lettered = self.stats.dead_lettered
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
