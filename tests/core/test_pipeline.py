@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -12,8 +13,8 @@ from asyncmig.core.engine.checkpoint import load_checkpoint
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.sink import WriteUnit
 from asyncmig.core.engine.transfer import Transfer, run_transfer
-from asyncmig.core.engine.transform import Document, Routed, Transform
-from asyncmig.errors import AsyncmigError, DeadLettered
+from asyncmig.core.engine.transform import Document, Rejected, Routed, Transform
+from asyncmig.errors import AsyncmigError, DeadLettered, UsageError
 from tests.core.memory import MemorySink, MemorySource
 
 IDENTITY_OF_RUN = {"test": "pipeline"}
@@ -121,3 +122,47 @@ async def test_rejected_documents_are_dead_lettered_and_counted_apart(tmp_path: 
     stats = await run_transfer(allowed)  # the finished run again: nothing left to do
     assert (stats.written, stats.dead_lettered, stats.processed) == (3, 1, 4)
     assert (tmp_path / "dead.jsonl").read_text().count("\n") == 1
+
+
+def with_transform(transfer: Transfer, apply: Callable[[Document], Routed], targets: tuple[str, ...] = ("",)) -> Transfer:
+    return Transfer(**{**transfer.__dict__, "transform": Transform("test", "1", apply, targets)})
+
+
+async def test_a_bug_in_a_transform_ends_the_run_instead_of_dead_lettering_every_document(tmp_path: Path) -> None:
+    def buggy(document: Document) -> Routed:
+        return [("", {**document, "ratio": 1 / 0 if document["n"] == 2 else 1})]
+
+    def broken(document: Document) -> Routed:
+        raise ValueError("a bug, not a bad document")
+
+    sink = MemorySink()
+    with pytest.raises(AsyncmigError, match="transform test failed on document 'd2'") as caught:
+        await run_transfer(with_transform(job(tmp_path / "a", MemorySource({"r0": documents(4)}), sink), buggy))
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+    with pytest.raises(AsyncmigError, match="a bug, not a bad document"):
+        await run_transfer(with_transform(job(tmp_path / "b", MemorySource({"r0": documents(4)}), sink), broken))
+    assert not (tmp_path / "b" / "dead.jsonl").exists() or not (tmp_path / "b" / "dead.jsonl").read_text()
+
+
+async def test_documents_a_transform_rejects_or_that_hold_nan_are_dead_lettered(tmp_path: Path) -> None:
+    def picky(document: Document) -> Routed:
+        if document["n"] == 1:
+            raise Rejected("no ones")
+        return [("", {**document, "score": float("nan") if document["n"] == 2 else 0.5})]
+
+    sink = MemorySink()
+    allowed = Transfer(**{**with_transform(job(tmp_path, MemorySource({"r0": documents(4)}), sink), picky).__dict__,
+                          "allow_dead_letters": True})
+    stats = await run_transfer(allowed)
+    assert sorted(i for _, i in sink.written) == ["d0", "d3"]
+    assert stats.dead_lettered == 2
+
+
+async def test_a_transform_routing_to_a_target_it_did_not_declare_is_a_clear_error(tmp_path: Path) -> None:
+    def stray(document: Document) -> Routed:
+        return [("users", document), ("userz", document)]
+
+    sink = MemorySink()
+    with pytest.raises(UsageError, match="'userz'.*declares only 'users'"):
+        await run_transfer(with_transform(job(tmp_path, MemorySource({"r0": documents(2)}), sink), stray, ("users",)))
+    assert sink.written == []

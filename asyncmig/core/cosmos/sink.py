@@ -260,6 +260,18 @@ class _RefusedBySdk(Exception):
     """The SDK refused a request before sending it (its own client-side validation)."""
 
 
+# What the SDK's own check of a document's id raises (azure.cosmos._base._validate_resource) before
+# it sends anything: the one client-side verdict on a document, as opposed to a bug.
+_SDK_DOCUMENT_REFUSALS = frozenset({
+    "Id contains illegal chars.", "Id ends with a space or newline.", "Id type must be a string.",
+})
+
+
+def refused_by_sdk(exc: BaseException) -> bool:
+    """True when ``exc`` is the SDK refusing a document's id, which dead-letters that document."""
+    return isinstance(exc, ValueError | TypeError) and str(exc) in _SDK_DOCUMENT_REFUSALS
+
+
 async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | None:
     result: Any
     try:
@@ -268,7 +280,9 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | 
             result = await container.execute_item_batch(operations, partition_key=unit.partition_key)
         else:
             result = await container.upsert_item(unit.documents[0], no_response=True)
-    except ValueError as exc:  # e.g. an id it refuses
+    except (ValueError, TypeError) as exc:
+        if not refused_by_sdk(exc):
+            raise  # not a verdict on the document: a bug must not dead-letter every document
         raise _RefusedBySdk(str(exc)) from exc
     charge = result.get_response_headers().get("x-ms-request-charge")
     return None if charge is None else float(charge)

@@ -40,8 +40,9 @@ from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
 from asyncmig.core.engine.source import Source
-from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
-from asyncmig.errors import Interrupted, raise_first
+from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Routed, Transform
+from asyncmig.core.jsoncodec import NonFiniteNumber
+from asyncmig.errors import AsyncmigError, Interrupted, UsageError, raise_first
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 
@@ -258,11 +259,8 @@ class Pipeline:
         skip = self._skip[key]
         for doc in documents:
             try:
-                outputs = self.transform.apply(doc)
-                if self.transform is not IDENTITY:
-                    for _, out in outputs:
-                        jsoncodec.ensure_finite(out)
-            except (Rejected, ValueError) as exc:
+                outputs = self._apply(doc)
+            except (Rejected, NonFiniteNumber) as exc:  # this document's fault: dead-letter it
                 reason = exc.reason if isinstance(exc, Rejected) else str(exc)
                 rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
                 continue
@@ -297,6 +295,36 @@ class Pipeline:
         self._pages[(key, page_id)] = [len(units), held]
         for unit in units:
             await self._lane(unit.lane).send((key, page_id, unit))
+
+    def _apply(self, doc: Document) -> Routed:
+        """The transform's output for ``doc``, checked: declared targets, finite numbers.
+
+        :raises Rejected, NonFiniteNumber: the document cannot be copied (it is dead-lettered).
+        :raises UsageError: the transform routed to a target it did not declare.
+        :raises AsyncmigError: the transform failed in any other way: a bug, which must not be
+            mistaken for a bad document and dead-letter the whole source.
+        """
+        transform = self.transform
+        try:
+            outputs = transform.apply(doc)
+        except (Rejected, NonFiniteNumber):
+            raise
+        except Exception as exc:
+            doc_id = doc.get("id") if isinstance(doc, dict) else None
+            raise AsyncmigError(
+                f"transform {transform.name} failed on document {doc_id!r}: {type(exc).__name__}: {exc}; "
+                "fix the transform and re-run (the checkpoint is kept)"
+            ) from exc
+        for target, out in outputs:
+            if target not in transform.targets:
+                declared = ", ".join(repr(t) for t in transform.targets)
+                raise UsageError(
+                    f"transform {transform.name} routed document {out.get('id')!r} to target {target!r}, but "
+                    f"declares only {declared}; add it to the transform's targets"
+                )
+            if transform is not IDENTITY:
+                jsoncodec.ensure_finite(out)
+        return outputs
 
     def _dead_letter(self, key: str, document: Document, rejection: Rejection, target: str | None = None) -> None:
         self.dead_letters.add(
