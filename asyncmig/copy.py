@@ -108,14 +108,14 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
         source = CosmosSource(source_container, page_size=spec.options.page_size,
                               what=f"{spec.source.database}/{spec.source.container}")
         count = await source.count()
-        async with CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint, insecure=spec.insecure) as sink:
-            job = Transfer(
-                source=source, sink=sink, identity=identity,
-                checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
-                restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
-                label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
-            )
-            stats = await run_transfer(job, stop)
+        job = Transfer(
+            source=source, sink=CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint,
+                                           insecure=spec.insecure),
+            identity=identity, checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
+            restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
+            label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
+        )
+        stats = await run_transfer(job, stop)
     return CopyResult(stats, budget, provisioned, count)
 
 

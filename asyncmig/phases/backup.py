@@ -30,7 +30,6 @@ from asyncmig.core.cosmos.connect import existing_container, read_offer
 from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
-from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.core.files.jsonl import JsonlGzReader
 from asyncmig.core.files.manifest import (
@@ -73,7 +72,11 @@ def _verbatim(target: str) -> Transform:
 
 def backup_checkpoint(ctx: PhaseContext, container: str, backup_dir: Path) -> Path:
     """The checkpoint of one container's backup into ``backup_dir`` (one per directory)."""
-    return ctx.workdir.checkpoint(PHASE, f"{container}@{backup_dir.name}")
+    return ctx.workdir.checkpoint(PHASE, _run_key(container, backup_dir))
+
+
+def _run_key(container: str, backup_dir: Path) -> str:
+    return f"{container}@{backup_dir.name}"
 
 
 async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
@@ -169,23 +172,13 @@ async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backu
     transform = _verbatim(name)
     source = CosmosSource(container, page_size=ctx.options.pipeline.page_size, what=f"{ctx.database_name}/{name}")
     sink = FileSink(backup_dir, [name])
-    checkpoint = backup_checkpoint(ctx, name, backup_dir)
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name,
         target=None, target_database=None, target_containers=[sink.path(name).name], transform=transform,
         backup_dir=str(backup_dir),
     )
-    job = Transfer(
-        source=source, sink=sink, identity=identity, checkpoint=checkpoint,
-        dead_letter=ctx.workdir.dead_letter(PHASE, name), transform=transform,
-        allow_dead_letters=False,  # a backup that lacks a document is not a backup
-        label=f"backup {name}", total=await source.count(), progress=ctx.options.progress,
-        options=ctx.options.pipeline,
-    )
-    try:
-        await run_transfer(job, ctx.stop)
-    finally:
-        await sink.close()
+    await ctx.transfer(PHASE, _run_key(name, backup_dir), source, sink, identity, transform=transform,
+                       allow_dead_letters=False)  # a backup that lacks a document is not a backup
 
 
 async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> ContainerEntry:

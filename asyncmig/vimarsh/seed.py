@@ -39,17 +39,16 @@ async def seed_demo(client: CosmosClient, endpoint: CosmosEndpoint, database: st
     for spec in plan.SOURCE_CONTAINERS:
         container = await db.create_container_if_not_exists(spec.name, partition_key=PartitionKey(spec.partition_key_path))
         source = IterableSource(partial(dataset.documents, spec.name), description=f"demo {spec.name}")
-        async with CosmosSink({"": container}, Governor(), endpoint=endpoint) as sink:
-            job = Transfer(
-                source=source, sink=sink,
-                identity=run_identity(source=endpoint, source_database="demo-generator", source_container=spec.name,
-                                      target=endpoint, target_database=database, target_containers=[spec.name],
-                                      transform=IDENTITY, seed=dataset.seed),
-                checkpoint=state_dir / f"seed-{database}-{spec.name}.checkpoint.json",
-                dead_letter=state_dir / f"seed-{database}-{spec.name}.deadletter.jsonl",
-                label=f"seed {spec.name}", progress=progress,
-            )
-            await run_transfer(job, stop)
+        job = Transfer(
+            source=source, sink=CosmosSink({"": container}, Governor(), endpoint=endpoint),
+            identity=run_identity(source=endpoint, source_database="demo-generator", source_container=spec.name,
+                                  target=endpoint, target_database=database, target_containers=[spec.name],
+                                  transform=IDENTITY, seed=dataset.seed),
+            checkpoint=state_dir / f"seed-{database}-{spec.name}.checkpoint.json",
+            dead_letter=state_dir / f"seed-{database}-{spec.name}.deadletter.jsonl",
+            label=f"seed {spec.name}", progress=progress,
+        )
+        await run_transfer(job, stop)
     figures = dataset.figures
     atomic_write(marker, jsoncodec.dumps({"database": database, "seed": dataset.seed,
                                           "figures": {k: v for k, v in asdict(figures).items() if isinstance(v, int)}}))
