@@ -19,7 +19,7 @@ from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
 from asyncmig.core.cosmos.sink import CosmosSink
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
@@ -144,10 +144,9 @@ async def dry_run(spec: CopySpec, sample_pages: int = 4) -> DryRun:
         await source.open()
         documents = await source.count() or 0
         sizes: list[int] = []
-        for feed_range in list((await source.partitions()).values())[:sample_pages]:
-            async for page in source.pages(feed_range, None):
-                sizes.extend(len(jsoncodec.dumps(d)) for d in page.documents)
-                break
+        await scan_container(container, lambda page: sizes.extend(len(jsoncodec.dumps(d)) for d in page),
+                             what=spec.source.container, page_size=source.page_size, ranges=sample_pages,
+                             pages_per_range=1)
         provisioned = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
     mean = statistics.fmean(sizes) if sizes else 0.0
     per_write = rucost.write(int(mean), 0) if sizes else 0.0

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.connect import existing_container
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.iterable_source import IterableSource
 from asyncmig.core.engine.pipeline import RunStatistics
@@ -74,12 +74,12 @@ async def _personalities(ctx: PhaseContext, vectors: ContainerProxy) -> RunStati
         ctx.state.personalities_generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         save_state(ctx.workdir.state, ctx.state)
     accumulator = PersonalityAccumulator()
-    reader = CosmosSource(vectors, what=plan.PERSONALITY_VECTORS)
-    await reader.open()
-    for feed_range in (await reader.partitions()).values():
-        async for page in reader.pages(feed_range, None):
-            for doc in page.documents:
-                accumulator.add(doc)
+
+    def add_all(documents: list[Document]) -> None:
+        for doc in documents:
+            accumulator.add(doc)
+
+    await scan_container(vectors, add_all, what=plan.PERSONALITY_VECTORS)
     generated = accumulator.documents(ctx.state.personalities_generated_at)
     target = await existing_container(ctx.client, ctx.database_name, plan.PERSONALITIES, role="target")
     source = IterableSource(lambda: generated, description="generated personalities", count=len(generated))

@@ -25,13 +25,13 @@ from azure.cosmos.exceptions import CosmosResourceNotFoundError
 from asyncmig.core.cosmos.connect import read_offer
 from asyncmig.core.cosmos.partition_keys import partition_key_object
 from asyncmig.core.cosmos.retry import classify
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import scan_container
 from asyncmig.core.digest import ContainerDigest
 from asyncmig.core.engine.checkpoint import load_checkpoint, run_identity
 from asyncmig.core.engine.transform import DEFAULT_TARGET, IDENTITY, Document
 from asyncmig.core.files.manifest import ContainerEntry, Manifest, Throughput, read_manifest
 from asyncmig.core.files.source import FileSource
-from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed, raise_first
+from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed
 from asyncmig.phases.backup import verify
 from asyncmig.phases.context import PhaseContext, PhaseResult
 
@@ -258,25 +258,15 @@ async def container_digest(container: ContainerProxy, ctx: PhaseContext) -> Cont
     Reads through :class:`CosmosSource` (the change feed, with its retries), several ranges at once
     as the pipeline would; hashing runs in worker threads. Memory: one page per range being read.
     """
-    source = CosmosSource(container, page_size=ctx.options.pipeline.page_size,
-                          what=f"{ctx.database_name}/{container.id}")
-    await source.open()
     total = ContainerDigest()
-    limiter = anyio.CapacityLimiter(ctx.options.pipeline.read_concurrency)
 
-    async def digest_range(feed_range: Any) -> None:
+    async def digest_page(documents: list[Document]) -> None:
         part = ContainerDigest()
-        async with limiter:
-            async for page in source.pages(feed_range, None):
-                await anyio.to_thread.run_sync(_add_all, part, page.documents)
+        await anyio.to_thread.run_sync(_add_all, part, documents)
         total.merge(part)
 
-    try:
-        async with anyio.create_task_group() as group:
-            for feed_range in (await source.partitions()).values():
-                group.start_soon(digest_range, feed_range)
-    except BaseExceptionGroup as errors:
-        raise_first(errors)
+    await scan_container(container, digest_page, what=f"{ctx.database_name}/{container.id}",
+                         page_size=ctx.options.pipeline.page_size, concurrency=ctx.options.pipeline.read_concurrency)
     return total
 
 

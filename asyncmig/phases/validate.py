@@ -42,19 +42,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import retrying
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import scan_container
 from asyncmig.core.digest import ContainerDigest, document_digest
 from asyncmig.core.engine.transform import Document, Rejected, Transform
 from asyncmig.core.files.jsonl import AsyncJsonlGzReader
 from asyncmig.core.files.manifest import MANIFEST_NAME, container_file_name, read_manifest
-from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, raise_first
+from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.vimarsh import plan
@@ -430,28 +429,6 @@ async def _read_properties(container: ContainerProxy) -> dict[str, Any] | None:
     return await retrying(read, what=f"reading the settings of {container.id}")
 
 
-async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> None:
-    """Every document of ``container``, page by page, feed ranges read concurrently.
-
-    ``handle`` runs synchronously between awaits, so concurrent ranges never interleave inside it.
-    """
-    source = CosmosSource(container, page_size=PAGE_SIZE, what=what)
-    await source.open()
-    limiter = anyio.CapacityLimiter(READ_CONCURRENCY)
-
-    async def read_range(feed_range: Any) -> None:
-        async with limiter:
-            async for page in source.pages(feed_range, None):
-                handle(page.documents)
-
-    try:
-        async with anyio.create_task_group() as group:
-            for feed_range in (await source.partitions()).values():
-                group.start_soon(read_range, feed_range)
-    except BaseExceptionGroup as group_error:
-        raise_first(group_error)
-
-
 def _dead_lettered(path: Path) -> set[_Key]:
     """The source documents (id, partition key) recorded in a migrate dead-letter file.
 
@@ -597,7 +574,7 @@ async def _expect_mapping(
                 "(every document already transformed); its pre-migration bodies could not be compared"
             )
         handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
-        await _read_container(container, mapping.source, handle)
+        await scan_container(container, handle, what=mapping.source, page_size=PAGE_SIZE, concurrency=READ_CONCURRENCY)
         return check
 
     if backup_file is None or (not mapping.in_place and not backup_file.exists()):
@@ -716,7 +693,7 @@ async def _check_container(
                 if is_vectors:
                     _inspect_embedding(document, key[0], dimensions, embeddings)
 
-        await _read_container(container, spec.name, handle)
+        await scan_container(container, handle, what=spec.name, page_size=PAGE_SIZE, concurrency=READ_CONCURRENCY)
 
     for doc_id, _ in expected:
         check.missing.add(doc_id)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, cast
 
+import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import Backoff, classify, retrying
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
+from asyncmig.errors import raise_first
 
 
 def range_key(feed_range: dict[str, Any]) -> str:
@@ -66,7 +69,7 @@ class CosmosSource:
             )
         return iterable.by_page()
 
-    async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
+    async def pages(self, partition: Any, position: str | None) -> AsyncGenerator[SourcePage, None]:
         backoff = Backoff()  # one budget of retries for the whole range
         pager = self._pager(partition, position)
         pages = pager.__aiter__()
@@ -100,3 +103,41 @@ class CosmosSource:
                 raise failure.as_error(f"counting {self.description}") from exc
             return None
         return sum(int(cast(int, n)) for n in result)
+
+
+PageHandler = Callable[[list[Document]], Awaitable[None] | None]
+
+
+async def scan_container(
+    container: ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
+    concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None,
+) -> None:
+    """Hand every document of ``container`` to ``handle``, a page at a time, ``concurrency`` feed
+    ranges at once; reads through :class:`CosmosSource` (the change feed, with its retries).
+
+    ``handle`` may be a coroutine function; a plain function runs between awaits, so pages of
+    concurrent ranges never interleave inside it. ``ranges`` and ``pages_per_range`` limit the scan
+    to a sample. Memory: one page per range being read.
+    """
+    source = CosmosSource(container, page_size=page_size, what=what)
+    await source.open()
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def read_range(feed_range: Any) -> None:
+        async with limiter, aclosing(source.pages(feed_range, None)) as pages:
+            read = 0
+            async for page in pages:
+                handled = handle(page.documents)
+                if handled is not None:
+                    await handled
+                read += 1
+                if pages_per_range is not None and read >= pages_per_range:
+                    return
+
+    feed_ranges = list((await source.partitions()).values())[:ranges]
+    try:
+        async with anyio.create_task_group() as group:
+            for feed_range in feed_ranges:
+                group.start_soon(read_range, feed_range)
+    except BaseExceptionGroup as errors:
+        raise_first(errors)
