@@ -190,56 +190,28 @@ async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIt
         yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
 
 
-async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.phases.run import ask, run_migration, summary_table
-    from asyncmig.phases.state import save_state
+# The phase each command runs (the command line says create-containers for the create phase).
+_PHASE_OF_COMMAND = {"create-containers": "create"}
 
+
+async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.phases.run import ask, run_migration, run_single
+
+    confirm = (lambda _question: True) if getattr(args, "yes", False) else ask
     async with _phase_context(args, stop) as ctx:
         if args.command == "run":
-            await run_migration(ctx, confirm=(lambda _q: True) if args.yes else ask)
+            await run_migration(ctx, confirm=confirm)
             print("migration complete: every phase finished and validation passed")
             return 0
-        if args.command in ("create-containers", "migrate", "rollback") and not args.yes:
-            from asyncmig.phases.run import Declined
+        action = None
+        if args.command == "restore":
+            from asyncmig.phases.restore import restore
 
-            if not ask(f"Run {args.command} against {ctx.database_name} on {ctx.endpoint.host}?"):
-                raise Declined(f"{args.command} not confirmed; nothing was changed")
-        result = await _single_phase(args, ctx)
-        save_state(ctx.workdir.state, ctx.state)
-        print(summary_table([result]))
+            def action() -> Any:
+                return restore(ctx, args.backup_dir, args.container or None)
+
+        await run_single(_PHASE_OF_COMMAND.get(args.command, args.command), ctx, confirm=confirm, action=action)
         return 0
-
-
-async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
-    if args.command == "backup":
-        from asyncmig.phases.backup import backup
-
-        result = await backup(ctx)
-        ctx.state.finish("backup")
-        return result
-    if args.command == "create-containers":
-        from asyncmig.phases.create import create_containers
-
-        result = await create_containers(ctx)
-        ctx.state.finish("create")
-        return result
-    if args.command == "migrate":
-        from asyncmig.phases.migrate import migrate
-
-        result = await migrate(ctx)
-        ctx.state.finish("migrate")
-        return result
-    if args.command == "validate":
-        from asyncmig.phases.run import run_phase
-
-        return await run_phase("validate", ctx, print)
-    if args.command == "rollback":
-        from asyncmig.phases.rollback import rollback
-
-        return await rollback(ctx)
-    from asyncmig.phases.restore import restore
-
-    return await restore(ctx, args.backup_dir, args.container or None)
 
 
 async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:

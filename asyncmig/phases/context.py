@@ -67,6 +67,7 @@ class PhaseContext:
             allow_dead_letters=self.options.allow_dead_letters if allow_dead_letters is None else allow_dead_letters,
             label=f"{phase} {key.partition('@')[0]}", total=await source.count(), progress=self.options.progress,
             options=self.options.pipeline,
+            start_over=f"move it aside to start this step of {phase} over",
         )
         return await run_transfer(job, self.stop)
 

@@ -45,7 +45,8 @@ __all__ = [
 FORMAT = "asyncmig-checkpoint"
 VERSION = 1
 
-_RESTART_HINT = "pass --restart to start over"
+# What a command with a --restart option tells the user to do about a checkpoint it cannot use.
+RESTART_HINT = "pass --restart to start over (the old file is kept as <name>.old), or use a different --checkpoint path"
 
 
 def _now() -> str:
@@ -220,8 +221,12 @@ def _identity_differences(stored: Mapping[str, Any], current: Mapping[str, Any])
     return differences
 
 
-def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool, start_over: str = RESTART_HINT
+) -> Checkpoint:
     """The checkpoint at ``path`` for this run, or a fresh one.
+
+    ``start_over`` ends the error messages: how the command at hand starts over.
 
     A missing file gives a fresh checkpoint. ``restart=True`` also gives a fresh one and keeps any
     existing file as ``<path>.old`` (evidence is never deleted).
@@ -244,11 +249,10 @@ def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *
         return Checkpoint(identity=current)
     except OSError as exc:
         raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
-                         f"{_RESTART_HINT}") from exc
+                         f"{start_over}") from exc
 
     def corrupt(problem: str) -> CorruptState:
-        return CorruptState(f"checkpoint {file} is damaged ({problem}); {_RESTART_HINT} "
-                            f"(the damaged file is then kept as {file.name}.old)")
+        return CorruptState(f"checkpoint {file} is damaged ({problem}); {start_over}")
 
     try:
         document = jsoncodec.loads(data)
@@ -269,7 +273,7 @@ def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *
     if differences:
         raise ForeignState(redact(
             f"checkpoint {file} belongs to a different run: {'; '.join(differences)}; "
-            f"{_RESTART_HINT} or use a different --checkpoint path"
+            f"{start_over}"
         ))
     return checkpoint
 

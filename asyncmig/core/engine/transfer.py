@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from asyncmig.core.engine.checkpoint import load_checkpoint
+from asyncmig.core.engine.checkpoint import RESTART_HINT, load_checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.pipeline import Pipeline, PipelineOptions, RunStatistics
 from asyncmig.core.engine.progress import CopyProgress
@@ -41,6 +41,7 @@ class Transfer:
     total: int | None = None
     progress: bool | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
+    start_over: str = RESTART_HINT  # how the user starts over when the checkpoint cannot be used
 
 
 async def run_transfer(job: Transfer, stop: anyio.Event | None = None) -> RunStatistics:
@@ -51,7 +52,7 @@ async def run_transfer(job: Transfer, stop: anyio.Event | None = None) -> RunSta
     :raises AsyncmigError: connection, resource, checkpoint and persistent-fault problems.
     """
     try:
-        checkpoint = load_checkpoint(job.checkpoint, job.identity, restart=job.restart)
+        checkpoint = load_checkpoint(job.checkpoint, job.identity, restart=job.restart, start_over=job.start_over)
         progress = CopyProgress(job.label, job.total, enabled=job.progress)
         with DeadLetterFile(job.dead_letter) as dead_letters:
             pipeline = Pipeline(job.source, job.sink, checkpoint, job.checkpoint, dead_letters,
