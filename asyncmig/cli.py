@@ -281,6 +281,22 @@ def _add_phases(sub: Any) -> None:
     backup.set_defaults(handler=_run_phase)
 
 
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="what the migration and copies have done so far (reads local files only)",
+                       description="Show each phase of the migration (from its state file), every checkpoint "
+                       "and, per feed range, the saved position and the documents it covers. Works while a run "
+                       "is going on; it does not connect to Cosmos DB.")
+    p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state and checkpoints live")
+    p.set_defaults(handler=_status)
+
+
+async def _status(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.status import collect, render
+
+    print(render(collect(args.workdir)))
+    return 0
+
+
 def _add_emulator(sub: Any) -> None:
     p = sub.add_parser("emulator", help="run the local Cosmos DB emulator (see python -m asyncmig.emulator --help)",
                        add_help=False)
@@ -303,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)
     _add_phases(sub)
+    _add_status(sub)
     _add_emulator(sub)
     return parser
 

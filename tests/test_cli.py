@@ -55,7 +55,7 @@ def test_verbose_flag_prints_the_cause_of_a_failed_command(capsys: pytest.Captur
 def test_every_command_parses_its_help() -> None:
     parser = build_parser()
     for command in ("copy", "run", "backup", "create-containers", "migrate", "validate", "rollback", "restore",
-                    "seed-demo"):
+                    "seed-demo", "status"):
         with pytest.raises(SystemExit) as exited:
             parser.parse_args([command, "--help"])
         assert exited.value.code == 0

@@ -221,6 +221,44 @@ def _identity_differences(stored: Mapping[str, Any], current: Mapping[str, Any])
     return differences
 
 
+def read_checkpoint(path: str | os.PathLike[str], *, start_over: str = RESTART_HINT) -> Checkpoint:
+    """The checkpoint stored at ``path``, whichever run it belongs to (``asyncmig status`` shows it).
+
+    :raises CorruptState: unreadable JSON, another format or version, a checksum mismatch
+        (truncated or edited file) or a malformed structure.
+    :raises FileNotFoundError: there is no checkpoint at ``path``.
+    :raises StateError: the file cannot be read (permissions, I/O error).
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
+                         f"{start_over}") from exc
+
+    def corrupt(problem: str) -> CorruptState:
+        return CorruptState(f"checkpoint {file} is damaged ({problem}); {start_over}")
+
+    try:
+        document = jsoncodec.loads(data)
+    except ValueError:
+        raise corrupt("not valid JSON: truncated or edited") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise corrupt(f"not an {FORMAT} file")
+    if document.get("version") != VERSION:
+        raise corrupt(f"format version {document.get('version')!r}, this asyncmig reads {VERSION}")
+    checksum = document.pop("checksum", None)
+    if checksum != _digest(document):
+        raise corrupt("checksum mismatch: truncated or edited")
+    try:
+        checkpoint = _from_json(document)
+    except _Invalid as exc:
+        raise corrupt(str(exc)) from None
+    return checkpoint
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool, start_over: str = RESTART_HINT
 ) -> Checkpoint:
@@ -244,31 +282,9 @@ def load_checkpoint(
             os.replace(file, file.with_name(file.name + ".old"))
         return Checkpoint(identity=current)
     try:
-        data = file.read_bytes()
+        checkpoint = read_checkpoint(file, start_over=start_over)
     except FileNotFoundError:
         return Checkpoint(identity=current)
-    except OSError as exc:
-        raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
-                         f"{start_over}") from exc
-
-    def corrupt(problem: str) -> CorruptState:
-        return CorruptState(f"checkpoint {file} is damaged ({problem}); {start_over}")
-
-    try:
-        document = jsoncodec.loads(data)
-    except ValueError:
-        raise corrupt("not valid JSON: truncated or edited") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise corrupt(f"not an {FORMAT} file")
-    if document.get("version") != VERSION:
-        raise corrupt(f"format version {document.get('version')!r}, this asyncmig reads {VERSION}")
-    checksum = document.pop("checksum", None)
-    if checksum != _digest(document):
-        raise corrupt("checksum mismatch: truncated or edited")
-    try:
-        checkpoint = _from_json(document)
-    except _Invalid as exc:
-        raise corrupt(str(exc)) from None
     differences = _identity_differences(checkpoint.identity, current)
     if differences:
         raise ForeignState(redact(
