@@ -1,7 +1,7 @@
 """``make migrate``: the whole Vimarsh migration, on the embedded default or on a configured account.
 
 With no ``.env`` naming an account, a local emulator is started (data kept in ``.emulator-data/``,
-so an interrupted ``make migrate`` resumes), the demo data set of spec A5 is seeded into the legacy
+so an interrupted ``make migrate`` resumes), the deterministic demo data set is seeded into the legacy
 layout once, and ``asyncmig run --yes`` runs every phase. With a ``.env`` naming an account, the
 same run asks before each phase that changes data.
 """

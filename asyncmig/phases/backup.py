@@ -2,9 +2,9 @@
 
 A backup is a copy into files: :class:`~asyncmig.core.cosmos.source.CosmosSource` to
 :class:`~asyncmig.core.files.sink.FileSink` through :func:`~asyncmig.core.engine.transfer.run_transfer`,
-one resumable transfer per container, so it streams with bounded memory and resumes after a kill
-(spec A4). The original backup held whole containers in memory, swallowed failures and listed
-containers whose export had failed (W-18); here any failure raises, and only a finished backup
+one resumable transfer per container, so it streams with bounded memory and resumes after a kill.
+The original backup held whole containers in memory, swallowed failures and listed
+containers whose export had failed; here any failure raises, and only a finished backup
 gets a manifest: every figure in it is computed from the finished files.
 
 The backup directory is chosen once and recorded in the state file before any data moves, so a

@@ -4,7 +4,7 @@
 with the identity transform (which strips the system properties the backup kept), one resumable
 transfer per container. Nothing is written before the whole backup has been verified against its
 manifest, a container that is missing is created from the manifest's recorded properties (the
-original rollback recreated containers with wrong partition keys and fixed RU/s, W-19), and every
+original rollback recreated containers with wrong partition keys and fixed RU/s), and every
 restored container is then streamed back and its content digest compared with the manifest's.
 """
 

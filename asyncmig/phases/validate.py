@@ -1,8 +1,8 @@
 """The validation phase: prove that the 12 target containers hold exactly the transform of the source.
 
-The original validator (B5.1, W-8, W-20) counted documents against hard-coded numbers and sampled
+The original validator counted documents against hard-coded numbers and sampled
 ``TOP 10`` rows, so a lost vector, a truncated embedding or a wrong partition key passed. Here the
-source is compared with the target, document by document (spec A4):
+source is compared with the target, document by document:
 
 1. **Expectations.** Every source container is streamed once; each document goes through its
    mapping's transform, and the :func:`~asyncmig.core.digest.document_digest` of every resulting
@@ -250,7 +250,7 @@ class MappingCheck:
 
 @dataclass(frozen=True, slots=True)
 class FigureRow:
-    """A seed figure (B1.4) beside the actual counts; informational only."""
+    """An expected production figure beside the actual counts; informational only."""
 
     figure: str
     seed: int

@@ -1,4 +1,4 @@
-"""Seeding the demo data set (spec A5) into the legacy 3-container layout, through the same engine.
+"""Seeding the deterministic demo data set into the legacy 3-container layout, through the same engine.
 
 Seeding is a transfer from generated documents into Cosmos DB, so it is paced, resumable and
 checked like any copy. A marker records a finished seed: seeding twice would overwrite the users

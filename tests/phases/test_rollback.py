@@ -1,7 +1,7 @@
 """Rollback end to end: after a simulated migration, back to the legacy layout, proven by digests.
 
 The original rollback deleted the live ``users`` and ``user_activity``, recreated containers with
-wrong partition keys and stopped half-way (W-19). These tests pin down the opposite: only what the
+wrong partition keys and stopped half-way. These tests pin down the opposite: only what the
 state says the migration created is deleted, and only after the legacy layout has been restored
 and verified; every refusal happens before anything changes.
 """

@@ -1,7 +1,7 @@
 """asyncmig validate against the emulator through the real SDK.
 
 A correctly migrated layout (built in-process by :mod:`tests.phases.migrated`, independent of the
-migrate phase) must pass; each kind of damage the original validator could not see (W-8, W-20) must
+migrate phase) must pass; each kind of damage the original validator could not see (it counted and sampled) must
 fail, naming the container and the document in both the exception and the JSON report.
 """
 

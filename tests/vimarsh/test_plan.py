@@ -1,4 +1,4 @@
-"""The plan as data: A2 container settings, creation kwargs, comparison, mappings."""
+"""The plan as data: container settings, creation kwargs, comparison, mappings."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from asyncmig.vimarsh.plan import (
     critical_differences,
 )
 
-# The A2 table, typed in again independently of the module.
-A2 = [
+# The table of new containers (docs/vimarsh-migration.md), typed in again independently of the module.
+PLANNED_TABLE = [
     ("user_sessions", "/user_id", 7_776_000, 2000),
     ("user_interactions", "/user_id", 15_552_000, 4000),
     ("personalities", "/personality_id", None, 1000),
@@ -44,7 +44,7 @@ def target_spec(name: str) -> ContainerSpec:
 
 
 def test_eleven_new_containers_exactly_as_a2() -> None:
-    assert [(s.name, s.partition_key_path, s.default_ttl, s.autoscale_max) for s in NEW_CONTAINERS] == A2
+    assert [(s.name, s.partition_key_path, s.default_ttl, s.autoscale_max) for s in NEW_CONTAINERS] == PLANNED_TABLE
     assert all(s.managed for s in NEW_CONTAINERS)
     assert [s.name for s in NEW_CONTAINERS if s.vector_embedding_path] == ["personality_vectors"]
     assert target_spec("personality_vectors").vector_embedding_path == "/embedding"
@@ -195,7 +195,7 @@ def test_wrong_and_missing_ttl_are_reported_but_fixable() -> None:
     assert "86400" in diffs[0] and "7776000" in diffs[0]
 
     missing = read_output(spec)
-    del missing["defaultTtl"]  # what the serverless creation script left behind (W-4)
+    del missing["defaultTtl"]  # what the serverless creation script left behind
     assert [d.setting for d in compare_container(spec, missing)] == ["defaultTtl"]
 
     no_ttl = target_spec("personalities")

@@ -27,7 +27,9 @@ class CosmosSource:
     The change feed from the beginning returns the latest version of every document, and its
     per-range continuation is exactly what a checkpoint needs (and what a later live catch-up
     would continue from). One iterator per ``read_feed_ranges()`` entry avoids the SDK's
-    composite tokens that cannot be resumed when read partially (wire-protocol doc, section 9.4).
+    composite tokens that cannot be resumed when read partially (a token
+    that spans several ranges records a position for each, and the SDK cannot restart from a
+    half-consumed one).
     Throttling and transient faults are retried here, from the last position, with the SDK's own
     throttle retries off.
 
