@@ -52,7 +52,8 @@ async def run_phase(name: str, ctx: PhaseContext, say: Callable[[str], None]) ->
         from asyncmig.phases.migrate import migrate
 
         return await migrate(ctx)
-    from asyncmig.phases.validate import ValidationMismatch, validate
+    from asyncmig.phases.validate import validate
+    from asyncmig.phases.validation_report import ValidationMismatch
 
     try:
         report = await validate(ctx)

@@ -23,7 +23,8 @@ from asyncmig.core.engine.transform import strip_system
 from asyncmig.errors import ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseOptions
 from asyncmig.phases.state import MigrationState
-from asyncmig.phases.validate import MappingCheck, ValidationMismatch, _Expectations, validate
+from asyncmig.phases.validate import _Expectations, validate
+from asyncmig.phases.validation_report import MappingCheck, ValidationMismatch
 from asyncmig.vimarsh import plan
 from tests.conftest import Cosmos
 from tests.phases.migrated import DIMENSIONS, MigratedLayout, build, context, first_with
