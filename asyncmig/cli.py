@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from asyncmig import __version__
-from asyncmig.connection import CosmosEndpoint, parse_connection_string
+from asyncmig.connection import AUTH_MODES, CosmosEndpoint, parse_connection_string
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
 from asyncmig.errors import (
@@ -35,7 +35,7 @@ from asyncmig.errors import (
 )
 from asyncmig.redaction import install_redaction, redact, register_secret
 from asyncmig.report import duration, table, write_json_report
-from asyncmig.settings import ENV_CONNECTION_STRING, load_settings
+from asyncmig.settings import ENV_AUTH, ENV_CONNECTION_STRING, Settings, load_settings
 
 STATE_DIR = Path(".asyncmig")
 log = logging.getLogger("asyncmig")
@@ -48,11 +48,12 @@ def _container_ref(text: str, default_database: str) -> tuple[str, str]:
     return (database or default_database), container
 
 
-def _endpoint(explicit: str | None, configured: CosmosEndpoint | None, role: str) -> CosmosEndpoint:
+def _endpoint(explicit: str | None, settings: Settings, role: str) -> CosmosEndpoint:
+    configured = settings.endpoint
     if explicit:
         endpoint = parse_connection_string(explicit)
         register_secret(explicit)
-        return endpoint
+        return endpoint.with_auth(settings.auth)
     if configured is None:
         raise UsageError(f"no {role} account: set {ENV_CONNECTION_STRING} in .env or the environment, "
                          f"or pass --{role}-connection")
@@ -97,11 +98,11 @@ def _add_copy(sub: Any) -> None:
 async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.copy import ContainerRef, CopySpec, copy, dry_run
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     source_db, source_name = _container_ref(args.source, settings.database)
     target_db, target_name = _container_ref(args.target, settings.database)
-    source = ContainerRef(_endpoint(args.source_connection, settings.endpoint, "source"), source_db, source_name)
-    target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
+    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
     if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
         raise UsageError("--ru-fraction must be in (0, 1]")
     stem = f"copy-{source_db}.{source_name}--{target_db}.{target_name}"
@@ -155,7 +156,7 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
               file=sys.stderr)
 
 
-def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
+def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True, strict: bool = False) -> None:
     p.add_argument("--database", help="database (default: AZURE_COSMOS_DATABASE_NAME or vimarsh-multi-personality)")
     p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state, checkpoints and reports live")
     p.add_argument("--backups", type=Path, default=Path("data/migration_backups"), help="where backups are written")
@@ -169,23 +170,34 @@ def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
     if confirm:
         p.add_argument("--yes", action="store_true", help="do not ask before phases that change data")
+    if strict:
+        p.add_argument("--strict", action="store_true",
+                       help="validation fails on findings about the source data too (e.g. legacy embeddings "
+                       "of another dimension), not only on migration differences")
+
+
+def phase_options(args: argparse.Namespace) -> Any:
+    """The :class:`~asyncmig.phases.context.PhaseOptions` the command line asks for."""
+    from asyncmig.phases.context import PhaseOptions
+
+    return PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
+                        allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
+                        serverless=args.serverless, insecure=args.insecure, strict=getattr(args, "strict", False))
 
 
 @asynccontextmanager
 async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIterator[Any]:
     from asyncmig.core.cosmos.connect import cosmos_client
-    from asyncmig.phases.context import PhaseContext, PhaseOptions
+    from asyncmig.phases.context import PhaseContext
     from asyncmig.phases.state import load_state
     from asyncmig.phases.workdir import WorkDir
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     endpoint = settings.require_endpoint()
     database = args.database or settings.database
     workdir = WorkDir.for_database(database, base=args.workdir, backups=args.backups).ensure()
     state = load_state(workdir.state, host=endpoint.host, database=database)
-    options = PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
-                           allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
-                           serverless=args.serverless, insecure=args.insecure)
+    options = phase_options(args)
     async with cosmos_client(endpoint, insecure=args.insecure) as client:
         yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
 
@@ -233,7 +245,7 @@ async def _seed_demo(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.vimarsh.demo_data import DemoDataSet
     from asyncmig.vimarsh.seed import seed_demo
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     endpoint = settings.require_endpoint()
     dataset = DemoDataSet(args.seed, vectors=args.vectors, dimensions=args.dimensions)
     async with cosmos_client(endpoint, insecure=False) as client:
@@ -248,7 +260,7 @@ def _add_phases(sub: Any) -> None:
                          description="Run backup -> create-containers -> migrate -> validate. Finished phases are "
                          "skipped on a re-run and an interrupted phase resumes from its checkpoints; each phase that "
                          "changes data asks first unless --yes.")
-    _phase_options(run)
+    _phase_options(run, strict=True)
     backup = sub.add_parser("backup", help="back up the legacy containers (or: backup verify [DIR])",
                             description="Stream the 3 legacy containers into compressed JSON lines with a manifest "
                             "(counts, SHA-256, content digests, container settings) written last.")
@@ -263,7 +275,7 @@ def _add_phases(sub: Any) -> None:
                        ("validate", "compare source and target id by id; exit 8 on any difference"),
                        ("rollback", "restore the 3-container layout from the backup")):
         p = sub.add_parser(name, help=text, description=text)
-        _phase_options(p, confirm=name != "validate")
+        _phase_options(p, confirm=name != "validate", strict=name == "validate")
     restore = sub.add_parser("restore", help="restore containers from a backup folder")
     restore.add_argument("backup_dir", type=Path)
     restore.add_argument("--container", action="append", help="only this container (repeatable)")
@@ -315,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
     parser.add_argument("--env-file", type=Path, help="read settings from this file (default: ./.env if present)")
+    parser.add_argument("--auth", choices=AUTH_MODES, help=f"key: the connection string's AccountKey; entra: Microsoft "
+                        "Entra ID (DefaultAzureCredential), data-plane rights only; auto (default): the key when the "
+                        f"connection string has one, else Entra ID. Also {ENV_AUTH}. See docs/authentication.md")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)

@@ -1,7 +1,8 @@
-"""Cosmos endpoints: parsing the connection string and deciding whether to verify TLS.
+"""Cosmos endpoints: parsing the connection string, how to authenticate, whether to verify TLS.
 
 The account key lives in :class:`CosmosEndpoint`, whose repr never shows it, and is registered as a
-secret (see :mod:`asyncmig.redaction`) the moment it is parsed.
+secret (see :mod:`asyncmig.redaction`) the moment it is parsed. An endpoint without a key signs in
+with Microsoft Entra ID.
 """
 
 from __future__ import annotations
@@ -10,18 +11,29 @@ import base64
 import binascii
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 from urllib.parse import SplitResult, urlsplit
 
 from asyncmig.errors import ConnectionStringError
 from asyncmig.redaction import MASK, redact, register_secret
 
-__all__ = ["WHERE_TO_FIND_KEY", "CosmosEndpoint", "parse_connection_string", "tls_verify"]
+__all__ = [
+    "AUTH_MODES", "WHERE_TO_FIND_KEY", "AuthMode", "CosmosEndpoint", "parse_connection_string", "tls_verify",
+]
 
 log = logging.getLogger(__name__)
 
+# "auto": the account key when the connection string has one, else Microsoft Entra ID.
+AuthMode = Literal["auto", "key", "entra"]
+AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
+
 WHERE_TO_FIND_KEY = "copy it from the Azure portal (Keys blade) or the emulator's start-up line"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+# An account key pasted without "AccountKey=": 64 bytes of base64 (the parser sees "<key>" = "").
+_BARE_KEY = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
@@ -35,16 +47,34 @@ def _without_credentials(parts: SplitResult) -> str:
 
 @dataclass(frozen=True)
 class CosmosEndpoint:
-    """An account URL and its key. ``repr``/``str`` show the URL only (without any userinfo)."""
+    """An account URL and how to authenticate to it: its key, or Microsoft Entra ID when ``key`` is
+    None. ``repr``/``str`` show the URL only (without any userinfo)."""
 
     url: str
-    key: str = field(repr=False)
+    key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        register_secret(self.key)
+        if self.key:
+            register_secret(self.key)
         password = urlsplit(self.url).password
         if password:
             register_secret(password)
+
+    @property
+    def uses_entra(self) -> bool:
+        """True when requests carry Entra ID tokens: data-plane rights only (no container creation)."""
+        return not self.key
+
+    def with_auth(self, mode: AuthMode) -> CosmosEndpoint:
+        """This endpoint authenticated as ``mode`` asks.
+
+        :raises ConnectionStringError: ``key`` was asked for but the connection string has no key.
+        """
+        if mode == "entra":
+            return _entra_ready(replace(self, key=None))
+        if mode == "key" and not self.key:
+            raise ConnectionStringError(f"--auth key needs AccountKey=... in the connection string; {WHERE_TO_FIND_KEY}")
+        return self
 
     @property
     def host(self) -> str:
@@ -68,14 +98,16 @@ class CosmosEndpoint:
             return False
 
     def __repr__(self) -> str:
-        return f"CosmosEndpoint(url={_without_credentials(urlsplit(self.url))!r}, key={MASK})"
+        auth = "entra" if self.uses_entra else f"key={MASK}"
+        return f"CosmosEndpoint(url={_without_credentials(urlsplit(self.url))!r}, {auth})"
 
     def __str__(self) -> str:
         return _without_credentials(urlsplit(self.url))
 
 
 def parse_connection_string(text: str) -> CosmosEndpoint:
-    """Parse ``AccountEndpoint=https://...;AccountKey=...;``.
+    """Parse ``AccountEndpoint=https://...;AccountKey=...;`` (without ``AccountKey`` the endpoint
+    authenticates with Microsoft Entra ID).
 
     Key names are case-insensitive and may come in any order, the trailing ``;`` is optional and
     values may contain ``=``. Other keys (e.g. ``Database=``) are ignored. The key and the whole
@@ -101,6 +133,12 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
             )
         if name == "accountkey":
             register_secret(value.strip())
+        elif _BARE_KEY.fullmatch(part.strip()):
+            register_secret(part.strip())
+            raise ConnectionStringError(
+                f"part {number} of the connection string looks like an account key without its name; "
+                f"write AccountKey=<key> (or leave the key out to sign in with Microsoft Entra ID)"
+            )
         if name in fields:
             raise ConnectionStringError(
                 f"the connection string names {part.partition('=')[0].strip()} twice; keep one"
@@ -111,8 +149,9 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
     key = fields.get("accountkey")
     if not url:
         raise ConnectionStringError(f"the connection string has no AccountEndpoint=...; {WHERE_TO_FIND_KEY}")
-    if not key:
-        raise ConnectionStringError(f"the connection string has no AccountKey=...; {WHERE_TO_FIND_KEY}")
+    if "accountkey" in fields and not key:
+        raise ConnectionStringError(f"the connection string has an empty AccountKey=; {WHERE_TO_FIND_KEY}, "
+                                    "or leave AccountKey out to sign in with Microsoft Entra ID")
     try:
         parts = urlsplit(url)
         _check_port = parts.port  # raises ValueError for a non-numeric or out-of-range port
@@ -127,12 +166,26 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
     if not parts.hostname:
         raise ConnectionStringError(f"AccountEndpoint has no host name; {WHERE_TO_FIND_KEY}")
     try:
-        base64.b64decode(key, validate=True)
+        if key:
+            base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
         raise ConnectionStringError(
             f"AccountKey is not valid base64 (was it cut short or wrapped in quotes?); {WHERE_TO_FIND_KEY}"
         ) from None
-    return CosmosEndpoint(url=url, key=key)
+    return _entra_ready(CosmosEndpoint(url=url, key=key))
+
+
+def _entra_ready(endpoint: CosmosEndpoint) -> CosmosEndpoint:
+    """``endpoint``, refused when it would send Entra ID tokens over plain http (the SDK will not).
+
+    :raises ConnectionStringError: an http:// endpoint without an account key.
+    """
+    if endpoint.uses_entra and urlsplit(endpoint.url).scheme.lower() != "https":
+        raise ConnectionStringError(
+            "Microsoft Entra ID sign-in (no AccountKey in the connection string, or --auth entra) needs an "
+            "https:// AccountEndpoint: tokens are only sent over TLS; add AccountKey=... for a plain-http emulator"
+        )
+    return endpoint
 
 
 _warned_insecure: set[str] = set()

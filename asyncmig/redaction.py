@@ -1,8 +1,10 @@
 """Secret redaction: the one place that knows which strings must never reach a log or a message.
 
-The account key is registered with :func:`register_secret` the moment it is parsed, so that
-:func:`redact` — applied to every log record by :class:`RedactingFilter` and to every error message
-built from outside text — replaces it wherever it appears.
+asyncmig handles two kinds of secret: an account key, registered with :func:`register_secret` the
+moment it is parsed, and the Microsoft Entra ID access tokens the transport obtains, registered as
+each arrives. :func:`redact` — applied to every log record by :class:`RedactingFilter` and to every
+error message built from outside text — replaces them wherever they appear, and masks anything
+shaped like a JWT even if it was never registered.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ MASK = "***"
 # Shorter strings are not secrets worth the damage: masking every "abc" would garble ordinary logs.
 _MIN_SECRET_LENGTH = 4
 
+
 _secrets_lock = threading.Lock()
 # Longest first, so a whole connection string is masked before the key inside it. Replaced as a
 # whole (never mutated) so that redact() can read it from any thread without the lock.
@@ -30,6 +33,8 @@ _LABELLED_BASE64 = re.compile(
     r"[A-Za-z0-9+/]{40,}={0,2}",
     re.IGNORECASE,
 )
+# A JWT (an Entra access token): three base64url parts, the first two JSON objects ("eyJ" = '{"').
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
 
 
 def register_secret(secret: str) -> None:
@@ -48,11 +53,12 @@ def register_secret(secret: str) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret and every ``AccountKey=...`` value replaced by ``***``."""
+    """``text`` with every registered secret, every ``AccountKey=...`` value and every JWT replaced by ``***``."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     text = _ACCOUNT_KEY.sub(lambda m: m.group(1) + MASK, text)
+    text = _JWT.sub(MASK, text)
     return _LABELLED_BASE64.sub(lambda m: m.group(1) + MASK, text)
 
 

@@ -6,17 +6,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from dotenv import dotenv_values
 
-from asyncmig.connection import WHERE_TO_FIND_KEY, CosmosEndpoint, parse_connection_string
+from asyncmig.connection import (
+    AUTH_MODES,
+    WHERE_TO_FIND_KEY,
+    AuthMode,
+    CosmosEndpoint,
+    parse_connection_string,
+)
 from asyncmig.errors import ConnectionStringError, UsageError
 
-__all__ = ["DEFAULT_DATABASE", "ENV_CONNECTION_STRING", "ENV_DATABASE", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_DATABASE", "ENV_AUTH", "ENV_CONNECTION_STRING", "ENV_DATABASE", "Settings", "load_settings",
+]
 
 ENV_CONNECTION_STRING = "AZURE_COSMOS_CONNECTION_STRING"
 ENV_DATABASE = "AZURE_COSMOS_DATABASE_NAME"
+ENV_AUTH = "ASYNCMIG_AUTH"
 DEFAULT_DATABASE = "vimarsh-multi-personality"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -29,6 +40,7 @@ class Settings:
     endpoint: CosmosEndpoint | None
     database: str = DEFAULT_DATABASE
     env_file: Path | None = None
+    auth: AuthMode = "auto"
 
     def require_endpoint(self) -> CosmosEndpoint:
         """The configured endpoint.
@@ -42,13 +54,16 @@ class Settings:
         return self.endpoint
 
 
-def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None, *, auth: AuthMode | None = None
+) -> Settings:
     """Read ``env_file`` (default: ``./.env`` if it exists), then the environment, which wins.
 
     The process environment is not modified. Empty values count as unset.
 
     :param environ: the environment to read (``os.environ`` by default; tests pass their own).
-    :raises UsageError: when an explicitly given ``env_file`` does not exist.
+    :param auth: how to authenticate (``--auth``); default ``ASYNCMIG_AUTH``, else ``auto``.
+    :raises UsageError: when an explicitly given ``env_file`` does not exist, or the auth mode is unknown.
     :raises ConnectionStringError: when the connection string is malformed.
     """
     if env_file is None:
@@ -61,7 +76,11 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
 
+    named = auth or values.get(ENV_AUTH, "").strip().lower() or "auto"
+    if named not in AUTH_MODES:
+        raise UsageError(f"{ENV_AUTH}={named!r} is not one of {', '.join(AUTH_MODES)}")
+    mode = cast(AuthMode, named)
     text = values.get(ENV_CONNECTION_STRING, "").strip()
-    endpoint = parse_connection_string(text) if text else None
+    endpoint = parse_connection_string(text).with_auth(mode) if text else None
     database = values.get(ENV_DATABASE, "").strip() or DEFAULT_DATABASE
-    return Settings(endpoint=endpoint, database=database, env_file=env_file)
+    return Settings(endpoint=endpoint, database=database, env_file=env_file, auth=mode)

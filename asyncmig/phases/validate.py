@@ -35,7 +35,6 @@ message names the first failing container and its first differing ids.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ from asyncmig.phases.validation_report import (
 )
 from asyncmig.report import write_json_report
 from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.dimensions import DimensionTally, vector_length
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 
 # Feed ranges of one container read at once, and documents per page: together they bound the
@@ -168,7 +168,7 @@ class _Expectations:
             spec.name: _definition(spec.partition_key_path) for spec in plan.VALIDATED_CONTAINERS
         }
         self.personalities = PersonalityAccumulator()
-        self.embedding_lengths: Counter[int] = Counter()
+        self.embedding_lengths = DimensionTally()
 
     def expect(self, target: str, document: Document, check: MappingCheck) -> None:
         key = _key(document, self.definitions[target])
@@ -180,15 +180,11 @@ class _Expectations:
         check.routed[target] = check.routed.get(target, 0) + 1
         if target == plan.PERSONALITY_VECTORS:
             self.personalities.add(document)
-            embedding = document.get("embedding")
-            if isinstance(embedding, list):
-                self.embedding_lengths[len(embedding)] += 1
+            self.embedding_lengths.add(document.get("embedding"))
 
     def detected_dimensions(self) -> int | None:
-        """The most common embedding length (ties: the larger count, then the smaller length)."""
-        if not self.embedding_lengths:
-            return None
-        return min(self.embedding_lengths.items(), key=lambda item: (-item[1], item[0]))[0]
+        """The embedding dimension, by the rule of :mod:`asyncmig.vimarsh.dimensions`."""
+        return self.embedding_lengths.most_common()
 
 
 def _mapping_handler(
@@ -260,7 +256,8 @@ async def _expect_mapping(
                 "(every document already transformed); its pre-migration bodies could not be compared"
             )
         handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
-        await scan_container(container, handle, what=mapping.source, page_size=PAGE_SIZE, concurrency=READ_CONCURRENCY)
+        check.ru += await scan_container(container, handle, what=mapping.source, page_size=PAGE_SIZE,
+                                         concurrency=READ_CONCURRENCY)
         return check
 
     if backup_file is None or (not mapping.in_place and not backup_file.exists()):
@@ -379,16 +376,14 @@ async def _check_container(
                 if is_vectors:
                     _inspect_embedding(document, key[0], dimensions, embeddings)
 
-        await scan_container(container, handle, what=spec.name, page_size=PAGE_SIZE, concurrency=READ_CONCURRENCY)
+        check.ru += await scan_container(container, handle, what=spec.name, page_size=PAGE_SIZE,
+                                         concurrency=READ_CONCURRENCY)
 
     for doc_id, _ in expected:
         check.missing.add(doc_id)
     expected.clear()
-    if spec.name == plan.PERSONALITY_VECTORS and embeddings.wrong_dimension:
-        size = f"{dimensions} " if dimensions is not None else ""
-        check.problems.append(
-            f"{embeddings.wrong_dimension.describe()} have an embedding that is not a list of {size}numbers"
-        )
+    if spec.name == plan.PERSONALITY_VECTORS and embeddings.malformed:
+        check.problems.append(f"{embeddings.malformed.describe()} have an embedding that is not a list of numbers")
     return check
 
 
@@ -398,9 +393,10 @@ def _inspect_embedding(document: Document, doc_id: str, dimensions: int | None, 
         check.without_embedding += 1
         return
     check.with_embedding += 1
-    if not isinstance(embedding, list) or (dimensions is not None and len(embedding) != dimensions) or not all(
-        _is_number(x) for x in embedding
-    ):
+    length = vector_length(embedding)
+    if length is None or not all(_is_number(x) for x in embedding):
+        check.malformed.add(doc_id)
+    elif dimensions is not None and length != dimensions:
         check.wrong_dimension.add(doc_id)
 
 
@@ -468,7 +464,7 @@ async def validate(ctx: PhaseContext) -> ValidationReport:
     ]
     report = ValidationReport(
         database=ctx.database_name, containers=rows, mappings=mappings, figures=figures,
-        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started,
+        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started, strict=ctx.options.strict,
     )
     path = ctx.workdir.report(PHASE)
     write_json_report(path, report.to_json())

@@ -14,6 +14,7 @@ from typing import Any
 from asyncmig.errors import ValidationFailed
 from asyncmig.phases.context import PhaseResult
 from asyncmig.report import duration, table
+from asyncmig.vimarsh import plan
 
 PHASE = "validate"
 
@@ -65,6 +66,7 @@ class ContainerCheck:
     differences: list[str] = field(default_factory=list)  # settings vs the plan
     critical: list[str] = field(default_factory=list)  # the subset that cannot be fixed in place
     problems: list[str] = field(default_factory=list)  # document-level findings beyond the digests
+    ru: float = 0.0  # what reading the container cost
 
     @property
     def settings_ok(self) -> bool:
@@ -131,6 +133,7 @@ class MappingCheck:
     collisions: IdSample = field(default_factory=IdSample)
     target_count: int = 0
     problems: list[str] = field(default_factory=list)
+    ru: float = 0.0  # what reading the source container cost (0 from a backup file)
 
     @property
     def expected_count(self) -> int:
@@ -191,7 +194,7 @@ class MappingCheck:
 
 @dataclass(frozen=True, slots=True)
 class FigureRow:
-    """An expected production figure beside the actual counts; informational only."""
+    """A seed figure (B1.4) beside the actual counts; informational only."""
 
     figure: str
     seed: int
@@ -210,7 +213,21 @@ class EmbeddingCheck:
     dimensions_from: str  # "state", "data" or "unknown"
     with_embedding: int = 0
     without_embedding: int = 0
+    # Vectors of numbers of another length than the index's: a finding about the source data (legacy
+    # vectors), not a migration failure; the digests still check they were copied exactly.
     wrong_dimension: IdSample = field(default_factory=IdSample)
+    malformed: IdSample = field(default_factory=IdSample)  # not a non-empty list of numbers: a failure
+
+    def finding(self) -> str | None:
+        """What to tell the user about embeddings of another dimension (None when there are none)."""
+        if not self.wrong_dimension:
+            return None
+        return (
+            f"{self.wrong_dimension.describe()} in {plan.PERSONALITY_VECTORS} have an embedding of another "
+            f"dimension than the vector index's {self.dimensions}: the source holds them so (legacy vectors), "
+            "and vector search cannot use them; re-embed those documents with the current model and upsert "
+            "them (validate --strict fails on this)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +236,7 @@ class EmbeddingCheck:
             "with_embedding": self.with_embedding,
             "without_embedding": self.without_embedding,
             "wrong_dimension": self.wrong_dimension.to_json(),
+            "malformed": self.malformed.to_json(),
         }
 
 
@@ -233,20 +251,34 @@ class ValidationReport:
     embeddings: EmbeddingCheck
     notes: list[str]
     seconds: float = 0.0
+    strict: bool = False  # findings about the source data fail validation too
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+        return (all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+                and not (self.strict and self.findings()))
+
+    def findings(self) -> list[str]:
+        """What validation found about the source data itself (not failures unless :attr:`strict`)."""
+        finding = self.embeddings.finding()
+        return [finding] if finding else []
 
     @property
     def documents(self) -> int:
         """Target documents compared."""
         return sum(c.actual for c in self.containers)
 
+    @property
+    def ru(self) -> float:
+        """What the reads of validation cost."""
+        return sum(c.ru for c in self.containers) + sum(m.ru for m in self.mappings)
+
     def failures(self) -> list[tuple[str, str]]:
         """``(container, what is wrong)`` for each failing container, then each failing mapping."""
         found = [(c.container, c.summary()) for c in self.containers if not c.ok]
         found += [(m.source, m.summary()) for m in self.mappings if not m.ok]
+        if self.strict:
+            found += [(plan.PERSONALITY_VECTORS, finding) for finding in self.findings()]
         return found
 
     def failure_message(self, report_path: Path | None = None) -> str:
@@ -287,10 +319,12 @@ class ValidationReport:
         e = self.embeddings
         dims = f"{e.dimensions} numbers ({e.dimensions_from})" if e.dimensions else "dimension unknown"
         lines += ["", f"embeddings: {dims}; {e.with_embedding:,} with, {e.without_embedding:,} without, "
-                      f"{e.wrong_dimension.count:,} of another size"]
+                      f"{e.wrong_dimension.count:,} of another size, {e.malformed.count:,} not a vector"]
         failures = self.failures()
         if failures:
             lines += ["", "failures:", *(f"  {name}: {what}" for name, what in failures)]
+        if self.findings():
+            lines += ["", "findings:", *(f"  {finding}" for finding in self.findings())]
         if self.notes:
             lines += ["", "notes:", *(f"  {note}" for note in self.notes)]
         return "\n".join(lines)
@@ -301,11 +335,14 @@ class ValidationReport:
             "database": self.database,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
+            "ru": round(self.ru, 2),
             "containers": [c.to_json() for c in self.containers],
             "mappings": [m.to_json() for m in self.mappings],
             "figures": [f.to_json() for f in self.figures],
             "embeddings": self.embeddings.to_json(),
             "failures": [{"container": n, "problem": p} for n, p in self.failures()],
+            "findings": self.findings(),
+            "strict": self.strict,
             "notes": self.notes,
         }
 
@@ -320,6 +357,7 @@ class ValidationReport:
             phase=PHASE,
             status="done" if self.ok else "failed",
             documents=self.documents,
+            ru=self.ru,
             seconds=self.seconds,
             details=self.to_json(),
         )

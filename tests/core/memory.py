@@ -13,6 +13,7 @@ from asyncmig.core.engine.transform import Document
 class MemorySource:
     """Documents held in lists, one list per partition; a position is how many were handed out."""
 
+    read_ru = 0.0
     def __init__(self, partitions: dict[str, list[Document]], *, page_size: int = 2) -> None:
         self.documents = partitions
         self.page_size = page_size

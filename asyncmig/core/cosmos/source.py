@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -10,7 +10,7 @@ import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify, retrying
+from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify, retrying
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 from asyncmig.errors import raise_first
@@ -44,7 +44,14 @@ class CosmosSource:
         self.page_size = page_size
         self.snapshot = snapshot
         self.description = what or container.id
+        self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
+
+    def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
+        """The SDK's per-response hook: adds each page's (or count's) charge to :attr:`read_ru`."""
+        charge = headers.get(HEADER_CHARGE)
+        if charge is not None:
+            self.read_ru += float(charge)
 
     async def open(self) -> None:
         try:
@@ -61,13 +68,16 @@ class CosmosSource:
 
     def _pager(self, feed_range: Any, position: str | None) -> Any:
         if self.snapshot:
-            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size)
+            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
+                                               response_hook=self._charged)
             return query.by_page(position)
         if position:
-            iterable = self.container.query_items_change_feed(continuation=position, max_item_count=self.page_size)
+            iterable = self.container.query_items_change_feed(continuation=position, max_item_count=self.page_size,
+                                                              response_hook=self._charged)
         else:
             iterable = self.container.query_items_change_feed(
-                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size
+                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
+                response_hook=self._charged,
             )
         return iterable.by_page()
 
@@ -98,7 +108,8 @@ class CosmosSource:
 
     async def count(self) -> int | None:
         try:
-            result = [n async for n in self.container.query_items("SELECT VALUE COUNT(1) FROM c")]
+            result = [n async for n in self.container.query_items("SELECT VALUE COUNT(1) FROM c",
+                                                                   response_hook=self._charged)]
         except Exception as exc:  # noqa: BLE001 - progress only; a failure here must not stop a copy
             failure = classify(exc)
             if failure.kind == "fatal":
@@ -113,9 +124,10 @@ PageHandler = Callable[[list[Document]], Awaitable[None] | None]
 async def scan_container(
     container: ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
     concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None,
-) -> None:
+) -> float:
     """Hand every document of ``container`` to ``handle``, a page at a time, ``concurrency`` feed
     ranges at once; reads through :class:`CosmosSource` (the change feed, with its retries).
+    Returns the RU the reads cost.
 
     ``handle`` may be a coroutine function; a plain function runs between awaits, so pages of
     concurrent ranges never interleave inside it. ``ranges`` and ``pages_per_range`` limit the scan
@@ -143,3 +155,4 @@ async def scan_container(
                 group.start_soon(read_range, feed_range)
     except BaseExceptionGroup as errors:
         raise_first(errors)
+    return source.read_ru
