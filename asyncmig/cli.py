@@ -387,7 +387,7 @@ _NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror
 
 
 def failure_message(exc: AsyncmigError | OSError, *, verbose: bool) -> tuple[str, int]:
-    """The ``error:`` line (with the redacted cause chain when ``verbose``) and the exit code."""
+    """The ``error:`` line (after the redacted cause chain when ``verbose``) and the exit code."""
     if isinstance(exc, AsyncmigError):
         message, code = str(exc), exc.exit_code
     elif isinstance(exc, _NETWORK_ERRORS):
@@ -399,15 +399,15 @@ def failure_message(exc: AsyncmigError | OSError, *, verbose: bool) -> tuple[str
         message = (f"writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
                    "then re-run the same command to resume")
         code = StorageError.exit_code
-    lines = [f"error: {message}"]
-    if verbose:
+    causes: list[str] = []
+    if verbose:  # innermost first, as Python prints a chain: the error line stays the last line
         seen = {id(exc)}
         cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
         while cause is not None and id(cause) not in seen:
             seen.add(id(cause))
-            lines.append(f"  caused by: {type(cause).__name__}: {cause}")
+            causes.insert(0, f"caused by: {type(cause).__name__}: {cause}")
             cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
-    return redact("\n".join(lines)), code
+    return redact("\n".join([*causes, f"error: {message}"])), code
 
 
 def _has_uvloop() -> bool:

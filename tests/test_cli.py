@@ -39,7 +39,7 @@ def test_verbose_shows_the_cause_chain_redacted() -> None:
         loud, _ = failure_message(exc, verbose=True)
     assert code == UsageError.exit_code
     assert quiet == "error: outer"
-    assert loud.startswith("error: outer\n") and "caused by: ValueError: inner detail" in loud
+    assert loud.endswith("\nerror: outer") and "caused by: ValueError: inner detail" in loud  # error line last
     assert KEY not in loud
 
 
