@@ -23,11 +23,13 @@ import anyio
 
 from asyncmig import __version__
 from asyncmig.connection import AUTH_MODES, CosmosEndpoint, parse_connection_string
+from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
 from asyncmig.errors import (
     AsyncmigError,
     ConnectionFailed,
+    DeadLettered,
     Interrupted,
     StorageError,
     UsageError,
@@ -92,6 +94,16 @@ def _add_copy(sub: Any) -> None:
                    help="most source documents held in memory at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")
+    shared.add_argument("--cluster", metavar="local[N]|auto|ray://HOST:PORT",
+                        help="run the copy on Ray workers (pip install 'asyncmig[ray]'); progress lives in leases")
+    shared.add_argument("--workers", type=int, help="workers for --cluster auto or ray://... (default: one per CPU)")
+    shared.add_argument("--lease-container", metavar="NAME",
+                        help="share the copy through leases in this target-database container (default with "
+                        f"--cluster: {DEFAULT_LEASE_CONTAINER}); without --cluster this process is one worker")
+    shared.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL_SECONDS,
+                        help="seconds without a commit after which another worker takes a range over")
+    shared.add_argument("--max-leases", type=int, help="ranges one worker holds at a time (default: all it can get)")
     p.set_defaults(handler=_copy)
 
 
@@ -116,6 +128,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         progress=False if args.no_progress else None,
         options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up),
     )
+    if args.cluster or args.lease_container:
+        return await _shared_copy(args, spec, stop)
     if args.dry_run:
         estimate = await dry_run(spec)
         print(table(["documents", "sampled", "mean size", "RU/write", "total RU", "budget RU/s", "estimated time"], [[
@@ -134,6 +148,35 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     finally:
         if result is not None or error is not None:
             _finish_copy(args, spec, result, status, error)
+    return 0
+
+
+async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -> int:
+    from asyncmig.cluster.command import cluster_copy, cluster_report, leased_copy, parse_cluster
+    from asyncmig.cluster.worker import LeaseOptions
+
+    if args.dry_run or args.catch_up or args.restart:
+        raise UsageError("--dry-run, --catch-up and --restart are not available with --cluster/--lease-container")
+    options = LeaseOptions(container=args.lease_container or DEFAULT_LEASE_CONTAINER, ttl_seconds=args.lease_ttl,
+                           max_leases=args.max_leases)
+    if args.cluster:
+        result = await cluster_copy(spec, parse_cluster(args.cluster, args.workers), options, stop)
+        p = result.progress
+        print(table(["documents", "written (incl. rewrites)", "dead-lettered", "RU", "RU/s", "429s", "workers replaced",
+                     "time"], [[result.documents, p.written, p.dead_lettered, round(p.ru, 1),
+                                round(p.ru / p.elapsed, 1) if p.elapsed else 0.0, p.throttled, p.workers_replaced,
+                                duration(p.elapsed)]]))
+        if args.report:
+            write_json_report(args.report, cluster_report(spec, result, "succeeded"))
+        dead = p.dead_lettered
+    else:
+        mine, (ranges, done, documents) = await leased_copy(spec, options, stop)
+        print(table(["ranges done", "documents (all workers)", "written here", "dead-lettered here", "RU here"],
+                    [[f"{done}/{ranges}", documents, mine.written, mine.dead_lettered, round(mine.ru, 1)]]))
+        dead = mine.dead_lettered
+    if dead and not args.allow_dead_letters:
+        raise DeadLettered(f"{dead} document(s) could not be copied; they are in the dead-letter files beside "
+                           f"{spec.dead_letter} (one per worker) with the reason")
     return 0
 
 

@@ -18,6 +18,7 @@
     ├── SourceChanged                   the source changed while it was being read whole (9)
     ├── StorageError                    a local file could not be written: disk full, read-only (74)
     ├── TransientExhausted              faults persisted; checkpoint saved, re-run to resume (75)
+    ├── LeaseLost                       another worker took over a range's lease (75)
     └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
 
 Messages name the problem and what to do about it, and never contain secrets: build them with
@@ -103,6 +104,12 @@ class StorageError(AsyncmigError):
 
 
 class TransientExhausted(AsyncmigError):
+    exit_code = 75
+
+
+class LeaseLost(AsyncmigError):
+    """Another worker owns a range's lease now: this worker was fenced and stops copying it."""
+
     exit_code = 75
 
 

@@ -24,8 +24,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth, priority, versions
+from asyncmig.emulator import auth, definitions, priority, rids, versions
 from asyncmig.emulator.items import Documents
+from asyncmig.emulator.partitioning import PhysicalRange
 from asyncmig.emulator.protocol import (
     CosmosError,
     Reply,
@@ -45,11 +46,6 @@ WELL_KNOWN_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGy
 FAULT_KINDS = ("503", "408", "reset")
 log = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 16 * 1024 * 1024  # documents and batches are refused at 2 MB by the handlers
-
-_DEFAULT_INDEXING = {
-    "indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": '/"_etag"/?'}],
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +176,7 @@ class Emulator:
             return self._offers(method, s, headers, raw)
         if s[0] != "dbs":
             raise not_found(f"Resource /{'/'.join(s)}")
+        s = rids.to_names(self.store, s, headers)
         if n == 1:
             return self._databases(method, headers, raw)
         db = self.store.get_database(s[1])
@@ -200,6 +197,8 @@ class Emulator:
         docs = self.documents
         if n == 5 and s[4] == "pkranges":
             return self._pkranges(container, headers)
+        if n == 6 and s[4] == "pkranges" and method == "GET":
+            return self._pkrange(container, s[5])
         if n == 6 and s[4:] == ["operations", "partitionkeydelete"] and method == "POST":
             return docs.delete_partition(container, headers)
         if n == 5 and s[4] == "docs":
@@ -308,7 +307,8 @@ class Emulator:
             raise bad_request("A container needs a partitionKey definition with paths.")
         if self.store.get_container(db["id"], body["id"]):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
-        body.setdefault("indexingPolicy", _DEFAULT_INDEXING)
+        body["partitionKey"] = definitions.partition_key_definition(definition)
+        body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
         body.setdefault("conflictResolutionPolicy", {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts"})
         body.setdefault("geospatialConfig", {"type": "Geography"})
         partitions = int(headers.get("x-asyncmig-partition-count", self.config.partitions))
@@ -329,25 +329,35 @@ class Emulator:
             return Reply(204)
         if method == "PUT":
             body = parse_body(raw)
-            if body.get("partitionKey", record.partition_key) != record.partition_key:
+            given = body.get("partitionKey")
+            if given is not None and definitions.partition_key_definition(given) != record.partition_key:
                 raise bad_request("The partition key of a container cannot be changed.")
             body["partitionKey"] = record.partition_key
+            body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
             return Reply(200, jsoncodec.dumps(self.store.replace_container(record, body)), headers=alt)
         raise bad_request(f"{method} on a container is not supported")
+
+    @staticmethod
+    def _pkrange_body(container: ContainerRecord, r: PhysicalRange) -> dict[str, Any]:
+        return {
+            "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
+            "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
+            "_rid": container.rid, "_etag": f'"{container.routing_version}"', "_ts": 0,
+            "_self": f"{container.body['_self']}pkranges/{r.id}/",
+        }
+
+    def _pkrange(self, container: ContainerRecord, range_id: str) -> Reply:
+        """One online range, as its ``_self`` link addresses it."""
+        for r in self.store.ranges(container.rid):
+            if r.id == range_id:
+                return Reply(200, jsoncodec.dumps(self._pkrange_body(container, r)))
+        raise not_found("Resource")
 
     def _pkranges(self, container: ContainerRecord, headers: Any) -> Reply:
         etag = f'"{container.routing_version}"'
         if headers.get("if-none-match") == etag:
             return Reply(304, headers={"etag": etag})
-        ranges = [
-            jsoncodec.dumps({
-                "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
-                "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
-                "_rid": container.rid, "_etag": etag, "_ts": 0,
-                "_self": f"{container.body['_self']}pkranges/{r.id}/",
-            })
-            for r in self.store.ranges(container.rid)
-        ]
+        ranges = [jsoncodec.dumps(self._pkrange_body(container, r)) for r in self.store.ranges(container.rid)]
         return Reply(200, feed_body("PartitionKeyRanges", container.rid, ranges),
                      headers={"etag": etag, "x-ms-item-count": str(len(ranges))})
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -124,8 +124,12 @@ class Pipeline:
         transform: Transform = IDENTITY,
         options: PipelineOptions = PipelineOptions(),
         on_progress: Callable[[RunStatistics], None] | None = None,
+        on_commit: Callable[[Checkpoint], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_commit`` runs after every checkpoint save, e.g. to store range progress in leases
+        (an error it raises, such as a lost lease, ends the run)."""
         self.source = source
+        self.on_commit = on_commit
         self.sink = sink
         self.checkpoint = checkpoint
         self.checkpoint_path = checkpoint_path
@@ -221,7 +225,7 @@ class Pipeline:
     async def _monitor(self) -> None:
         last_save = time.monotonic()
         while True:
-            await anyio.sleep(0.5)
+            await anyio.sleep(min(0.5, self.options.checkpoint_interval))
             self._refresh()
             if self.on_progress:
                 self.on_progress(self.stats)
@@ -423,4 +427,6 @@ class Pipeline:
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
         self._journal.discard_previous()
+        if self.on_commit is not None:
+            await self.on_commit(self.checkpoint)
 
