@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import subprocess
@@ -89,3 +90,12 @@ def run_copier(connection_string: str, *args: str, cwd: Path) -> subprocess.Comp
         process.kill()
         out, err = process.communicate(timeout=10)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def account_key() -> str:
+    """A fresh random account key (64 bytes, base64), as the portal shows one."""
+    return base64.b64encode(os.urandom(64)).decode("ascii")
+
+
+def connection_string(key: str, url: str = "https://acct.documents.azure.com:443/") -> str:
+    return f"AccountEndpoint={url};AccountKey={key};"

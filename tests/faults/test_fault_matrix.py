@@ -1,4 +1,6 @@
-"""Fault matrix rows (issue 6). One trial per row runs in ``make test``; ``make faults`` runs all."""
+"""Fault matrix rows: each fault, then re-runs until one exits 0, which must validate.
+
+One trial per row runs in ``make test``; ``make faults`` runs all."""
 
 from __future__ import annotations
 
