@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import costs
+from asyncmig.emulator import costs, query_plan
 from asyncmig.emulator.partitioning import (
     PhysicalRange,
     effective_partition_key,
@@ -429,8 +429,6 @@ class Documents:
 
     # -- queries and feeds -------------------------------------------------------------------
     def query(self, container: ContainerRecord, headers: Any, raw: bytes) -> Reply:
-        if flag(headers, "x-ms-cosmos-is-query-plan-request"):
-            raise bad_request("This emulator serves cross-partition queries directly and has no query plans.")
         request = parse_body(raw)
         if not isinstance(request, dict) or not isinstance(request.get("query"), str):
             raise bad_request('A query body must be {"query": "...", "parameters": [...]}.')
@@ -439,7 +437,13 @@ class Documents:
             compiled = compile_query(text, request.get("parameters") or [])
         except QueryError as exc:
             raise bad_request(f"Query is not supported or invalid: {exc}") from exc
+        if flag(headers, "x-ms-cosmos-is-query-plan-request"):
+            try:
+                return Reply(200, jsoncodec.dumps(query_plan.plan(compiled)), 0.0)
+            except QueryError as exc:
+                raise bad_request(f"Query is not supported or invalid: {exc}") from exc
         ranges, low, high = self._scope(container, headers)
+        query_plan.check_cross_partition(compiled, headers, len(ranges))
         rate = self.admit(container, ranges)
         limit = page_size(headers)
         continuation = headers.get("x-ms-continuation")

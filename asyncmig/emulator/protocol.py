@@ -29,19 +29,21 @@ class CosmosError(Exception):
     """An error answer in Cosmos DB's shape: ``{"code": ..., "message": ...}`` plus substatus."""
 
     def __init__(
-        self, status: int, message: str, *, substatus: int | None = None, headers: dict[str, str] | None = None
+        self, status: int, message: str, *, substatus: int | None = None, headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.substatus = substatus
         self.headers = headers or {}
+        self.extra = extra or {}  # more body fields, e.g. a query plan's "additionalErrorInfo"
 
     def response(self, activity_id: str) -> web.Response:
         headers = {"x-ms-activity-id": activity_id, "x-ms-request-charge": "0.0", **self.headers}
         if self.substatus is not None:
             headers["x-ms-substatus"] = str(self.substatus)
-        body = {"code": _CODES.get(self.status, "Error"), "message": self.message}
+        body = {"code": _CODES.get(self.status, "Error"), "message": self.message, **self.extra}
         return web.Response(status=self.status, body=jsoncodec.dumps(body), headers=headers,
                             content_type="application/json")
 

@@ -55,7 +55,7 @@ from typing import Any
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
-__all__ = ["UNDEFINED", "CompiledQuery", "QueryError", "compile_query"]
+__all__ = ["UNDEFINED", "CompiledQuery", "QueryError", "bound_count", "compile_query"]
 
 
 class QueryError(ValueError):
@@ -684,6 +684,7 @@ class _Query:
     order: tuple[tuple[Node, bool], ...]  # (expression, descending)
     aggregate: bool
     params: frozenset[str]
+    alias: str = "root"  # the FROM alias, which rewritten queries (query plans) must reuse
 
 
 def _children(node: Node) -> tuple[Node, ...]:
@@ -801,7 +802,7 @@ def _build_query(clauses: list[Any]) -> _Query:
     return _Query(
         select=selection[0], value=value, items=tuple(items), distinct=distinct, top=top,
         offset=offset, limit=limit, where=where, order=order, aggregate=aggregate,
-        params=frozenset(validator.params),
+        params=frozenset(validator.params), alias=source,
     )
 
 
@@ -1230,6 +1231,8 @@ class CompiledQuery:
     aggregate, DISTINCT, TOP or OFFSET/LIMIT), so the server may page with its own continuation."""
 
     def __init__(self, query: _Query, params: dict[str, Any]) -> None:
+        self.parsed = query  # the validated AST and the bound parameters, for query plans
+        self.params = params
         compiler = _Compiler(params)
         where = compiler.compile(query.where) if query.where is not None else _Const(True)
         self._matches_nothing = isinstance(where, _Const) and where.value is not True
@@ -1244,8 +1247,8 @@ class CompiledQuery:
         self._aggregates = compiler.aggregates
         self._is_aggregate = query.aggregate
         self._distinct = query.distinct
-        self._offset = _bound_count(query.offset, params, "OFFSET") or 0
-        top, limit = _bound_count(query.top, params, "TOP"), _bound_count(query.limit, params, "LIMIT")
+        self._offset = bound_count(query.offset, params, "OFFSET") or 0
+        top, limit = bound_count(query.top, params, "TOP"), bound_count(query.limit, params, "LIMIT")
         counts = [n for n in (top, limit) if n is not None]
         self._count: int | None = min(counts) if counts else None
         self.streamable = not (query.order or query.aggregate or query.distinct) and not (
@@ -1306,7 +1309,7 @@ class CompiledQuery:
         return [row[-1] for row in rows]
 
 
-def _bound_count(count: int | str | None, params: dict[str, Any], clause: str) -> int | None:
+def bound_count(count: int | str | None, params: dict[str, Any], clause: str) -> int | None:
     if not isinstance(count, str):
         return count
     value = params[count]
