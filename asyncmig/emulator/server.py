@@ -25,6 +25,7 @@ from aiohttp import web
 from asyncmig.core import jsoncodec
 from asyncmig.emulator import auth
 from asyncmig.emulator.items import Documents
+from asyncmig.emulator.partitioning import partitions_for_throughput
 from asyncmig.emulator.protocol import (
     CosmosError,
     Reply,
@@ -56,7 +57,7 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = 8081
     data_dir: Path | None = None          # None: in memory
-    partitions: int = 4
+    partitions: int | None = None         # None: from the container's throughput, as Cosmos DB does
     key: str = WELL_KNOWN_KEY
     rate_limit: bool = True
     latency_ms: float = 0.0
@@ -65,7 +66,8 @@ class EmulatorConfig:
     fault_seed: int | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs even though this one is public
-        return f"EmulatorConfig(host={self.host!r}, port={self.port}, data_dir={self.data_dir}, partitions={self.partitions})"
+        partitions = "from throughput" if self.partitions is None else self.partitions
+        return f"EmulatorConfig(host={self.host!r}, port={self.port}, data_dir={self.data_dir}, partitions={partitions})"
 
 
 @dataclass(slots=True)
@@ -286,10 +288,33 @@ class Emulator:
         body.setdefault("indexingPolicy", _DEFAULT_INDEXING)
         body.setdefault("conflictResolutionPolicy", {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts"})
         body.setdefault("geospatialConfig", {"type": "Geography"})
-        partitions = int(headers.get("x-asyncmig-partition-count", self.config.partitions))
+        partitions = self._initial_partitions(db, headers)
         record = self.store.create_container(db["_rid"], db["id"], body, partitions)
         self._maybe_offer(record.rid, record.body["_self"], headers)
         return Reply(201, jsoncodec.dumps(record.body), headers={"x-ms-alt-content-path": f"dbs/{db['id']}"})
+
+    def _initial_partitions(self, db: dict[str, Any], headers: Any) -> int:
+        """Physical ranges of a new container: a test override (the ``x-asyncmig-partition-count``
+        header, then ``--partitions``), else from its own or its database's throughput."""
+        override = headers.get("x-asyncmig-partition-count")
+        if override is not None:
+            try:
+                return max(1, int(override))
+            except ValueError as exc:
+                raise bad_request(f"x-asyncmig-partition-count must be an integer, got {override!r}") from exc
+        if self.config.partitions is not None:
+            return self.config.partitions
+        autopilot = headers.get("x-ms-cosmos-offer-autopilot-settings")
+        if autopilot:
+            return partitions_for_throughput(int(jsoncodec.loads(autopilot)["maxThroughput"]))
+        if headers.get("x-ms-offer-throughput"):
+            return partitions_for_throughput(int(headers["x-ms-offer-throughput"]))
+        shared = self.store.offer_for(db["_rid"])
+        if shared is None:
+            return 1
+        content = shared["content"]
+        autoscale = content.get("offerAutopilotSettings")
+        return partitions_for_throughput(autoscale["maxThroughput"] if autoscale else content.get("offerThroughput"))
 
     def _container(self, method: str, db: str, name: str, record: ContainerRecord | None, headers: Any,
                    raw: bytes) -> Reply:

@@ -175,7 +175,7 @@ def _tiles(ranges: list[dict[str, Any]]) -> bool:
 
 
 async def test_split_while_running(tmp_path: Path) -> None:
-    process = EmulatorProcess(data_dir=tmp_path / "data").start()
+    process = EmulatorProcess("--partitions", "4", data_dir=tmp_path / "data").start()
     try:
         async with CosmosClient(process.endpoint, process.key) as client:
             db = await client.create_database("split")
