@@ -658,6 +658,8 @@ class _AstBuilder(Transformer):
                 raise QueryError(f"aggregate {name} takes exactly 1 argument, got {len(args)}")
             return ("agg", name, args[0])
         if name not in _FUNCTIONS:
+            if name.startswith("ST_"):
+                raise _unsupported(f"spatial function {name} (this emulator has no geospatial support)")
             raise QueryError(f"unsupported function: {name}")
         low, high, _ = _FUNCTIONS[name]
         if not low <= len(args) <= high:

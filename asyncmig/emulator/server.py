@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth
+from asyncmig.emulator import auth, metrics, validation
 from asyncmig.emulator.items import Documents
 from asyncmig.emulator.partitioning import partitions_for_throughput
 from asyncmig.emulator.protocol import (
@@ -161,6 +161,9 @@ class Emulator:
             raise not_found(f"Resource /{'/'.join(s)}")
         if n == 1:
             return self._databases(method, headers, raw)
+        for position in (2, 4, 6):  # /dbs/d/users, /dbs/d/colls/c/sprocs, /dbs/d/colls/c/docs/x/attachments
+            if n > position and s[position] in validation.UNSUPPORTED_RESOURCES:
+                raise validation.unsupported_resource(s[position])
         db = self.store.get_database(s[1])
         if n == 2:
             return self._database(method, s[1], db)
@@ -239,6 +242,8 @@ class Emulator:
         name = body.get("id") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
             raise bad_request("A database needs an id.")
+        _check_resource_id(name)
+        validation.check_throughput_headers(headers)
         if self.store.get_database(name):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
         created = self.store.create_database(name)
@@ -280,9 +285,9 @@ class Emulator:
         body = parse_body(raw)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
             raise bad_request("A container needs an id.")
-        definition = body.get("partitionKey")
-        if not isinstance(definition, dict) or not definition.get("paths"):
-            raise bad_request("A container needs a partitionKey definition with paths.")
+        _check_resource_id(body["id"])
+        validation.check_container(body)  # before the conflict check, as Cosmos DB orders them
+        validation.check_throughput_headers(headers)
         if self.store.get_container(db["id"], body["id"]):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
         body.setdefault("indexingPolicy", _DEFAULT_INDEXING)
@@ -322,16 +327,24 @@ class Emulator:
             raise not_found("Resource")
         alt = {"x-ms-alt-content-path": f"dbs/{db}"}
         if method == "GET":
-            return Reply(200, jsoncodec.dumps(record.body), headers=alt)
+            # Index changes apply at once here, so a transformation is always complete.
+            extra = {metrics.INDEX_TRANSFORMATION_PROGRESS: "100"}
+            if flag(headers, "x-ms-documentdb-populatequotainfo"):
+                count, size = self.store.usage(record.rid)
+                extra |= metrics.quota_headers(count, size, len(self.store.ranges(record.rid)))
+            return Reply(200, jsoncodec.dumps(record.body), headers=alt | extra)
         if method == "DELETE":
             self.throttle.forget(record.rid)
             self.store.delete_container(db, name)
             return Reply(204)
         if method == "PUT":
             body = parse_body(raw)
+            if not isinstance(body, dict):
+                raise bad_request("A container definition must be a JSON object.")
             if body.get("partitionKey", record.partition_key) != record.partition_key:
                 raise bad_request("The partition key of a container cannot be changed.")
             body["partitionKey"] = record.partition_key
+            validation.check_container(body)
             return Reply(200, jsoncodec.dumps(self.store.replace_container(record, body)), headers=alt)
         raise bad_request(f"{method} on a container is not supported")
 
@@ -364,6 +377,16 @@ class Emulator:
             return Reply(200, jsoncodec.dumps(offer))
         if method == "PUT":
             body = parse_body(raw)
+            content = body.get("content") if isinstance(body, dict) else None
+            if not isinstance(content, dict):
+                raise bad_request('An offer replacement needs its "content".')
+            if "offerAutopilotSettings" in content:
+                validation.check_autoscale_maximum((content["offerAutopilotSettings"] or {}).get("maxThroughput"))
+            elif content.get("offerThroughput") is not None and (
+                    type(content["offerThroughput"]) is not int
+                    or content["offerThroughput"] < validation.MIN_MANUAL_THROUGHPUT):
+                raise bad_request(f"The offer throughput {content['offerThroughput']!r} is below the minimum of "
+                                  f"{validation.MIN_MANUAL_THROUGHPUT} RU/s.")
             updated = self.store.put_offer(offer["offerResourceId"], offer["resource"], body["content"])
             return Reply(200, jsoncodec.dumps(updated))
         raise bad_request(f"{method} on an offer is not supported")
@@ -400,6 +423,12 @@ class Emulator:
             self.throttle.forget(record.rid)
             return web.json_response({"split": targets, "created": created})
         return web.json_response({"error": f"unknown admin action {action!r}"}, status=404)
+
+
+def _check_resource_id(name: str) -> None:
+    if len(name) > 255 or any(c in name for c in "/\\?#"):
+        raise bad_request(f"The input name {name[:40]!r} is invalid: use a non-empty string of at most 255 "
+                          "characters without '/', '\\', '?' or '#'.")
 
 
 class RunningEmulator:

@@ -323,13 +323,29 @@ class Store:
     def changes(
         self, coll: str, low: str, high: str, after_lsn: int, since_ts: int | None, limit: int
     ) -> list[StoredDoc]:
-        """Latest versions changed after ``after_lsn`` (and at or after ``since_ts``), in LSN order."""
-        rows = self.db.execute(
-            "SELECT epk,id,lsn,body FROM docs WHERE coll=? AND lsn>? AND ts>=? AND epk>=? AND epk<? "
-            "ORDER BY lsn LIMIT ?",
-            (coll, after_lsn, since_ts or 0, low, high, limit),
-        )
-        return [StoredDoc(epk, i, lsn, body) for epk, i, lsn, body in rows]
+        """Latest versions changed after ``after_lsn`` (and at or after ``since_ts``), in LSN order.
+
+        A page never ends inside one LSN: the writes of a transactional batch share theirs, and a
+        continuation (the last LSN) would otherwise skip the rest of the batch.
+        """
+        query = ("SELECT epk,id,lsn,body FROM docs WHERE coll=? AND lsn>? AND ts>=? AND epk>=? AND epk<? "
+                 "ORDER BY lsn LIMIT ?")
+        found = [StoredDoc(epk, i, lsn, body)
+                 for epk, i, lsn, body in self.db.execute(query, (coll, after_lsn, since_ts or 0, low, high, limit))]
+        if len(found) == limit:
+            last = found[-1].lsn
+            seen = {(d.epk, d.id) for d in found if d.lsn == last}
+            rest = self.db.execute(
+                "SELECT epk,id,lsn,body FROM docs WHERE coll=? AND lsn=? AND ts>=? AND epk>=? AND epk<?",
+                (coll, last, since_ts or 0, low, high))
+            found += [StoredDoc(epk, i, lsn, body) for epk, i, lsn, body in rest if (epk, i) not in seen]
+        return found
+
+    def usage(self, coll: str) -> tuple[int, int]:
+        """(documents, bytes of their stored JSON) in a container."""
+        count, size = self.db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM docs WHERE coll=?",
+                                      (coll,)).fetchone()
+        return int(count), int(size)
 
     def count_docs(self, coll: str) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM docs WHERE coll=?", (coll,)).fetchone()

@@ -468,7 +468,8 @@ def test_functions(text: str, expected: Any) -> None:
 
 
 def test_function_errors_name_the_function() -> None:
-    assert error("SELECT * FROM c WHERE ST_DISTANCE(c.loc, @p) < 10") == "unsupported function: ST_DISTANCE"
+    assert error("SELECT * FROM c WHERE ST_DISTANCE(c.loc, @p) < 10") == (
+        "unsupported: spatial function ST_DISTANCE (this emulator has no geospatial support)")
     assert error("SELECT VALUE REGEXMATCH(c.s, 'a') FROM c") == "unsupported function: REGEXMATCH"
     assert error("SELECT VALUE LOWER() FROM c") == "function LOWER takes 1 argument, got 0"
     assert error("SELECT VALUE CONTAINS('a') FROM c") == "function CONTAINS takes 2 to 3 arguments, got 1"
