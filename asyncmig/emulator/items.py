@@ -37,7 +37,7 @@ from asyncmig.emulator.protocol import (
     partition_key_header,
 )
 from asyncmig.emulator.query import QueryError, compile_query
-from asyncmig.emulator.store import ContainerRecord, Store, new_rid
+from asyncmig.emulator.store import ContainerRecord, Store, StoredDoc, new_rid
 from asyncmig.emulator.throttle import Stats, Throttle
 
 _SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
@@ -369,9 +369,12 @@ class Documents:
             writes = any(not (isinstance(op, dict) and str(op.get("operationType", "")).lower() == "read")
                          for op in operations)
             lsn = self.store.next_lsn(container.rid) if writes else None
+            # One query for every document the batch touches; _batch_op keeps the view current.
+            ids = [doc_id for op in operations if isinstance(doc_id := _operation_id(op), str)]
+            view: dict[str, StoredDoc | None] = dict(self.store.get_docs(container.rid, epk, ids))
             for index, op in enumerate(operations):
                 try:
-                    results.append(self._batch_op(container, op, header_pk, epk, lsn))
+                    results.append(self._batch_op(container, op, header_pk, epk, lsn, view))
                 except CosmosError as exc:
                     results.append({"statusCode": exc.status, "requestCharge": 1.0,
                                     **({"subStatusCode": exc.substatus} if exc.substatus else {}),
@@ -398,6 +401,7 @@ class Documents:
 
     def _batch_op(
         self, container: ContainerRecord, op: Any, header_pk: list[Any], epk: str, lsn: int | None,
+        view: dict[str, StoredDoc | None],
     ) -> dict[str, Any]:
         """One operation of a transactional batch; raises :class:`CosmosError` to fail the batch.
 
@@ -413,8 +417,8 @@ class Documents:
         body = op.get("resourceBody")
         if kind == "patch" and not (isinstance(body, dict) and isinstance(body.get("operations"), list)):
             raise bad_request('A batch patch needs "resourceBody": {"operations": [...]}.')
-        doc_id = op.get("id") or (body.get("id") if isinstance(body, dict) else None)
-        existing = self.store.get_doc(container.rid, epk, doc_id) if isinstance(doc_id, str) else None
+        doc_id = _operation_id(op)
+        existing = view.get(doc_id) if isinstance(doc_id, str) else None
         if existing is not None:
             _, current_etag = self._existing_meta(existing.body)
             self._check_if_match({"if-match": op.get("ifMatch")}, current_etag)
@@ -425,7 +429,8 @@ class Documents:
             if kind == "replace" and not existing:
                 raise not_found("Entity with the specified id")
             rid = self._existing_meta(existing.body)[0] if existing else None
-            encoded, _, etag, terms = self._store(container, epk, user, rid, lsn)
+            encoded, stored_lsn, etag, terms = self._store(container, epk, user, rid, lsn)
+            view[user["id"]] = StoredDoc(epk, user["id"], stored_lsn, encoded)
             status = 200 if existing else 201
             return {"statusCode": status, "requestCharge": costs.write(len(encoded), terms),
                     "eTag": etag, _RAW_BODY: encoded}
@@ -436,12 +441,14 @@ class Documents:
                     "eTag": self._existing_meta(existing.body)[1], _RAW_BODY: existing.body}
         if kind == "delete":
             self.store.delete_doc(container.rid, epk, existing.id)
+            view[existing.id] = None
             return {"statusCode": 204, "requestCharge": costs.write(len(existing.body), 0)}
         assert isinstance(body, dict)  # patch: checked above
         current = loads(existing.body)
         self._check_condition(body.get("condition"), current)
         user = self._prepare(container, apply_patch(current, body["operations"]), header_pk, epk)
-        encoded, _, etag, terms = self._store(container, epk, user, current["_rid"], lsn)
+        encoded, stored_lsn, etag, terms = self._store(container, epk, user, current["_rid"], lsn)
+        view[existing.id] = StoredDoc(epk, existing.id, stored_lsn, encoded)
         return {"statusCode": 200, "requestCharge": costs.write(len(encoded), terms),
                 "eTag": etag, _RAW_BODY: encoded}
 
@@ -593,6 +600,14 @@ class Documents:
         if len(ranges) == 1:
             reply_headers["x-ms-documentdb-partitionkeyrangeid"] = ranges[0].id
         return Reply(200, feed_body("Documents", container.rid, items), ru, reply_headers)
+
+
+def _operation_id(op: Any) -> Any:
+    """The id a batch operation addresses: its ``id``, else its body's."""
+    if not isinstance(op, dict):
+        return None
+    body = op.get("resourceBody")
+    return op.get("id") or (body.get("id") if isinstance(body, dict) else None)
 
 
 def _check_size(size: int) -> None:
