@@ -1,7 +1,8 @@
 """Wire-level pieces shared by the emulator's handlers: errors, responses and request headers.
 
-See ``shared/docs/cosmos-wire-protocol.md``: booleans arrive spelled ``True``/``False``, the partition
-key header is JSON, and every response carries a request charge and an activity id.
+The SDKs spell boolean headers ``True``/``False`` (compared case-insensitively here), send the
+partition key header as a JSON array, and expect every response, errors included, to carry a
+request charge and an activity id.
 """
 
 from __future__ import annotations
