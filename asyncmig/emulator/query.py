@@ -19,11 +19,12 @@ Supported (keywords case-insensitive, ``true``/``false``/``null`` lowercase as i
   IS_PRIMITIVE, ARRAY_CONTAINS, ARRAY_LENGTH, ARRAY_CONCAT, CONTAINS, STARTSWITH, ENDSWITH,
   INDEX_OF, LOWER, UPPER, LENGTH, CONCAT, SUBSTRING, TRIM, LTRIM, RTRIM, ABS, FLOOR, CEILING, ROUND.
 * Aggregates COUNT, SUM, MIN, MAX, AVG in the SELECT list or in ``SELECT VALUE`` (also nested in
-  object/array constructors), as long as every document reference sits inside an aggregate.
+  object/array constructors), as long as every document reference sits inside an aggregate; an
+  ORDER BY beside them is accepted and changes nothing (the aggregate yields one row).
 
 Refused with :class:`QueryError` naming the construct, never answered wrongly: JOIN, ``FROM x IN``,
 FROM over a path or subquery, GROUP BY, LIKE, subqueries (EXISTS, ARRAY, ...), ``udf.*``, bitwise
-operators, ORDER BY with aggregates, queries without FROM and any function not listed above.
+operators, queries without FROM and any function not listed above.
 
 Cosmos semantics reproduced: a missing property is *undefined*; comparing undefined or values of
 different types gives undefined, as does ordering (``<`` ...) or ``!=`` between arrays or objects;
@@ -794,8 +795,7 @@ def _build_query(clauses: list[Any]) -> _Query:
     if where is not None:
         validator.check(where, "WHERE")
     order: tuple[tuple[Node, bool], ...] = parts["order"][1] if "order" in parts else ()
-    if order and aggregate:
-        raise _unsupported("ORDER BY together with aggregates")
+    # ORDER BY beside aggregates is accepted and has no effect: the aggregate yields one row.
     for expr, _ in order:
         validator.check(expr, "ORDER BY")
     offset, limit = parts["offset_limit"][1:] if "offset_limit" in parts else (None, None)

@@ -61,10 +61,6 @@ def check_cross_partition(compiled: CompiledQuery, headers: Any, range_count: in
 def plan(compiled: CompiledQuery) -> dict[str, Any]:
     """The ``partitionedQueryExecutionInfo`` for a query (queryInfo plus the EPK ranges it reads)."""
     query, params = compiled.parsed, compiled.params
-    if query.aggregate and query.order:
-        # The aggregate collapses the rows to one, so the order cannot matter; the engine refuses
-        # the combination, which is why it is dropped from the plan instead.
-        raise QueryError("unsupported: ORDER BY together with aggregates")
     top = bound_count(query.top, params, "TOP")
     offset = bound_count(query.offset, params, "OFFSET")
     limit = bound_count(query.limit, params, "LIMIT")
@@ -74,14 +70,16 @@ def plan(compiled: CompiledQuery) -> dict[str, Any]:
             raise QueryError("unsupported across partitions: aggregates other than SELECT VALUE <aggregate>(...); "
                              "scope the query to one partition key")
         aggregates.append(_AGGREGATE_NAMES[query.value[1]])
-    distinct = "None" if not query.distinct else ("Ordered" if query.order else "Unordered")
+    # An aggregate yields one row per range, so an ORDER BY beside it orders nothing: no merge by it.
+    order = () if query.aggregate else query.order
+    distinct = "None" if not query.distinct else ("Ordered" if order else "Unordered")
     info: dict[str, Any] = {
         "distinctType": distinct,
         "top": top,
         "offset": offset,
         "limit": limit,
-        "orderBy": ["Descending" if descending else "Ascending" for _, descending in query.order],
-        "orderByExpressions": [_sql(expr) for expr, _ in query.order],
+        "orderBy": ["Descending" if descending else "Ascending" for _, descending in order],
+        "orderByExpressions": [_sql(expr) for expr, _ in order],
         "groupByExpressions": [],
         "groupByAliases": [],
         "aggregates": aggregates,
@@ -101,7 +99,7 @@ def _rewrite(compiled: CompiledQuery, top: int | None, offset: int | None, limit
         return ""
     head = "SELECT " + ("DISTINCT " if query.distinct else "") + (f"TOP {top} " if top is not None else "")
     where = _sql(query.where) if query.where is not None else None
-    if query.order:
+    if query.order and not query.aggregate:
         items = ", ".join('{"item": ' + _sql(expr) + "}" for expr, _ in query.order)
         rid = "" if query.distinct else f"{alias}._rid, "
         select = f"{head}{rid}[{items}] AS orderByItems, {_projection(compiled)} AS payload"

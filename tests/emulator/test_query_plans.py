@@ -84,6 +84,8 @@ async def test_the_sdk_merges_order_by_through_the_plan(container: ContainerProx
     ("SELECT VALUE MIN(c.s) FROM c", [min(d["s"] for d in DOCS)]),
     ("SELECT VALUE MAX(c.n) FROM c WHERE c.n < 30", [29]),
     ("SELECT VALUE COUNT(1) FROM c WHERE c.n > 1000", [0]),
+    ("SELECT VALUE COUNT(1) FROM c ORDER BY c.n", [len(DOCS)]),
+    ("SELECT VALUE MAX(c.n) FROM c ORDER BY c.n DESC", [max(d["n"] for d in DOCS)]),
     ("SELECT DISTINCT VALUE c.g FROM c ORDER BY c.g DESC", [3, 2, 1, 0]),
     ("SELECT TOP 3 c.id, c.n FROM c ORDER BY c.n", [{"id": d["id"], "n": d["n"]}
                                                       for d in sorted(DOCS, key=lambda d: d["n"])[:3]]),
