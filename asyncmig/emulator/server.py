@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth, metrics, validation
+from asyncmig.emulator import auth, metrics, priority, validation, versions
 from asyncmig.emulator.items import Documents
 from asyncmig.emulator.partitioning import partitions_for_throughput
 from asyncmig.emulator.protocol import (
@@ -122,7 +122,8 @@ class Emulator:
         if fault == "503" or (fault in ("408", "reset") and self.faults.rng.random() < 0.5):
             return await self._fault(request, fault, activity)  # before the operation ran
         try:
-            reply = self._dispatch(request.method, segments, request.headers, raw, request)
+            with priority.classified(request.headers):
+                reply = self._dispatch(request.method, segments, request.headers, raw, request)
         except CosmosError as exc:
             return exc.response(activity)
         except Exception as exc:  # a bug or an input we did not foresee: answer in Cosmos' shape
@@ -192,6 +193,8 @@ class Emulator:
                     return docs.query(container, headers, raw)
                 return docs.write(container, headers, raw, upsert=flag(headers, "x-ms-documentdb-is-upsert"))
             if method == "GET":
+                if versions.wants_all_versions(headers):
+                    return versions.all_versions_feed(docs, container, headers)
                 if headers.get("a-im"):
                     return docs.change_feed(container, headers)
                 return docs.read_feed(container, headers)
@@ -378,8 +381,8 @@ class Emulator:
         if method == "PUT":
             body = parse_body(raw)
             content = body.get("content") if isinstance(body, dict) else None
-            if not isinstance(content, dict):
-                raise bad_request('An offer replacement needs its "content".')
+            priority.validate_offer_content(content)
+            assert isinstance(content, dict)  # (validate_offer_content refuses anything else)
             if "offerAutopilotSettings" in content:
                 validation.check_autoscale_maximum((content["offerAutopilotSettings"] or {}).get("maxThroughput"))
             elif content.get("offerThroughput") is not None and (

@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS docs (
     coll TEXT NOT NULL, epk TEXT NOT NULL, id TEXT NOT NULL, lsn INTEGER NOT NULL, ts INTEGER NOT NULL,
     body BLOB NOT NULL, PRIMARY KEY (coll, epk, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS docs_by_lsn ON docs (coll, lsn);
+CREATE TABLE IF NOT EXISTS versions (
+    coll TEXT NOT NULL, lsn INTEGER NOT NULL, epk TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL,
+    previous_lsn INTEGER, ts INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS versions_by_lsn ON versions (coll, lsn);
 """
 
 
@@ -82,6 +86,19 @@ class StoredDoc:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One entry of the versions log; a delete's ``body`` is the version it removed."""
+
+    lsn: int
+    epk: str
+    id: str
+    operation: str          # "create", "replace" or "delete"
+    previous_lsn: int | None
+    ts: int
+    body: bytes
+
+
 class Store:
     """SQLite-backed state; ``path=None`` keeps everything in memory for throwaway runs."""
 
@@ -91,10 +108,23 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._upgrade_versions_log()
         self._databases: dict[str, dict[str, Any]] = {}
         self._containers: dict[tuple[str, str], ContainerRecord] = {}
         self._offers: dict[str, dict[str, Any] | None] = {}
         self._ranges: dict[str, list[PhysicalRange]] = {}
+
+    def _upgrade_versions_log(self) -> None:
+        """Data folders written before transactional batches shared one LSN keyed the versions log by
+        LSN; rebuild such a table as a log in insertion order (one LSN may now have several entries)."""
+        (key_columns,) = self.db.execute("SELECT count(*) FROM pragma_table_info('versions') WHERE pk > 0").fetchone()
+        if key_columns == 0:
+            return
+        self.db.executescript(
+            "BEGIN; DROP INDEX IF EXISTS versions_by_lsn; ALTER TABLE versions RENAME TO versions_keyed_by_lsn;"
+            + _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS versions"):]
+            + "INSERT INTO versions SELECT * FROM versions_keyed_by_lsn ORDER BY coll, lsn;"
+            + "DROP TABLE versions_keyed_by_lsn; COMMIT;")
 
     def _metadata_changed(self) -> None:
         """Drop every metadata cache; called by each method that changes a database, container,
@@ -203,7 +233,7 @@ class Store:
         record = self.get_container(db, cid)
         if record is None:
             return
-        for table, column in (("docs", "coll"), ("ranges", "coll"), ("offers", "resource_rid")):
+        for table, column in (("docs", "coll"), ("versions", "coll"), ("ranges", "coll"), ("offers", "resource_rid")):
             self.db.execute(f"DELETE FROM {table} WHERE {column}=?", (record.rid,))
         self.db.execute("DELETE FROM containers WHERE rid=?", (record.rid,))
         self._metadata_changed()
@@ -308,13 +338,51 @@ class Store:
         return found
 
     def put_doc(self, coll: str, epk: str, doc_id: str, lsn: int, ts: int, body: bytes) -> None:
+        """Store the latest version and append it to the versions log (a create, or a replace of the
+        version it supersedes), in the caller's transaction."""
+        self.db.execute(
+            "INSERT INTO versions SELECT ?1,?2,?3,?4,CASE WHEN p.lsn IS NULL THEN 'create' ELSE 'replace' END,"
+            "p.lsn,?5,?6 FROM (SELECT (SELECT lsn FROM docs WHERE coll=?1 AND epk=?3 AND id=?4) AS lsn) AS p",
+            (coll, lsn, epk, doc_id, ts, body),
+        )
         self.db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?,?,?)", (coll, epk, doc_id, lsn, ts, body))
 
-    def delete_doc(self, coll: str, epk: str, doc_id: str) -> None:
-        self.db.execute("DELETE FROM docs WHERE coll=? AND epk=? AND id=?", (coll, epk, doc_id))
+    def delete_doc(self, coll: str, epk: str, doc_id: str, batch_lsn: int | None = None) -> int:
+        """Delete a document; logs the delete under a new LSN (or a transactional batch's), which it
+        returns (0: there was none)."""
+        return self._delete_where(coll, "epk=? AND id=?", (epk, doc_id), batch_lsn)
 
     def delete_partition(self, coll: str, epk: str) -> int:
-        return self.db.execute("DELETE FROM docs WHERE coll=? AND epk=?", (coll, epk)).rowcount
+        """Delete every document of a logical partition, each logged as its own delete; returns how many."""
+        before = self.current_lsn(coll)
+        last = self._delete_where(coll, "epk=?", (epk,))
+        return last - before if last else 0  # each delete took the next LSN
+
+    def _delete_where(self, coll: str, condition: str, args: tuple[str, ...], batch_lsn: int | None = None) -> int:
+        """Log and delete the matching documents atomically; returns the last delete's LSN (0: none)."""
+        own = not self.db.in_transaction
+        if own:
+            self.begin()
+        try:
+            rows = self.db.execute(
+                f"SELECT epk,id,lsn,body FROM docs WHERE coll=? AND {condition}", (coll, *args)
+            ).fetchall()
+            ts = int(time.time())
+            lsn = 0
+            for epk, doc_id, previous_lsn, body in rows:
+                lsn = self.next_lsn(coll) if batch_lsn is None else batch_lsn
+                self.db.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,'delete',?,?,?)",
+                    (coll, lsn, epk, doc_id, previous_lsn, ts, body),
+                )
+            self.db.execute(f"DELETE FROM docs WHERE coll=? AND {condition}", (coll, *args))
+        except BaseException:
+            if own:
+                self.rollback()
+            raise
+        if own:
+            self.commit()
+        return lsn
 
     def scan(
         self, coll: str, low: str, high: str, after: tuple[str, str] | None = None
@@ -364,6 +432,17 @@ class Store:
         count, size = self.db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM docs WHERE coll=?",
                                       (coll,)).fetchone()
         return int(count), int(size)
+
+    def versions(self, coll: str, low: str, high: str, after_lsn: int, limit: int) -> list[StoredVersion]:
+        """Every create, replace and delete after ``after_lsn`` with ``low <= epk < high``, in LSN order;
+        like :meth:`changes`, a page never ends inside one (batch) LSN."""
+        columns = "SELECT rowid,lsn,epk,id,op,previous_lsn,ts,body FROM versions WHERE coll=? AND epk>=? AND epk<? "
+        rows = self.db.execute(columns + "AND lsn>? ORDER BY lsn, rowid LIMIT ?",
+                               (coll, low, high, after_lsn, limit)).fetchall()
+        if len(rows) == limit:  # the rest of the last LSN, in the order its operations ran
+            rows += self.db.execute(columns + "AND lsn=? AND rowid>? ORDER BY rowid",
+                                    (coll, low, high, rows[-1][1], rows[-1][0])).fetchall()
+        return [StoredVersion(*row[1:]) for row in rows]
 
     def count_docs(self, coll: str) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM docs WHERE coll=?", (coll,)).fetchone()

@@ -257,3 +257,22 @@ async def test_split_while_running(tmp_path: Path) -> None:
             assert seen == Counter(f"d{i:03d}" for i in range(120))
     finally:
         process.stop()
+
+
+def test_a_versions_log_keyed_by_lsn_alone_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Data folders from before batches shared an LSN keep their versions log when opened."""
+    from asyncmig.emulator.store import Store
+
+    path = tmp_path / "emulator.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE versions (coll TEXT NOT NULL, lsn INTEGER NOT NULL, epk TEXT NOT NULL, "
+                    "id TEXT NOT NULL, op TEXT NOT NULL, previous_lsn INTEGER, ts INTEGER NOT NULL, "
+                    "body BLOB NOT NULL, PRIMARY KEY (coll, lsn)) WITHOUT ROWID")
+        old.execute("INSERT INTO versions VALUES ('c', 1, '0A', 'd1', 'create', NULL, 0, x'7b7d')")
+    store = Store(path)
+    try:
+        store.db.execute("INSERT INTO versions VALUES ('c', 2, '0A', 'a', 'create', NULL, 0, x'7b7d')")
+        store.db.execute("INSERT INTO versions VALUES ('c', 2, '0A', 'b', 'create', NULL, 0, x'7b7d')")  # one batch
+        assert [(v.lsn, v.id) for v in store.versions("c", "", "FF", 0, 10)] == [(1, "d1"), (2, "a"), (2, "b")]
+    finally:
+        store.close()
