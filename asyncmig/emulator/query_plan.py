@@ -20,6 +20,7 @@ the emulator's engine runs per range:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from asyncmig.core import jsoncodec
@@ -28,8 +29,11 @@ from asyncmig.emulator.query import CompiledQuery, QueryError, bound_count
 
 ORDER_BY_FILTER = "{documentdb-formattableorderbyquery-filter}"
 FULL_RANGE = {"min": "", "max": "FF", "isMinInclusive": True, "isMaxInclusive": False}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEYWORDS = frozenset(
+    "and array as asc between by desc distinct escape exists false from group in join like limit not null "
+    "offset or order select top true udf undefined value where".split())
 _AGGREGATE_NAMES = {"COUNT": "Count", "SUM": "Sum", "MIN": "Min", "MAX": "Max", "AVG": "Average"}
-_BINARY_SQL = {"||": "||", "??": "??"}
 
 
 def check_cross_partition(compiled: CompiledQuery, headers: Any, range_count: int) -> None:
@@ -145,11 +149,14 @@ def _sql(node: Any) -> str:
     if tag in ("param", "ident"):
         return str(node[1])
     if tag == "prop":
-        return f"{_sql(node[1])}[{_string(node[2])}]"
+        name = node[2]
+        if _IDENTIFIER.fullmatch(name) and name.lower() not in _KEYWORDS:
+            return f"{_sql(node[1])}.{name}"
+        return f"{_sql(node[1])}[{_string(name)}]"
     if tag == "index":
         return f"{_sql(node[1])}[{_sql(node[2])}]"
     if tag == "op":
-        return f"({_sql(node[2])} {_BINARY_SQL.get(node[1], node[1])} {_sql(node[3])})"
+        return f"({_sql(node[2])} {node[1]} {_sql(node[3])})"
     if tag in ("and", "or"):
         return "(" + f" {tag.upper()} ".join(_sql(n) for n in node[1]) + ")"
     if tag == "not":

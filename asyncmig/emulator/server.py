@@ -414,6 +414,11 @@ class Emulator:
         if action == "throttle":
             self.throttle.enabled = bool(body.get("enabled", True))
             return web.json_response({"enabled": self.throttle.enabled})
+        if action == "writes":  # how many document writes a container took (a batch shares one LSN)
+            record = self.store.get_container(body.get("database", ""), body.get("container", ""))
+            if record is None:
+                return web.json_response({"error": "no such container"}, status=404)
+            return web.json_response({"writes": self.store.count_writes(record.rid)})
         if action == "split":
             record = self.store.get_container(body.get("database", ""), body.get("container", ""))
             if record is None:

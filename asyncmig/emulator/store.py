@@ -447,6 +447,11 @@ class Store:
                                     (coll, low, high, rows[-1][1], rows[-1][0])).fetchall()
         return [StoredVersion(*row[1:]) for row in rows]
 
+    def count_writes(self, coll: str) -> int:
+        """Creates and replaces the container took, from its versions log."""
+        (n,) = self.db.execute("SELECT count(*) FROM versions WHERE coll=? AND op!='delete'", (coll,)).fetchone()
+        return int(n)
+
     def count_docs(self, coll: str) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM docs WHERE coll=?", (coll,)).fetchone()
         return int(n)
