@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS docs (
 CREATE INDEX IF NOT EXISTS docs_by_lsn ON docs (coll, lsn);
 CREATE TABLE IF NOT EXISTS versions (
     coll TEXT NOT NULL, lsn INTEGER NOT NULL, epk TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL,
-    previous_lsn INTEGER, ts INTEGER NOT NULL, body BLOB NOT NULL);
+    previous_lsn INTEGER, ts INTEGER NOT NULL, body BLOB);
 CREATE INDEX IF NOT EXISTS versions_by_lsn ON versions (coll, lsn);
 """
 
@@ -118,10 +118,13 @@ class Store:
         self._ranges: dict[str, list[PhysicalRange]] = {}
 
     def _upgrade_versions_log(self) -> None:
-        """Data folders written before transactional batches shared one LSN keyed the versions log by
-        LSN; rebuild such a table as a log in insertion order (one LSN may now have several entries)."""
-        (key_columns,) = self.db.execute("SELECT count(*) FROM pragma_table_info('versions') WHERE pk > 0").fetchone()
-        if key_columns == 0:
+        """Rebuild a versions log from an older data folder as the current one: no key (one LSN may
+        have several entries: a transactional batch), and a body that may be NULL (the version is
+        still the current document, whose body is not stored twice)."""
+        (old_shape,) = self.db.execute(
+            "SELECT count(*) FROM pragma_table_info('versions') WHERE pk > 0 OR (name = 'body' AND \"notnull\")"
+        ).fetchone()
+        if old_shape == 0:
             return
         self.db.executescript(
             "BEGIN; DROP INDEX IF EXISTS versions_by_lsn; ALTER TABLE versions RENAME TO versions_keyed_by_lsn;"
@@ -342,13 +345,29 @@ class Store:
 
     def put_doc(self, coll: str, epk: str, doc_id: str, lsn: int, ts: int, body: bytes) -> None:
         """Store the latest version and append it to the versions log (a create, or a replace of the
-        version it supersedes), in the caller's transaction."""
+        version it supersedes), in the caller's transaction.
+
+        The log entry of the current version has no body of its own (NULL: read it from ``docs``);
+        the superseded version's body is copied into its entry first, so history stays complete
+        while a fresh document is written once, not twice.
+        """
+        self._keep_superseded_body(coll, epk, doc_id)
         self.db.execute(
             "INSERT INTO versions SELECT ?1,?2,?3,?4,CASE WHEN p.lsn IS NULL THEN 'create' ELSE 'replace' END,"
-            "p.lsn,?5,?6 FROM (SELECT (SELECT lsn FROM docs WHERE coll=?1 AND epk=?3 AND id=?4) AS lsn) AS p",
-            (coll, lsn, epk, doc_id, ts, body),
+            "p.lsn,?5,NULL FROM (SELECT (SELECT lsn FROM docs WHERE coll=?1 AND epk=?3 AND id=?4) AS lsn) AS p",
+            (coll, lsn, epk, doc_id, ts),
         )
         self.db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?,?,?)", (coll, epk, doc_id, lsn, ts, body))
+
+    def _keep_superseded_body(self, coll: str, epk: str, doc_id: str) -> None:
+        """Copy the current document's body into its versions entry before it is replaced or deleted."""
+        # (At most one entry per document has no body: its current version, at the document's LSN.)
+        self.db.execute(
+            "UPDATE versions SET body = (SELECT body FROM docs WHERE coll=?1 AND epk=?2 AND id=?3) "
+            "WHERE coll=?1 AND lsn=(SELECT lsn FROM docs WHERE coll=?1 AND epk=?2 AND id=?3) AND epk=?2 AND id=?3 "
+            "AND body IS NULL",
+            (coll, epk, doc_id),
+        )
 
     def delete_doc(self, coll: str, epk: str, doc_id: str, batch_lsn: int | None = None) -> int:
         """Delete a document; logs the delete under a new LSN (or a transactional batch's), which it
@@ -374,6 +393,7 @@ class Store:
             lsn = 0
             for epk, doc_id, previous_lsn, body in rows:
                 lsn = self.next_lsn(coll) if batch_lsn is None else batch_lsn
+                self._keep_superseded_body(coll, epk, doc_id)
                 self.db.execute(
                     "INSERT INTO versions VALUES (?,?,?,?,'delete',?,?,?)",
                     (coll, lsn, epk, doc_id, previous_lsn, ts, body),
@@ -439,11 +459,14 @@ class Store:
     def versions(self, coll: str, low: str, high: str, after_lsn: int, limit: int) -> list[StoredVersion]:
         """Every create, replace and delete after ``after_lsn`` with ``low <= epk < high``, in LSN order;
         like :meth:`changes`, a page never ends inside one (batch) LSN."""
-        columns = "SELECT rowid,lsn,epk,id,op,previous_lsn,ts,body FROM versions WHERE coll=? AND epk>=? AND epk<? "
-        rows = self.db.execute(columns + "AND lsn>? ORDER BY lsn, rowid LIMIT ?",
+        columns = (
+            "SELECT v.rowid,v.lsn,v.epk,v.id,v.op,v.previous_lsn,v.ts,coalesce(v.body,d.body) FROM versions v "
+            "LEFT JOIN docs d ON v.body IS NULL AND d.coll=v.coll AND d.epk=v.epk AND d.id=v.id "
+            "WHERE v.coll=? AND v.epk>=? AND v.epk<? ")
+        rows = self.db.execute(columns + "AND v.lsn>? ORDER BY v.lsn, v.rowid LIMIT ?",
                                (coll, low, high, after_lsn, limit)).fetchall()
         if len(rows) == limit:  # the rest of the last LSN, in the order its operations ran
-            rows += self.db.execute(columns + "AND lsn=? AND rowid>? ORDER BY rowid",
+            rows += self.db.execute(columns + "AND v.lsn=? AND v.rowid>? ORDER BY v.rowid",
                                     (coll, low, high, rows[-1][1], rows[-1][0])).fetchall()
         return [StoredVersion(*row[1:]) for row in rows]
 
