@@ -22,17 +22,21 @@ import anyio
 
 from asyncmig import __version__
 from asyncmig.config import (
+    AUTH_MODES,
+    ENV_AUTH,
     ENV_CONNECTION_STRING,
     CosmosEndpoint,
+    Settings,
     install_redaction,
     load_settings,
     parse_connection_string,
     redact,
     register_secret,
 )
+from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
-from asyncmig.errors import AsyncmigError, Interrupted, StorageError, UsageError, first_error
+from asyncmig.errors import AsyncmigError, DeadLettered, Interrupted, StorageError, UsageError, first_error
 from asyncmig.report import duration, table, write_json_report
 
 STATE_DIR = Path(".asyncmig")
@@ -46,11 +50,12 @@ def _container_ref(text: str, default_database: str) -> tuple[str, str]:
     return (database or default_database), container
 
 
-def _endpoint(explicit: str | None, configured: CosmosEndpoint | None, role: str) -> CosmosEndpoint:
+def _endpoint(explicit: str | None, settings: Settings, role: str) -> CosmosEndpoint:
+    configured = settings.endpoint
     if explicit:
         endpoint = parse_connection_string(explicit)
         register_secret(explicit)
-        return endpoint
+        return endpoint.with_auth(settings.auth)
     if configured is None:
         raise UsageError(f"no {role} account: set {ENV_CONNECTION_STRING} in .env or the environment, "
                          f"or pass --{role}-connection")
@@ -89,17 +94,27 @@ def _add_copy(sub: Any) -> None:
                    help="most source documents held in memory at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")
+    shared.add_argument("--cluster", metavar="local[N]|auto|ray://HOST:PORT",
+                        help="run the copy on Ray workers (pip install 'asyncmig[ray]'); progress lives in leases")
+    shared.add_argument("--workers", type=int, help="workers for --cluster auto or ray://... (default: one per CPU)")
+    shared.add_argument("--lease-container", metavar="NAME",
+                        help="share the copy through leases in this target-database container (default with "
+                        f"--cluster: {DEFAULT_LEASE_CONTAINER}); without --cluster this process is one worker")
+    shared.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL_SECONDS,
+                        help="seconds without a commit after which another worker takes a range over")
+    shared.add_argument("--max-leases", type=int, help="ranges one worker holds at a time (default: all it can get)")
     p.set_defaults(handler=_copy)
 
 
 async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.copy import ContainerRef, CopySpec, copy, dry_run
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     source_db, source_name = _container_ref(args.source, settings.database)
     target_db, target_name = _container_ref(args.target, settings.database)
-    source = ContainerRef(_endpoint(args.source_connection, settings.endpoint, "source"), source_db, source_name)
-    target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
+    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
     if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
         raise UsageError("--ru-fraction must be in (0, 1]")
     stem = f"copy-{source_db}.{source_name}--{target_db}.{target_name}"
@@ -113,6 +128,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         progress=False if args.no_progress else None,
         options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up),
     )
+    if args.cluster or args.lease_container:
+        return await _shared_copy(args, spec, stop)
     if args.dry_run:
         estimate = await dry_run(spec)
         print(table(["documents", "sampled", "mean size", "RU/write", "total RU", "budget RU/s", "estimated time"], [[
@@ -134,6 +151,35 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     return 0
 
 
+async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -> int:
+    from asyncmig.cluster.command import cluster_copy, cluster_report, leased_copy, parse_cluster
+    from asyncmig.cluster.worker import LeaseOptions
+
+    if args.dry_run or args.catch_up or args.restart:
+        raise UsageError("--dry-run, --catch-up and --restart are not available with --cluster/--lease-container")
+    options = LeaseOptions(container=args.lease_container or DEFAULT_LEASE_CONTAINER, ttl_seconds=args.lease_ttl,
+                           max_leases=args.max_leases)
+    if args.cluster:
+        result = await cluster_copy(spec, parse_cluster(args.cluster, args.workers), options, stop)
+        p = result.progress
+        print(table(["documents", "written (incl. rewrites)", "dead-lettered", "RU", "RU/s", "429s", "workers replaced",
+                     "time"], [[result.documents, p.written, p.dead_lettered, round(p.ru, 1),
+                                round(p.ru / p.elapsed, 1) if p.elapsed else 0.0, p.throttled, p.workers_replaced,
+                                duration(p.elapsed)]]))
+        if args.report:
+            write_json_report(args.report, cluster_report(spec, result, "succeeded"))
+        dead = p.dead_lettered
+    else:
+        mine, (ranges, done, documents) = await leased_copy(spec, options, stop)
+        print(table(["ranges done", "documents (all workers)", "written here", "dead-lettered here", "RU here"],
+                    [[f"{done}/{ranges}", documents, mine.written, mine.dead_lettered, round(mine.ru, 1)]]))
+        dead = mine.dead_lettered
+    if dead and not args.allow_dead_letters:
+        raise DeadLettered(f"{dead} document(s) could not be copied; they are in the dead-letter files beside "
+                           f"{spec.dead_letter} (one per worker) with the reason")
+    return 0
+
+
 def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, error: BaseException | None) -> None:
     if result is not None:
         s = result.stats
@@ -152,7 +198,7 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
               file=sys.stderr)
 
 
-def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
+def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True, strict: bool = False) -> None:
     p.add_argument("--database", help="database (default: AZURE_COSMOS_DATABASE_NAME or vimarsh-multi-personality)")
     p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state, checkpoints and reports live")
     p.add_argument("--backups", type=Path, default=Path("data/migration_backups"), help="where backups are written")
@@ -166,23 +212,34 @@ def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
     if confirm:
         p.add_argument("--yes", action="store_true", help="do not ask before phases that change data")
+    if strict:
+        p.add_argument("--strict", action="store_true",
+                       help="validation fails on findings about the source data too (e.g. legacy embeddings "
+                       "of another dimension), not only on migration differences")
+
+
+def phase_options(args: argparse.Namespace) -> Any:
+    """The :class:`~asyncmig.phases.context.PhaseOptions` the command line asks for."""
+    from asyncmig.phases.context import PhaseOptions
+
+    return PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
+                        allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
+                        serverless=args.serverless, insecure=args.insecure, strict=getattr(args, "strict", False))
 
 
 @asynccontextmanager
 async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIterator[Any]:
     from asyncmig.core.cosmos.connect import cosmos_client
-    from asyncmig.phases.context import PhaseContext, PhaseOptions
+    from asyncmig.phases.context import PhaseContext
     from asyncmig.phases.state import load_state
     from asyncmig.phases.workdir import WorkDir
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     endpoint = settings.require_endpoint()
     database = args.database or settings.database
     workdir = WorkDir.for_database(database, base=args.workdir, backups=args.backups).ensure()
     state = load_state(workdir.state, host=endpoint.host, database=database)
-    options = PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
-                           allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
-                           serverless=args.serverless, insecure=args.insecure)
+    options = phase_options(args)
     async with cosmos_client(endpoint, insecure=args.insecure) as client:
         yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
 
@@ -258,7 +315,7 @@ async def _seed_demo(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.vimarsh.demo_data import DemoDataSet
     from asyncmig.vimarsh.seed import seed_demo
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     endpoint = settings.require_endpoint()
     dataset = DemoDataSet(args.seed, vectors=args.vectors, dimensions=args.dimensions)
     async with cosmos_client(endpoint, insecure=False) as client:
@@ -273,7 +330,7 @@ def _add_phases(sub: Any) -> None:
                          description="Run backup -> create-containers -> migrate -> validate. Finished phases are "
                          "skipped on a re-run and an interrupted phase resumes from its checkpoints; each phase that "
                          "changes data asks first unless --yes.")
-    _phase_options(run)
+    _phase_options(run, strict=True)
     backup = sub.add_parser("backup", help="back up the legacy containers (or: backup verify [DIR])",
                             description="Stream the 3 legacy containers into compressed JSON lines with a manifest "
                             "(counts, SHA-256, content digests, container settings) written last.")
@@ -288,7 +345,7 @@ def _add_phases(sub: Any) -> None:
                        ("validate", "compare source and target id by id; exit 8 on any difference"),
                        ("rollback", "restore the 3-container layout from the backup")):
         p = sub.add_parser(name, help=text, description=text)
-        _phase_options(p, confirm=name != "validate")
+        _phase_options(p, confirm=name != "validate", strict=name == "validate")
     restore = sub.add_parser("restore", help="restore containers from a backup folder")
     restore.add_argument("backup_dir", type=Path)
     restore.add_argument("--container", action="append", help="only this container (repeatable)")
@@ -324,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
     parser.add_argument("--env-file", type=Path, help="read settings from this file (default: ./.env if present)")
+    parser.add_argument("--auth", choices=AUTH_MODES, help=f"key: the connection string's AccountKey; entra: Microsoft "
+                        "Entra ID (DefaultAzureCredential), data-plane rights only; auto (default): the key when the "
+                        f"connection string has one, else Entra ID. Also {ENV_AUTH}. See docs/authentication.md")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)

@@ -79,8 +79,18 @@ class CopyResult:
         }
 
 
-def _targets(spec: CopySpec) -> list[str]:
+def target_names(spec: CopySpec) -> list[str]:
+    """The target containers' names, in the order of the transform's targets."""
     return [spec.target.container if t == DEFAULT_TARGET else t for t in spec.transform.targets]
+
+
+def copy_identity(spec: CopySpec) -> dict[str, Any]:
+    """What a checkpoint (or a lease container) of this copy is bound to: hosts and names, never keys."""
+    return run_identity(
+        source=spec.source.endpoint, source_database=spec.source.database,
+        source_container=spec.source.container, target=spec.target.endpoint,
+        target_database=spec.target.database, target_containers=target_names(spec), transform=spec.transform,
+    )
 
 
 async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
@@ -90,17 +100,13 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     :raises DeadLettered: when documents were rejected and ``allow_dead_letters`` is off.
     :raises AsyncmigError: for connection, resource, checkpoint and persistent-fault problems.
     """
-    identity = run_identity(
-        source=spec.source.endpoint, source_database=spec.source.database,
-        source_container=spec.source.container, target=spec.target.endpoint,
-        target_database=spec.target.database, target_containers=_targets(spec), transform=spec.transform,
-    )
+    identity = copy_identity(spec)
     async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
             cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
         source_container = await existing_container(
             source_client, spec.source.database, spec.source.container, role="source")
         targets: dict[str, ContainerProxy] = {}
-        for name, container in zip(spec.transform.targets, _targets(spec), strict=True):
+        for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
             targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
         first_target = next(iter(targets.values()))
         provisioned = await provisioned_throughput(first_target, target_client.get_database_client(spec.target.database))

@@ -4,7 +4,8 @@
     ├── UsageError                      bad arguments or configuration (2)
     │   └── ConnectionStringError       malformed connection string (2)
     ├── ConnectionFailed                endpoint unreachable (3)
-    │   └── AuthenticationFailed        the account rejected the key (3)
+    │   └── AuthenticationFailed        the account rejected the key or token (3)
+    │       └── ControlPlaneRequired    an Entra ID token cannot create containers or change throughput (3)
     ├── ResourceMissing                 database or container does not exist (4)
     ├── PlanMismatch                    an existing container differs from the plan (4)
     ├── StateError                      checkpoint, state or lock file problems (5)
@@ -16,6 +17,7 @@
     ├── ValidationFailed                target differs from source (8)
     ├── StorageError                    a local file could not be written: disk full, read-only (74)
     ├── TransientExhausted              faults persisted; checkpoint saved, re-run to resume (75)
+    ├── LeaseLost                       another worker took over a range's lease (75)
     └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
 
 Messages name the problem and what to do about it, and never contain secrets: build them with
@@ -45,6 +47,11 @@ class ConnectionFailed(AsyncmigError):
 
 class AuthenticationFailed(ConnectionFailed):
     pass
+
+
+class ControlPlaneRequired(AuthenticationFailed):
+    """Creating or changing databases, containers or throughput needs the account key or the
+    control plane; a Microsoft Entra ID data-plane role cannot do it."""
 
 
 class ResourceMissing(AsyncmigError):
@@ -88,6 +95,12 @@ class StorageError(AsyncmigError):
 
 
 class TransientExhausted(AsyncmigError):
+    exit_code = 75
+
+
+class LeaseLost(AsyncmigError):
+    """Another worker owns a range's lease now: this worker was fenced and stops copying it."""
+
     exit_code = 75
 
 

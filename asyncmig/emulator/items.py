@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import costs, metrics, priority, query_plan
+from asyncmig.emulator import bulk, costs, metrics, priority, query_plan
 from asyncmig.emulator.partitioning import (
     PhysicalRange,
     effective_partition_key,
@@ -26,9 +26,11 @@ from asyncmig.emulator.protocol import (
     MAX_BATCH_OPERATIONS,
     MAX_DOCUMENT_BYTES,
     MAX_PAGE_BYTES,
+    RAW_BODY,
     CosmosError,
     Reply,
     bad_request,
+    batch_body,
     feed_body,
     flag,
     loads,
@@ -162,14 +164,16 @@ class Documents:
             if state is None:
                 raise CosmosError(410, f"Partition key range {range_id} does not exist.", substatus=1002)
             assert isinstance(state, PhysicalRange)
-            low = max(state.min, headers.get("x-ms-start-epk", state.min))
-            high = min(state.max, headers.get("x-ms-end-epk", state.max))
+            # EPKs are upper-case hex; a client that sends lower case (the Python SDK's V1 hashes)
+            # would otherwise compare above every boundary.
+            low = max(state.min, headers.get("x-ms-start-epk", state.min).upper())
+            high = min(state.max, headers.get("x-ms-end-epk", state.max).upper())
             return [state], low, high
         if pk is not None:
             epk = effective_partition_key(container.partition_key, pk)
             return [self._range_for(container, epk)], epk, epk + "\x00"
-        low = headers.get("x-ms-start-epk", "")
-        high = headers.get("x-ms-end-epk", "FF")
+        low = headers.get("x-ms-start-epk", "").upper()
+        high = headers.get("x-ms-end-epk", "FF").upper()
         return [r for r in self.store.ranges(container.rid) if r.min < high and low < r.max], low, high
 
     def _point_target(self, container: ContainerRecord, headers: Any) -> tuple[list[Any], str, PhysicalRange]:
@@ -356,7 +360,7 @@ class Documents:
     def patch(self, container: ContainerRecord, headers: Any, doc_id: str, raw: bytes) -> Reply:
         header_pk, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
-        request = parse_body(raw)
+        request = patch_request(parse_body(raw))
         existing = self.store.get_doc(container.rid, epk, doc_id)
         if existing is None:
             raise not_found("Entity with the specified id")
@@ -394,6 +398,8 @@ class Documents:
             raise bad_request("A batch must be a non-empty JSON array of operations.")
         if len(operations) > MAX_BATCH_OPERATIONS:
             raise bad_request(f"Batch request has more operations than allowed ({len(operations)} > {MAX_BATCH_OPERATIONS}).")
+        if bulk.is_non_atomic(headers):
+            return bulk.run(self, container, headers, operations)
         header_pk, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
         results: list[dict[str, Any]] = []
@@ -404,9 +410,7 @@ class Documents:
             writes = any(not (isinstance(op, dict) and str(op.get("operationType", "")).lower() == "read")
                          for op in operations)
             lsn = self.store.next_lsn(container.rid) if writes else None
-            # One query for every document the batch touches; _batch_op keeps the view current.
-            ids = [doc_id for op in operations if isinstance(doc_id := _operation_id(op), str)]
-            view: dict[str, StoredDoc | None] = dict(self.store.get_docs(container.rid, epk, ids))
+            view = self.batch_view(container, epk, operations)
             for index, op in enumerate(operations):
                 try:
                     results.append(self._batch_op(container, op, header_pk, epk, lsn, view))
@@ -428,11 +432,17 @@ class Documents:
             shaped = [{"statusCode": 424, "requestCharge": 0.0} for _ in operations]
             shaped[failed_at] = failed
             self.charge(container, [r], rate, ru)
-            return Reply(207, _batch_body(shaped), ru, self._doc_headers(container, r, 0, None))
+            return Reply(207, batch_body(shaped), ru, self._doc_headers(container, r, 0, None))
         self.store.commit()
         self.charge(container, [r], rate, ru)
         committed = self.store.current_lsn(container.rid)
-        return Reply(200, _batch_body(results), ru, self._doc_headers(container, r, committed, None))
+        return Reply(200, batch_body(results), ru, self._doc_headers(container, r, committed, None))
+
+    def batch_view(self, container: ContainerRecord, epk: str, operations: list[Any]) -> dict[str, StoredDoc | None]:
+        """The stored documents a batch's operations address, read in one query; ``_batch_op``
+        keeps the view current as the operations write and delete."""
+        ids = [doc_id for op in operations if isinstance(doc_id := _operation_id(op), str)]
+        return dict(self.store.get_docs(container.rid, epk, ids))
 
     def _batch_op(
         self, container: ContainerRecord, op: Any, header_pk: list[Any], epk: str, lsn: int | None,
@@ -449,9 +459,7 @@ class Documents:
         kind = str(op.get("operationType", "")).lower()
         if kind not in ("create", "upsert", "replace", "read", "delete", "patch"):
             raise bad_request(f"unsupported batch operationType {op.get('operationType')!r}")
-        body = op.get("resourceBody")
-        if kind == "patch" and not (isinstance(body, dict) and isinstance(body.get("operations"), list)):
-            raise bad_request('A batch patch needs "resourceBody": {"operations": [...]}.')
+        body = patch_request(op.get("resourceBody")) if kind == "patch" else op.get("resourceBody")
         doc_id = _operation_id(op)
         existing = view.get(doc_id) if isinstance(doc_id, str) else None
         if existing is not None:
@@ -468,12 +476,12 @@ class Documents:
             view[user["id"]] = StoredDoc(epk, user["id"], stored_lsn, encoded)
             status = 200 if existing else 201
             return {"statusCode": status, "requestCharge": costs.write(len(encoded), terms),
-                    "eTag": etag, _RAW_BODY: encoded}
+                    "eTag": etag, RAW_BODY: encoded}
         if existing is None:
             raise not_found("Entity with the specified id")
         if kind == "read":
             return {"statusCode": 200, "requestCharge": costs.point_read(len(existing.body)),
-                    "eTag": self._existing_meta(existing.body)[1], _RAW_BODY: existing.body}
+                    "eTag": self._existing_meta(existing.body)[1], RAW_BODY: existing.body}
         if kind == "delete":
             self.store.delete_doc(container.rid, epk, existing.id, lsn)
             view[existing.id] = None
@@ -485,7 +493,7 @@ class Documents:
         encoded, stored_lsn, etag, terms = self._store(container, epk, user, current["_rid"], lsn)
         view[existing.id] = StoredDoc(epk, existing.id, stored_lsn, encoded)
         return {"statusCode": 200, "requestCharge": costs.write(len(encoded), terms),
-                "eTag": etag, _RAW_BODY: encoded}
+                "eTag": etag, RAW_BODY: encoded}
 
     # -- queries and feeds -------------------------------------------------------------------
     def query(self, container: ContainerRecord, headers: Any, raw: bytes) -> Reply:
@@ -661,20 +669,6 @@ def _match_all(body: bytes) -> tuple[bool, bytes]:
     return True, body
 
 
-_RAW_BODY = "\x00raw"  # a batch result's stored document bytes, spliced in as "resourceBody"
-
-
-def _batch_body(results: list[dict[str, Any]]) -> bytes:
-    """The batch response array, with each document's stored bytes spliced in unchanged (parsing
-    them only to encode them again was a third of a vector batch's server time)."""
-    parts = []
-    for result in results:
-        raw = result.pop(_RAW_BODY, None)
-        encoded = jsoncodec.dumps(result)
-        parts.append(encoded if raw is None else encoded[:-1] + b',"resourceBody":' + raw + b"}")
-    return b"[" + b",".join(parts) + b"]"
-
-
 def _parse_http_date(value: str) -> int:
     from email.utils import parsedate_to_datetime
 
@@ -682,6 +676,15 @@ def _parse_http_date(value: str) -> int:
         return int(parsedate_to_datetime(value).timestamp())
     except (TypeError, ValueError) as exc:
         raise bad_request(f"invalid If-Modified-Since {value!r}") from exc
+
+
+def patch_request(body: Any) -> dict[str, Any]:
+    """A patch body as ``{"operations": [...], "condition": ...}``; Cosmos also takes the bare array."""
+    if isinstance(body, list):
+        return {"operations": body}
+    if isinstance(body, dict) and isinstance(body.get("operations"), list):
+        return body
+    raise bad_request('A patch body must be {"operations": [...]} or a JSON array of operations.')
 
 
 def _pointer(path: str) -> list[str]:
@@ -703,6 +706,8 @@ def apply_patch(document: dict[str, Any], operations: list[dict[str, Any]]) -> d
     if not 0 < len(operations) <= 10:
         raise bad_request("A patch request needs between 1 and 10 operations.")
     for op in operations:
+        if not isinstance(op, dict):
+            raise bad_request(f"patch operation {op!r} is not a JSON object")
         kind = op.get("op")
         parts = _pointer(op.get("path", ""))
         try:

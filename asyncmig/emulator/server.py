@@ -13,6 +13,7 @@ import binascii
 import hmac
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth, metrics, priority, validation, versions
+from asyncmig.emulator import auth, definitions, metrics, priority, rids, validation, versions
 from asyncmig.emulator.items import Documents
-from asyncmig.emulator.partitioning import partitions_for_throughput
+from asyncmig.emulator.partitioning import PhysicalRange, partitions_for_throughput
 from asyncmig.emulator.protocol import (
     CosmosError,
     Reply,
@@ -46,11 +47,6 @@ FAULT_KINDS = ("503", "408", "reset")
 log = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 16 * 1024 * 1024  # documents and batches are refused at 2 MB by the handlers
 
-_DEFAULT_INDEXING = {
-    "indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": '/"_etag"/?'}],
-}
-
 
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
@@ -64,6 +60,9 @@ class EmulatorConfig:
     fault_rate: float = 0.0
     faults: tuple[str, ...] = FAULT_KINDS
     fault_seed: int | None = None
+    entra_issuer_key: Path | None = None  # accept Entra ID tokens signed with this key (see auth.py)
+    # Serve HTTPS with this certificate chain and key: the SDK sends Entra ID tokens over HTTPS only.
+    tls: tuple[Path, Path] | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs even though this one is public
         partitions = "from throughput" if self.partitions is None else self.partitions
@@ -88,6 +87,7 @@ class Emulator:
             self.key = base64.b64decode(config.key, validate=True)
         except binascii.Error as exc:
             raise ValueError("--key must be base64, like an account key") from exc
+        self.issuer = auth.EntraIssuer.from_file(config.entra_issuer_key) if config.entra_issuer_key else None
         if config.data_dir is not None:
             config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.data_dir / "emulator.sqlite3" if config.data_dir else None)
@@ -115,9 +115,10 @@ class Emulator:
         except web.HTTPRequestEntityTooLarge:
             # aiohttp's own refusal is plain text with no request charge; answer as Cosmos does.
             return CosmosError(413, f"Request size is too large (over {_MAX_REQUEST_BYTES} bytes).").response(activity)
-        if not auth.verify(self.key, request.method, segments, request.headers):
-            return CosmosError(401, "The input authorization token can't serve the request. The wrong key is "
-                                    "being used or the expected payload is not built as per the protocol.").response(activity)
+        try:
+            self._authorize(request, segments)
+        except CosmosError as exc:
+            return exc.response(activity)
         fault = self._pick_fault(segments)
         if fault == "503" or (fault in ("408", "reset") and self.faults.rng.random() < 0.5):
             return await self._fault(request, fault, activity)  # before the operation ran
@@ -136,6 +137,22 @@ class Emulator:
         if fault:
             return await self._fault(request, fault, activity)  # after it ran: the client cannot know
         return reply.response(activity)
+
+    def _authorize(self, request: web.Request, segments: list[str]) -> None:
+        """Refuse what the caller may not do, as Cosmos DB answers it.
+
+        :raises CosmosError: 401 without a valid key signature or Entra ID token; 403 for an Entra ID
+            token asking for a management operation.
+        """
+        try:
+            caller = auth.authenticate(self.key, self.issuer, request.method, segments, request.headers,
+                                       f"{request.url.scheme}://{request.url.host}")
+        except auth.Refused as exc:
+            raise CosmosError(401, str(exc)) from None
+        if caller is auth.Caller.ENTRA and auth.is_management_write(request.method, segments, request.headers):
+            raise CosmosError(403, f"Request blocked by Auth emulator : The given request [{request.method} "
+                                   f"/{'/'.join(segments)}] cannot be authorized by AAD token in data plane. "
+                                   "Learn more: https://aka.ms/cosmos-native-rbac.", substatus=5300)
 
     def _pick_fault(self, segments: list[str]) -> str | None:
         if self.faults.rate <= 0 or "docs" not in segments or self.faults.rng.random() >= self.faults.rate:
@@ -160,6 +177,7 @@ class Emulator:
             return self._offers(method, s, headers, raw)
         if s[0] != "dbs":
             raise not_found(f"Resource /{'/'.join(s)}")
+        s = rids.to_names(self.store, s, headers)
         if n == 1:
             return self._databases(method, headers, raw)
         for position in (2, 4, 6):  # /dbs/d/users, /dbs/d/colls/c/sprocs, /dbs/d/colls/c/docs/x/attachments
@@ -183,6 +201,8 @@ class Emulator:
         docs = self.documents
         if n == 5 and s[4] == "pkranges":
             return self._pkranges(container, headers)
+        if n == 6 and s[4] == "pkranges" and method == "GET":
+            return self._pkrange(container, s[5])
         if n == 6 and s[4:] == ["operations", "partitionkeydelete"] and method == "POST":
             return docs.delete_partition(container, headers)
         if n == 5 and s[4] == "docs":
@@ -293,7 +313,8 @@ class Emulator:
         validation.check_throughput_headers(headers)
         if self.store.get_container(db["id"], body["id"]):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
-        body.setdefault("indexingPolicy", _DEFAULT_INDEXING)
+        body["partitionKey"] = definitions.partition_key_definition(body["partitionKey"])
+        body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
         body.setdefault("conflictResolutionPolicy", {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts"})
         body.setdefault("geospatialConfig", {"type": "Geography"})
         partitions = self._initial_partitions(db, headers)
@@ -344,26 +365,36 @@ class Emulator:
             body = parse_body(raw)
             if not isinstance(body, dict):
                 raise bad_request("A container definition must be a JSON object.")
-            if body.get("partitionKey", record.partition_key) != record.partition_key:
+            given = body.get("partitionKey")
+            if given is not None and definitions.partition_key_definition(given) != record.partition_key:
                 raise bad_request("The partition key of a container cannot be changed.")
             body["partitionKey"] = record.partition_key
             validation.check_container(body)
+            body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
             return Reply(200, jsoncodec.dumps(self.store.replace_container(record, body)), headers=alt)
         raise bad_request(f"{method} on a container is not supported")
+
+    @staticmethod
+    def _pkrange_body(container: ContainerRecord, r: PhysicalRange) -> dict[str, Any]:
+        return {
+            "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
+            "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
+            "_rid": container.rid, "_etag": f'"{container.routing_version}"', "_ts": 0,
+            "_self": f"{container.body['_self']}pkranges/{r.id}/",
+        }
+
+    def _pkrange(self, container: ContainerRecord, range_id: str) -> Reply:
+        """One online range, as its ``_self`` link addresses it."""
+        for r in self.store.ranges(container.rid):
+            if r.id == range_id:
+                return Reply(200, jsoncodec.dumps(self._pkrange_body(container, r)))
+        raise not_found("Resource")
 
     def _pkranges(self, container: ContainerRecord, headers: Any) -> Reply:
         etag = f'"{container.routing_version}"'
         if headers.get("if-none-match") == etag:
             return Reply(304, headers={"etag": etag})
-        ranges = [
-            jsoncodec.dumps({
-                "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
-                "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
-                "_rid": container.rid, "_etag": etag, "_ts": 0,
-                "_self": f"{container.body['_self']}pkranges/{r.id}/",
-            })
-            for r in self.store.ranges(container.rid)
-        ]
+        ranges = [jsoncodec.dumps(self._pkrange_body(container, r)) for r in self.store.ranges(container.rid)]
         return Reply(200, feed_body("PartitionKeyRanges", container.rid, ranges),
                      headers={"etag": etag, "x-ms-item-count": str(len(ranges))})
 
@@ -450,7 +481,8 @@ class RunningEmulator:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.config.host}:{self.port}/"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.port}/"
 
     @property
     def connection_string(self) -> str:
@@ -460,7 +492,8 @@ class RunningEmulator:
         self.emulator = Emulator(self.config)
         self._runner = web.AppRunner(self.emulator.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True,
+                           ssl_context=_tls_context(*self.config.tls) if self.config.tls else None)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -470,3 +503,16 @@ class RunningEmulator:
             await self._runner.cleanup()
         if self.emulator is not None:
             self.emulator.store.close()
+
+
+def _tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context for ``--tls-cert``/``--tls-key``.
+
+    :raises ValueError: the files cannot be read or do not match.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-cert/--tls-key: cannot load {certificate} and {key}: {exc}") from exc
+    return context

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.partition_keys import is_hash_v1
 from asyncmig.emulator.partitioning import PhysicalRange, initial_boundaries, split_point
 
 _SCHEMA = """
@@ -167,6 +168,10 @@ class Store:
         self._databases[name] = body
         return body
 
+    def database_name_by_rid(self, rid: str) -> str | None:
+        row = self.db.execute("SELECT id FROM databases WHERE rid=?", (rid,)).fetchone()
+        return str(row[0]) if row else None
+
     def create_database(self, name: str) -> dict[str, Any]:
         rid = new_rid(None, 4)
         body = {
@@ -209,6 +214,10 @@ class Store:
         record = self._containers[(db, cid)] = self._container(row)
         return record
 
+    def container_by_rid(self, rid: str) -> ContainerRecord | None:
+        row = self.db.execute("SELECT db, id FROM containers WHERE rid=?", (rid,)).fetchone()
+        return self.get_container(row[0], row[1]) if row else None
+
     def create_container(self, db_rid: str, db: str, body: dict[str, Any], partitions: int) -> ContainerRecord:
         rid = new_rid(db_rid, 8)
         body = {
@@ -216,7 +225,7 @@ class Store:
             "_docs": "docs/", "_sprocs": "sprocs/", "_triggers": "triggers/", "_udfs": "udfs/",
             "_conflicts": "conflicts/", "_ts": int(time.time()),
         }
-        bounds = initial_boundaries(partitions)
+        bounds = initial_boundaries(partitions, hash_v1=is_hash_v1(body["partitionKey"]))
         self.db.execute(
             "INSERT INTO containers (db,id,rid,body,next_range) VALUES (?,?,?,?,?)",
             (db, body["id"], rid, jsoncodec.dumps(body), len(bounds)),
@@ -309,7 +318,8 @@ class Store:
         parent = self.range_state(coll, range_id)
         if not isinstance(parent, PhysicalRange):
             raise KeyError(f"range {range_id} is not online")
-        middle = split_point(parent.min, parent.max)
+        (body,) = self.db.execute("SELECT body FROM containers WHERE rid=?", (coll,)).fetchone()
+        middle = split_point(parent.min, parent.max, hash_v1=is_hash_v1(jsoncodec.loads(body)["partitionKey"]))
         (next_id,) = self.db.execute(
             "UPDATE containers SET next_range=next_range+2, routing_version=routing_version+1 "
             "WHERE rid=? RETURNING next_range-2", (coll,)
@@ -342,6 +352,13 @@ class Store:
                 (coll, epk, *chunk))
             found.update((i, StoredDoc(epk, i, lsn, body)) for i, lsn, body in rows)
         return found
+
+    def find_docs_by_rid(self, coll: str, epk: str, rid: str) -> Iterator[tuple[str, bytes]]:
+        """(id, body) of the documents of one logical partition whose bytes hold ``"_rid":"<rid>"``
+        (the caller checks the top-level ``_rid``; documents have no RID index)."""
+        needle = f'"_rid":"{rid}"'.encode()
+        yield from self.db.execute("SELECT id, body FROM docs WHERE coll=? AND epk=? AND instr(body, ?) > 0",
+                                   (coll, epk, needle))
 
     def put_doc(self, coll: str, epk: str, doc_id: str, lsn: int, ts: int, body: bytes) -> None:
         """Store the latest version and append it to the versions log (a create, or a replace of the

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from asyncmig.core.files.sink import FileSink
 from asyncmig.errors import UsageError, ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
+from asyncmig.vimarsh.dimensions import DimensionTally
 from asyncmig.vimarsh.plan import EMBEDDING_PATH, SOURCE_CONTAINERS, SOURCE_VECTORS
 
 __all__ = [
@@ -109,8 +109,9 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         for spec in SOURCE_CONTAINERS
     }
     backup_dir = _choose_backup_dir(ctx, restart=restart)
+    read_ru = 0.0
     for container in containers.values():
-        await _back_up_container(ctx, container, backup_dir)
+        read_ru += await _back_up_container(ctx, container, backup_dir)
 
     entries: dict[str, ContainerEntry] = {}
     for name, container in containers.items():
@@ -128,6 +129,7 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         phase=PHASE,
         status="done",
         documents=sum(e["count"] for e in entries.values()),
+        ru=read_ru,
         seconds=time.monotonic() - started,
         details={
             "backup_dir": str(backup_dir),
@@ -164,7 +166,8 @@ def _choose_backup_dir(ctx: PhaseContext, *, restart: bool) -> Path:
     return backup_dir
 
 
-async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> None:
+async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> float:
+    """Back up one container; returns the RU its reads cost (a resumed run's earlier ones included)."""
     name = container.id
     transform = _verbatim(name)
     source = CosmosSource(container, page_size=ctx.options.pipeline.page_size, what=f"{ctx.database_name}/{name}")
@@ -183,7 +186,7 @@ async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backu
         options=ctx.options.pipeline,
     )
     try:
-        await run_transfer(job, ctx.stop)
+        return (await run_transfer(job, ctx.stop)).ru
     finally:
         await sink.close()
 
@@ -238,18 +241,13 @@ async def read_throughput(
 
 
 def detect_vector_dimensions(path: Path, field: str = EMBEDDING_PATH.lstrip("/")) -> int | None:
-    """The most common length of the non-empty ``field`` lists in a backup file (None: no vectors).
-
-    A tie goes to the longer length, so the answer never depends on the order of the documents.
+    """The embedding dimension of the ``field`` vectors in a backup file, by the rule of
+    :mod:`asyncmig.vimarsh.dimensions` (None: no vectors).
 
     :raises BackupCorrupt: when the file is missing or damaged.
     """
-    lengths: Counter[int] = Counter()
+    tally = DimensionTally()
     with JsonlGzReader(path) as reader:
         for document in reader:
-            vector = document.get(field)
-            if isinstance(vector, list) and vector:
-                lengths[len(vector)] += 1
-    if not lengths:
-        return None
-    return max(lengths.items(), key=lambda item: (item[1], item[0]))[0]
+            tally.add(document.get(field))
+    return tally.most_common()

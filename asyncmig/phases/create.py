@@ -11,7 +11,6 @@ serverless account (detected from the service's refusal, or forced with ``--serv
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any, cast
 
 from azure.cosmos import ThroughputProperties
@@ -19,25 +18,26 @@ from azure.cosmos.aio import DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from asyncmig.core.cosmos.retry import classify
-from asyncmig.errors import PlanMismatch, ResourceMissing
+from asyncmig.errors import ControlPlaneRequired, PlanMismatch, ResourceMissing
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.dimensions import DimensionTally
 
 
 async def detect_vector_dimensions(database: DatabaseProxy) -> int:
-    """The most common embedding length in the legacy vectors (768 in production)."""
+    """The embedding dimension of the legacy vectors (768 in production), by the rule of
+    :mod:`asyncmig.vimarsh.dimensions`; the production value when there are none."""
     container = database.get_container_client(plan.SOURCE_VECTORS)
-    lengths: Counter[int] = Counter()
+    tally = DimensionTally()
     query = "SELECT VALUE ARRAY_LENGTH(c.embedding) FROM c WHERE IS_ARRAY(c.embedding)"
     try:
         async for length in container.query_items(query, max_item_count=1000):
-            lengths[int(cast(int, length))] += 1
+            tally.add_length(int(cast(int, length)))
     except Exception as exc:  # noqa: BLE001 - translated at this boundary
         raise classify(exc).as_error(f"reading embedding sizes from {plan.SOURCE_VECTORS}") from exc
-    if not lengths:
-        return plan.PRODUCTION_VECTOR_DIMENSIONS
-    return lengths.most_common(1)[0][0]
+    detected = tally.most_common()
+    return plan.PRODUCTION_VECTOR_DIMENSIONS if detected is None else detected
 
 
 async def create_containers(ctx: PhaseContext) -> PhaseResult:
@@ -77,6 +77,9 @@ async def create_containers(ctx: PhaseContext) -> PhaseResult:
             "existing containers differ from the plan in settings that cannot be changed, so no data was "
             "moved: " + "; ".join(problems) + ". Delete or rename those containers, then re-run."
         )
+    missing = [spec.name for spec in plan.NEW_CONTAINERS if spec.name not in existing]
+    if ctx.endpoint.uses_entra and (missing or to_correct):
+        raise ControlPlaneRequired(_needs_control_plane(missing, [spec.name for spec, _ in to_correct]))
     created, corrected = [], []
     for spec, differences in to_correct:
         properties = plan.container_properties(spec, vector_dimensions=dimensions)
@@ -99,6 +102,20 @@ async def create_containers(ctx: PhaseContext) -> PhaseResult:
         "created": created, "corrected": corrected, "already_matching": sorted(set(existing) & {
             s.name for s in plan.NEW_CONTAINERS}), "serverless": bool(serverless), "vector_dimensions": dimensions,
     })
+
+
+def _needs_control_plane(missing: list[str], to_correct: list[str]) -> str:
+    """Why an Entra ID sign-in cannot do this phase, and the two ways out."""
+    work = []
+    if missing:
+        work.append("create " + ", ".join(missing))
+    if to_correct:
+        work.append("correct the settings of " + ", ".join(to_correct))
+    return ("create-containers would " + " and ".join(work) + ", but a Microsoft Entra ID sign-in has data-plane "
+            "rights only: Cosmos DB lets no token create or change containers or throughput. Run this phase once "
+            "with the account key (AccountKey in the connection string, --auth key), or create the containers in "
+            "advance (Azure portal, az cosmosdb sql container create, Bicep) as docs/authentication.md describes; "
+            "the other phases then run with Entra ID.")
 
 
 async def _create(database: DatabaseProxy, properties: dict[str, Any], autoscale_max: int | None,

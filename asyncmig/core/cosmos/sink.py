@@ -25,8 +25,13 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
-from asyncmig.core.cosmos.partition_keys import effective_partition_key, partition_key_values
+from asyncmig.core.cosmos.partition_keys import (
+    effective_partition_key,
+    partition_key_problem,
+    partition_key_values,
+)
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
@@ -85,7 +90,7 @@ class CosmosSink:
     Use it as an async context manager (or call :meth:`close`): the lean path holds a connection
     pool.
 
-    :param endpoint: the account the targets live in; the lean path signs its requests with its key.
+    :param endpoint: the account the targets live in; the lean path authorizes its requests as it says (key or Entra ID).
     :param write_path: ``"lean"`` or ``"sdk"``; ``None`` reads :data:`ENV_WRITE_PATH`, default lean.
     :param insecure: skip TLS verification for a non-loopback endpoint (as the SDK client does).
     """
@@ -100,7 +105,7 @@ class CosmosSink:
         if chosen not in ("lean", "sdk"):
             raise UsageError(f"{ENV_WRITE_PATH} must be 'lean' or 'sdk', not {chosen!r}")
         if chosen == "lean" and endpoint is None:
-            raise UsageError("the lean write path needs the target account's endpoint and key")
+            raise UsageError("the lean write path needs the target account's endpoint")
         self.write_path: WritePath = "lean" if chosen == "lean" else "sdk"
         self._endpoint = endpoint
         self._insecure = insecure
@@ -151,8 +156,12 @@ class CosmosSink:
         for doc in documents:
             # An exact-size copy: orjson's result can keep a much larger allocation alive (measured
             # ~120 KB for ~17 KB of JSON), and these bytes live until the unit is written.
-            encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
-            problem = document_problem(doc, len(encoded))
+            try:
+                encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
+            except jsoncodec.NonFiniteNumber as exc:
+                rejected.append(Rejection(doc, str(exc), 400))
+                continue
+            problem = document_problem(doc, len(encoded)) or partition_key_problem(spec.definition, doc)
             if problem:
                 rejected.append(Rejection(doc, problem, 413 if "bytes" in problem else 400))
                 continue
@@ -164,7 +173,7 @@ class CosmosSink:
         for key, members in groups.items():
             values = keys[key]
             lane = spec.lane(target, effective_partition_key(spec.definition, values))
-            if len(members) == 1 or {} in values:  # a lone document, or an undefined key: single upserts
+            if len(members) == 1 or not values or {} in values:  # alone, or an empty/undefined key: single upserts
                 units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
                 continue
             shared = values[0] if len(values) == 1 else values
@@ -216,7 +225,7 @@ class CosmosSink:
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 failure = classify(exc)
-                ticket.charge = failure.charge or 0.0
+                ticket.charge = failure.charge if failure.charge is not None else _unreported_charge(failure, unit)
                 self.stats.ru += ticket.charge
                 if failure.kind == "throttled":
                     self.stats.throttled += 1
@@ -273,6 +282,18 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | 
         raise _RefusedBySdk(str(exc)) from exc
     charge = result.get_response_headers().get("x-ms-request-charge")
     return None if charge is None else float(charge)
+
+
+def _unreported_charge(failure: Failure, unit: WriteUnit) -> float:
+    """The RU of a failed request whose response named no charge. An error the service answered
+    costs nothing then; without an answer (a dropped connection) or after a timeout the writes may
+    have run, so they are counted at their published cost (:mod:`~asyncmig.core.cosmos.rucost`,
+    without the per-term surcharge, which needs the index policy)."""
+    in_transit = failure.status is None and failure.kind == "transient"
+    if not (in_transit or failure.status == 408):
+        return 0.0
+    encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
+    return sum(rucost.write(len(body), 0) for body in encoded)
 
 
 def _rid_reader(container: ContainerProxy) -> Callable[[], Awaitable[str]]:

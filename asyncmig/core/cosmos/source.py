@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 
@@ -40,7 +40,14 @@ class CosmosSource:
         self.page_size = page_size
         self.snapshot = snapshot
         self.description = what or container.id
+        self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
+
+    def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
+        """The SDK's per-response hook: adds each page's (or count's) charge to :attr:`read_ru`."""
+        charge = headers.get(HEADER_CHARGE)
+        if charge is not None:
+            self.read_ru += float(charge)
 
     async def open(self) -> None:
         try:
@@ -57,13 +64,16 @@ class CosmosSource:
 
     def _pager(self, feed_range: Any, position: str | None) -> Any:
         if self.snapshot:
-            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size)
+            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
+                                               response_hook=self._charged)
             return query.by_page(position)
         if position:
-            iterable = self.container.query_items_change_feed(continuation=position, max_item_count=self.page_size)
+            iterable = self.container.query_items_change_feed(continuation=position, max_item_count=self.page_size,
+                                                              response_hook=self._charged)
         else:
             iterable = self.container.query_items_change_feed(
-                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size
+                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
+                response_hook=self._charged,
             )
         return iterable.by_page()
 
@@ -96,7 +106,8 @@ class CosmosSource:
 
     async def count(self) -> int | None:
         try:
-            result = [n async for n in self.container.query_items("SELECT VALUE COUNT(1) FROM c")]
+            result = [n async for n in self.container.query_items("SELECT VALUE COUNT(1) FROM c",
+                                                                   response_hook=self._charged)]
         except Exception as exc:  # noqa: BLE001 - progress only; a failure here must not stop a copy
             failure = classify(exc)
             if failure.kind == "fatal":

@@ -38,6 +38,7 @@ __all__ = [
     "Totals",
     "TrackerStatistics",
     "load_checkpoint",
+    "resume_key",
     "run_identity",
     "save_checkpoint",
 ]
@@ -60,7 +61,7 @@ class RangeState:
     after the last committed page (``None``: from the beginning); ``read``/``written`` count the
     documents covered by that position; ``done`` is set once the range is drained and committed.
     ``written_ahead`` names documents already written from pages *after* the committed position
-    (out-of-order completions), by target and source version, so a resume does not write them again.
+    (out-of-order completions) by :func:`resume_key`, so a resume does not write them again.
     """
 
     feed_range: Any
@@ -69,6 +70,20 @@ class RangeState:
     written: int = 0
     done: bool = False
     written_ahead: list[str] = field(default_factory=list)
+
+
+def resume_key(target: str, source: Mapping[str, Any], output: Mapping[str, Any], partition_key: Any) -> str:
+    """The key under which a written document is remembered for resume: target, output id, which
+    source document (``_rid``, unique in its container; else its partition key and id) and which
+    version of it (``_etag``, else ``_lsn``), so a document changed at the source since is copied
+    again. Id and ``_lsn`` alone are not enough: after a split, two documents with the same id in
+    different logical partitions can share an ``_lsn``. ``partition_key`` is only read without
+    ``_rid``.
+    """
+    rid = source.get("_rid")
+    which = str(rid) if rid else jsoncodec.canonical([partition_key, source.get("id")]).decode("utf-8")
+    version = source.get("_etag") or source.get("_lsn") or ""
+    return f"{target}\x1f{output.get('id')}\x1f{which}\x1f{version}"
 
 
 @dataclass

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
+from asyncmig.core.engine.shared_budget import SharedBudget
 from asyncmig.errors import UsageError
 
 __all__ = [
@@ -441,7 +442,10 @@ class Governor:
         initial_concurrency: int = DEFAULT_INITIAL_CONCURRENCY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
+        shared: SharedBudget | None = None,
     ) -> None:
+        """``shared`` caps the sum of several workers' sinks (see :mod:`asyncmig.core.engine.shared_budget`)."""
+        self.shared = shared
         self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
         self._burst = burst_seconds
         self._initial = initial_concurrency
@@ -483,12 +487,16 @@ class Governor:
             if lane_budget is not None:
                 await lane_budget.acquire(estimated_ru)
             await self.budget.acquire(estimated_ru)
+            if self.shared is not None:
+                await self.shared.acquire(estimated_ru)
             ticket = Ticket(slot, estimated_ru)
             try:
                 yield ticket
             finally:
                 charge = ticket.charge if ticket.charge is not None else estimated_ru
                 self.budget.settle(estimated_ru, charge)
+                if self.shared is not None:
+                    self.shared.settle(estimated_ru, charge)
                 if lane_budget is not None:
                     lane_budget.settle(estimated_ru, charge)
 

@@ -17,8 +17,8 @@ a checkpoint never covers a document that is not on disk.
 
 Replays: documents written from pages past the committed position are listed in the checkpoint
 (``written_ahead``) and, between saves, in the completion journal; a resume skips them. A
-document's key includes its source version (``_lsn``/``_etag``), so a document changed at the
-source since is copied again. What a killed run writes twice is therefore only what was in flight,
+document's key (:func:`~asyncmig.core.engine.checkpoint.resume_key`) names the source document
+(``_rid``) and its version (``_etag``), so a document changed at the source since is copied again. What a killed run writes twice is therefore only what was in flight,
 and upserts of the same bodies make even that harmless.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
+from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, resume_key, save_checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
@@ -116,8 +116,12 @@ class Pipeline:
         transform: Transform = IDENTITY,
         options: PipelineOptions = PipelineOptions(),
         on_progress: Callable[[RunStatistics], None] | None = None,
+        on_commit: Callable[[Checkpoint], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_commit`` runs after every checkpoint save, e.g. to store range progress in leases
+        (an error it raises, such as a lost lease, ends the run)."""
         self.source = source
+        self.on_commit = on_commit
         self.sink = sink
         self.checkpoint = checkpoint
         self.checkpoint_path = checkpoint_path
@@ -209,7 +213,7 @@ class Pipeline:
     async def _monitor(self) -> None:
         last_save = time.monotonic()
         while True:
-            await anyio.sleep(0.5)
+            await anyio.sleep(min(0.5, self.options.checkpoint_interval))
             self._refresh()
             if self.on_progress:
                 self.on_progress(self.stats)
@@ -255,9 +259,9 @@ class Pipeline:
                 reason = exc.reason if isinstance(exc, Rejected) else str(exc)
                 rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
                 continue
-            version = str(doc.get("_lsn") or doc.get("_etag") or "")
+            partition_key = None if doc.get("_rid") else self.source.partition_key(doc)
             for target, out in outputs:
-                doc_key = f"{target}\x1f{out.get('id')}\x1f{version}"
+                doc_key = resume_key(target, doc, out, partition_key)
                 if doc_key in skip:
                     skipped.append(doc_key)  # written by a run that was killed before its checkpoint
                     continue
@@ -334,7 +338,7 @@ class Pipeline:
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
         stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
         stats.dead_lettered = self.dead_letters.count
-        stats.ru = self._base.ru + sink.ru
+        stats.ru = self._base.ru + sink.ru + self.source.read_ru
         stats.requests = sink.requests
         stats.throttled = self._base.throttled + sink.throttled
         stats.retries = self._base.retries + sink.retries
@@ -379,4 +383,6 @@ class Pipeline:
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
         self._journal.discard_previous()
+        if self.on_commit is not None:
+            await self.on_commit(self.checkpoint)
 
