@@ -189,7 +189,7 @@ class Documents:
             if values is None:
                 raise bad_request("This operation needs a partition key (x-ms-documentdb-partitionkey).", 1001)
             paths = container.partition_key.get("paths") or ()
-            if len(values) != len(paths):
+            if values and len(values) != len(paths):  # ([] is the "none" key of a system-key container)
                 raise bad_request(f"The partition key supplied has {len(values)} component(s) but the container's "
                                   f"key has {len(paths)} ({', '.join(paths)}): a point operation needs all of them.",
                                   1001)
