@@ -113,9 +113,16 @@ def _rewrite(compiled: CompiledQuery, top: int | None, offset: int | None, limit
     elif query.aggregate:
         assert query.value is not None
         name, argument = query.value[1], _sql(query.value[2])
-        item = (f'{{"sum": SUM({argument}), "count": COUNT({argument})}}' if name == "AVG"
-                else f"{name}({argument})")
-        text = f'{head}VALUE [{{"item": {item}}}]\nFROM {alias}' + (f"\nWHERE {where}" if where else "")
+        if name == "AVG":
+            item = f'"item": {{"sum": SUM({argument}), "count": COUNT({argument})}}'
+        elif name in ("MIN", "MAX"):
+            # "item" for SDKs that merge plain values (Python), "item2" for those that want the
+            # extreme with its count (JavaScript), as newer Cosmos DB versions send both.
+            item = (f'"item": {name}({argument}), '
+                    f'"item2": {{"{name.lower()}": {name}({argument}), "count": COUNT({argument})}}')
+        else:
+            item = f'"item": {name}({argument})'
+        text = f'{head}VALUE [{{{item}}}]\nFROM {alias}' + (f"\nWHERE {where}" if where else "")
     else:
         projection = "*" if query.select == "star" else _projection(compiled)
         text = f"{head}{projection}\nFROM {alias}" + (f"\nWHERE {where}" if where else "")

@@ -169,3 +169,16 @@ def test_rewritten_filters_parse_back_to_the_same_query(where: str) -> None:
     filter_text = rewritten.split("\nWHERE ", 1)[1].split("\nORDER BY", 1)[0]
     inner = filter_text.removeprefix("((").removesuffix(") AND ({documentdb-formattableorderbyquery-filter}))")
     assert compile_query(f"SELECT * FROM c WHERE {inner} ORDER BY c.n").parsed == original.parsed
+
+
+def test_min_and_max_partials_carry_item_and_item2() -> None:
+    """Python merges ``item`` (the plain extreme); the JavaScript SDK merges ``item2`` ({max, count}),
+    and without it answers [] for a cross-partition MAX."""
+    from asyncmig.emulator.query import compile_query
+    from asyncmig.emulator.query_plan import plan
+
+    rewritten = plan(compile_query("SELECT VALUE MAX(c.n) FROM c"))["queryInfo"]["rewrittenQuery"]
+    partial = compile_query(rewritten).run([{"n": 3}, {"n": 5}, {"x": 1}])
+    assert partial == [[{"item": 5, "item2": {"max": 5, "count": 2}}]]
+    empty = compile_query(rewritten).run([{"x": 1}])
+    assert empty == [[{"item2": {"count": 0}}]]  # the SDKs skip a range with no values
