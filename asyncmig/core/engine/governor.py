@@ -443,9 +443,13 @@ class Governor:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
         shared: SharedBudget | None = None,
+        lane_budget: float | None = None,
     ) -> None:
-        """``shared`` caps the sum of several workers' sinks (see :mod:`asyncmig.core.engine.shared_budget`)."""
+        """``shared`` caps the sum of several workers' sinks (see :mod:`asyncmig.core.engine.shared_budget`);
+        ``lane_budget`` is what :meth:`share_budget` splits over the target's ranges when it is not
+        ``budget`` (one of N workers writing to every range paces each at 1/N of its share)."""
         self.shared = shared
+        self._lane_total = lane_budget if lane_budget is not None else budget
         self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
         self._burst = burst_seconds
         self._initial = initial_concurrency
@@ -460,8 +464,8 @@ class Governor:
         the number of partitions; a global bucket lets a hot range take more than that share and
         be throttled while the others idle. No budget: nothing to split (429 feedback alone).
         """
-        if self.budget.budget is not None and lanes:
-            share = self.budget.budget / len(lanes)
+        if self._lane_total is not None and lanes:
+            share = self._lane_total / len(lanes)
             for lane in lanes:
                 self._lane_budgets[lane] = RUBudget(share, burst_seconds=self._burst,
                                                     initial_credit_seconds=INITIAL_CREDIT_SECONDS)
