@@ -138,13 +138,8 @@ class LeasedWorker:
             await leases.seed(await source.partitions())
             provisioned = await provisioned_throughput(next(iter(targets.values())), database)
             budget = budget_from(provisioned, spec.ru_budget, spec.ru_fraction)
-            if self.bank is not None and budget is not None:
-                # The bank caps the sum; each target range is still paced, at this worker's share of
-                # the range's share, since every worker writes to every range.
-                governor = Governor(None, shared=SharedBudget(self.bank, self.owner, budget),
-                                    lane_budget=budget / (self.options.workers or 1))
-            else:
-                governor = Governor(budget)
+            governor = (Governor(None, shared=SharedBudget(self.bank, self.owner, budget))
+                        if self.bank is not None and budget is not None else Governor(budget))
             local = spec.checkpoint.parent / f"{spec.checkpoint.name}.{self.owner}"
             dead_letter = spec.dead_letter.with_name(f"{spec.dead_letter.name}.{self.owner}")
             async with CosmosSink(targets, governor, endpoint=spec.target.endpoint, insecure=spec.insecure) as sink:

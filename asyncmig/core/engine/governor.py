@@ -424,13 +424,10 @@ class Governor:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
         shared: SharedBudget | None = None,
-        lane_budget: float | None = None,
     ) -> None:
-        """``shared`` caps the sum of several workers' sinks (see :mod:`asyncmig.core.engine.shared_budget`);
-        ``lane_budget`` is what :meth:`share_budget` splits over the target's ranges when it is not
-        ``budget`` (one of N workers writing to every range paces each at 1/N of its share)."""
+        """``shared`` paces several workers' sinks together, in total and per target range (see
+        :mod:`asyncmig.core.engine.shared_budget`); it takes the place of ``budget``."""
         self.shared = shared
-        self._lane_total = lane_budget if lane_budget is not None else budget
         self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
         self._burst = burst_seconds
         self._initial = initial_concurrency
@@ -445,8 +442,10 @@ class Governor:
         the number of partitions; a global bucket lets a hot range take more than that share and
         be throttled while the others idle. No budget: nothing to split (429 feedback alone).
         """
-        if self._lane_total is not None and lanes:
-            share = self._lane_total / len(lanes)
+        if self.shared is not None:
+            self.shared.lanes = max(len(lanes), 1)
+        if self.budget.budget is not None and lanes:
+            share = self.budget.budget / len(lanes)
             for lane in lanes:
                 self._lane_budgets[lane] = RUBudget(share, burst_seconds=self._burst,
                                                     initial_credit_seconds=INITIAL_CREDIT_SECONDS)
@@ -473,7 +472,7 @@ class Governor:
                 await lane_budget.acquire(estimated_ru)
             await self.budget.acquire(estimated_ru)
             if self.shared is not None:
-                await self.shared.acquire(estimated_ru)
+                await self.shared.acquire(lane, estimated_ru)
             ticket = Ticket(slot, estimated_ru)
             try:
                 yield ticket
@@ -481,6 +480,6 @@ class Governor:
                 charge = ticket.charge if ticket.charge is not None else estimated_ru
                 self.budget.settle(estimated_ru, charge)
                 if self.shared is not None:
-                    self.shared.settle(estimated_ru, charge)
+                    self.shared.settle(lane, estimated_ru, charge)
                 if lane_budget is not None:
                     lane_budget.settle(estimated_ru, charge)
