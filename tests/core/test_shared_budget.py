@@ -25,7 +25,7 @@ def test_two_workers_together_spend_the_budget_not_twice_it() -> None:
         for governor in workers:
             governor.share_budget(["0"])
         async with anyio.create_task_group() as group:
-            for i, governor in enumerate(workers):
+            for governor in workers:
                 for _ in range(4):
                     group.start_soon(_spend, governor, "0", 10.0, 10.0, spent)
         return sum(spent.values())
