@@ -8,6 +8,7 @@ from typing import Any, cast
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
+from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, ReadPath, chosen_read_path, sdk_client_authorizer
 from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
@@ -31,10 +32,15 @@ class CosmosSource:
 
     ``snapshot=True`` reads by per-range query instead: a container that is being rewritten in
     place (the Vimarsh ``users``) must not feed its own writes back through its change feed.
+
+    ``read_path`` (default :data:`~asyncmig.core.cosmos.lean_reader.ENV_READ_PATH`, else lean) picks
+    who sends the change-feed requests: :class:`~asyncmig.core.cosmos.lean_reader.LeanChangeFeed`
+    (same requests, same continuation tokens, a fraction of the CPU) or the SDK's iterator.
     """
 
     def __init__(
-        self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False
+        self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False,
+        read_path: ReadPath | None = None,
     ) -> None:
         self.container = container
         self.page_size = page_size
@@ -42,6 +48,8 @@ class CosmosSource:
         self.description = what or container.id
         self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
+        self.read_path = chosen_read_path(read_path)
+        self._lean: LeanChangeFeed | None = None
 
     def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
         """The SDK's per-response hook: adds each page's (or count's) charge to :attr:`read_ru`."""
@@ -51,9 +59,19 @@ class CosmosSource:
 
     async def open(self) -> None:
         try:
-            self._definition = (await self.container.read())["partitionKey"]
+            properties = await self.container.read()
         except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
             raise classify(exc).as_error(f"opening source container {self.description!r}") from exc
+        self._definition = properties["partitionKey"]
+        account = sdk_client_authorizer(self.container.client_connection) if self.read_path == "lean" else None
+        if account is not None and not self.snapshot:
+            endpoint, authorizer, insecure = account
+            self._lean = LeanChangeFeed(endpoint, self.container.container_link, properties["_rid"],
+                                        page_size=self.page_size, on_charge=self._add_charge, insecure=insecure,
+                                        authorizer=authorizer)
+
+    def _add_charge(self, charge: float) -> None:
+        self.read_ru += charge
 
     def partition_key(self, document: Document) -> Any:
         return partition_key_values(self._definition, document) if isinstance(document, dict) else None
@@ -78,6 +96,10 @@ class CosmosSource:
         return iterable.by_page()
 
     async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
+        if self._lean is not None:
+            async for lean_page in self._lean.pages(partition, position, what=f"{self.description} {range_key(partition)}"):
+                yield lean_page
+            return
         backoff = Backoff()
         pager = self._pager(partition, position)
         pages = pager.__aiter__()
