@@ -27,8 +27,8 @@ Positions are the SDK's own continuation tokens, byte for byte (base64 of the ch
 JSON: container ``_rid``, mode, start, and one ``{token, range}`` entry per sub-range), so a
 checkpoint written by either read path resumes on the other. Sub-ranges are read round-robin as
 the SDK does; a range is finished when every sub-range has answered "nothing new" in a row. Unlike
-the SDK, an empty 200 whose etag moved is not taken for the end: the service may answer a page
-whose changes all fell outside an EPK sub-range with no documents and a later etag.
+the SDK, an empty 200 whose etag moved is not taken for the end (the service does answer pages
+with no documents while more changes follow); one whose etag did not move is, so it cannot loop.
 
 A split (410 with sub-status 1002 or 1007) refreshes the partition key ranges and replaces the
 sub-range by its children, each continuing from the parent's etag, as the SDK does (the children
