@@ -1,7 +1,8 @@
 """The lean change-feed reader against the emulator: the same documents and the same continuation
 tokens as the SDK's iterator, positions that resume on either path, exact values, splits during a
-read (the old range id answering 410/1002, and a routing map that is already fresh), and positions
-that cannot be resumed refused with a clear message."""
+read (the old range id answering 410/1002, and a routing map that is already fresh), positions
+that cannot be resumed refused with a clear message, and Microsoft Entra ID sign-in taken over
+from the SDK client."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import base64
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, DatabaseProxy
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from asyncmig.core.cosmos.lean_reader import ENV_READ_PATH, FeedPosition
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.source import SourcePage
 from asyncmig.errors import CorruptState, UsageError
 from tests.conftest import Cosmos, needs_emulator
-from tests.helpers import unique
+from tests.entra_issuer import Issuer, MintingCredential, entra_emulator_arguments
+from tests.helpers import EmulatorProcess, unique
 
 PAGE = 4
 
@@ -149,3 +152,34 @@ async def test_the_read_path_comes_from_the_environment(database: DatabaseProxy,
     monkeypatch.setenv(ENV_READ_PATH, "fast")
     with pytest.raises(UsageError, match=ENV_READ_PATH):
         CosmosSource(container)
+
+
+@pytest.fixture(scope="module")
+def entra_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, Issuer]]:
+    issuer = Issuer(tmp_path_factory.mktemp("issuer"))
+    arguments = entra_emulator_arguments(issuer, tmp_path_factory.mktemp("tls"))
+    with EmulatorProcess("--partitions", "2", *arguments) as process:
+        yield process, issuer
+
+
+async def test_a_client_signed_in_with_entra_id_reads_with_its_tokens(
+    entra_emulator: tuple[EmulatorProcess, Issuer],
+) -> None:
+    emulator, issuer = entra_emulator
+    async with CosmosClient(emulator.endpoint, credential=emulator.key, connection_verify=False) as admin:
+        database = await admin.create_database(unique("entra"))
+        container = await _container(database, 9)
+        credential = MintingCredential(issuer)
+        try:
+            async with CosmosClient(emulator.endpoint, credential=credential, connection_verify=False) as client:
+                signed_in = client.get_database_client(database.id).get_container_client(container.id)
+                read: dict[str, list[str]] = {}
+                for path in ("sdk", "lean"):
+                    source = await _source(signed_in, path)
+                    assert source.read_path == path
+                    read[path] = sorted([i for fr in (await source.partitions()).values()
+                                         for i in _ids(await _drain(source, fr, None))])
+            assert read["lean"] == read["sdk"] == sorted(f"d{i}" for i in range(9))
+            assert not credential.closed  # the SDK client's credential: not the reader's to close
+        finally:
+            await admin.delete_database(database.id)

@@ -64,7 +64,9 @@ class CosmosSource:
             raise classify(exc).as_error(f"opening source container {self.description!r}") from exc
         self._definition = properties["partitionKey"]
         account = sdk_client_authorizer(self.container.client_connection) if self.read_path == "lean" else None
-        if account is not None and not self.snapshot:
+        if account is None:
+            self.read_path = "sdk"  # a resource-token client: only the SDK can sign its requests
+        elif not self.snapshot:
             endpoint, authorizer, insecure = account
             self._lean = LeanChangeFeed(endpoint, self.container.container_link, properties["_rid"],
                                         page_size=self.page_size, on_charge=self._add_charge, insecure=insecure,
