@@ -11,6 +11,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.source import SourcePage
 from asyncmig.errors import CorruptState, UsageError
 from tests.conftest import Cosmos, needs_emulator
+from tests.core.support import contents, mixed_documents, run_copier, seed
 from tests.entra_issuer import Issuer, MintingCredential, entra_emulator_arguments
 from tests.helpers import EmulatorProcess, unique
 
@@ -152,6 +154,28 @@ async def test_the_read_path_comes_from_the_environment(database: DatabaseProxy,
     monkeypatch.setenv(ENV_READ_PATH, "fast")
     with pytest.raises(UsageError, match=ENV_READ_PATH):
         CosmosSource(container)
+
+
+async def test_a_checkpoint_written_by_one_read_path_resumes_on_the_other(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copier end to end: a copy made with the SDK reader, caught up with the lean reader from
+    the positions in its checkpoint, then caught up again with the SDK reader."""
+    source = await database.create_container(unique("src"), PartitionKey("/pk"))
+    target = await database.create_container(unique("dst"), PartitionKey("/pk"))
+    await seed(source, mixed_documents(200, seed=5))
+    args = [f"{database.id}/{source.id}", f"{database.id}/{target.id}", "--checkpoint", str(tmp_path / "ck.json"),
+            "--page-size", "30"]
+    read_before = 0
+    for round_number, path in enumerate(("sdk", "lean", "sdk")):
+        monkeypatch.setenv(ENV_READ_PATH, path)
+        done = run_copier(cosmos.connection_string, *args, *(["--catch-up"] if round_number else []), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert await contents(target) == await contents(source), path
+        read = json.loads((tmp_path / "ck.json").read_text())["totals"]["read"]
+        assert read - read_before == (25 if round_number else 200), path  # resumed: only the new documents
+        read_before = read
+        await seed(source, [{"id": f"late-{path}-{i}", "pk": f"p{i}", "n": round_number} for i in range(25)])
 
 
 @pytest.fixture(scope="module")
