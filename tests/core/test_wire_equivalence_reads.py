@@ -19,6 +19,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, Mode
 from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.cosmos.transport import Transport
@@ -292,3 +293,39 @@ async def test_an_empty_page_ends_the_read_only_when_the_etag_stops_moving(
     proxy.canned.append(Canned(200, None, {"etag": etag}, empty))
     assert [page.documents async for page in source.pages(feed_range, final)] == []
     assert len(_feed_requests(proxy)) == 1
+
+
+@pytest.mark.parametrize("mode", ["LatestVersion", "AllVersionsAndDeletes"])
+async def test_reading_from_now_sends_the_same_requests_in_both_modes(
+    proxy: CapturingProxy, container: ContainerProxy, cosmos: Cosmos, mode: Mode
+) -> None:
+    """Started from now (the only start the all-versions feed has), then continued from the token
+    each path handed out after a few writes: the same requests and the same changes."""
+    feed_range = (await _feed_ranges(container))[0]
+    lean_reader = LeanChangeFeed(CosmosEndpoint(proxy.url, cosmos.key), container.container_link,
+                                 (await container.read())["_rid"], page_size=PAGE, on_charge=lambda _: None,
+                                 mode=mode, start="Now")
+    proxy.reset()
+    pages = container.query_items_change_feed(feed_range=feed_range, start_time="Now", mode=mode,
+                                              max_item_count=PAGE).by_page()
+    assert [page async for page in pages] == []
+    sdk_token = container.client_connection.last_response_headers["etag"]  # no page: the token is only here
+    sdk_start = _feed_requests(proxy)
+    proxy.reset()
+    lean_start_pages = [page async for page in lean_reader.pages(feed_range, None)]
+    assert [page.documents for page in lean_start_pages] == [[]]
+    _assert_same_wire(sdk_start, _feed_requests(proxy))
+    assert sdk_start[0].headers["if-none-match"] == "*"
+    assert lean_start_pages[0].position == sdk_token
+
+    for i in range(12):
+        await container.upsert_item({"id": f"d{i}", "pk": f"p{i}", "n": -i})
+    await container.delete_item("d0", partition_key="p0")
+    proxy.reset()
+    pages = container.query_items_change_feed(continuation=sdk_token, mode=mode, max_item_count=PAGE).by_page()
+    sdk_changes = [change async for page in pages async for change in page]
+    sdk_next = _feed_requests(proxy)
+    proxy.reset()
+    lean_changes = [change async for page in lean_reader.pages(feed_range, sdk_token) for change in page.documents]
+    _assert_same_wire(sdk_next, _feed_requests(proxy))
+    assert lean_changes == sdk_changes and lean_changes

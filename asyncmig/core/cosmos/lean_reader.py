@@ -71,7 +71,9 @@ __all__ = [
     "ENV_READ_PATH",
     "FeedPosition",
     "LeanChangeFeed",
+    "Mode",
     "ReadPath",
+    "Start",
     "chosen_read_path",
     "sdk_client_authorizer",
 ]
@@ -82,6 +84,7 @@ ReadPath = Literal["lean", "sdk"]
 ENV_READ_PATH = "ASYNCMIG_READ_PATH"
 
 Mode = Literal["LatestVersion", "AllVersionsAndDeletes"]
+Start = Literal["Beginning", "Now"]
 _SPLIT_SUB_STATUSES = (1002, 1007)  # the range is gone / a split is completing
 _NOT_MODIFIED = 304
 
@@ -130,7 +133,7 @@ class FeedPosition:
 
     @classmethod
     def beginning(cls, container_rid: str, feed_range: Mapping[str, Any], *, mode: Mode = "LatestVersion",
-                  start_from: str = "Beginning") -> FeedPosition:
+                  start_from: Start = "Beginning") -> FeedPosition:
         """A new position for ``feed_range`` (a ``read_feed_ranges()`` entry), from the beginning or now."""
         bounds = Range.ParseFromDict(feed_range["Range"])
         normal = bounds.to_normalized_range()
@@ -267,11 +270,13 @@ class LeanChangeFeed:
     :param link: the SDK's container link, ``dbs/{db}/colls/{coll}`` (``ContainerProxy.container_link``).
     :param rid: the container's ``_rid``: positions made for another container are refused.
     :param on_charge: called with the request charge of every answered read (200 or 304).
+    :param mode: latest versions, or all versions and deletes (which Cosmos DB serves only from now on).
+    :param start: where a range without a position starts: its beginning, or now.
     """
 
     def __init__(self, endpoint: CosmosEndpoint, link: str, rid: str, *, page_size: int,
-                 on_charge: Callable[[float], None], mode: Mode = "LatestVersion", insecure: bool = False,
-                 authorizer: Authorizer | None = None) -> None:
+                 on_charge: Callable[[float], None], mode: Mode = "LatestVersion", start: Start = "Beginning",
+                 insecure: bool = False, authorizer: Authorizer | None = None) -> None:
         self._endpoint = endpoint
         self._insecure = insecure
         self._authorizer = authorizer
@@ -279,6 +284,7 @@ class LeanChangeFeed:
         self.rid = rid
         self.page_size = page_size
         self.mode: Mode = mode
+        self.start: Start = start
         self._on_charge = on_charge
         self._path = GetPathFromLink(link, "docs")
         self._routing = _RoutingMap()
@@ -295,7 +301,7 @@ class LeanChangeFeed:
         :raises AsyncmigError: a fault that is not retried, or persisted through every retry.
         """
         state = FeedPosition.parse(position, self.rid) if position else FeedPosition.beginning(
-            self.rid, feed_range, mode=self.mode)
+            self.rid, feed_range, mode=self.mode, start_from=self.start)
         transport = self._transport()
         try:
             async for page in self._read(transport, state, position, what or self.link):
@@ -319,7 +325,7 @@ class LeanChangeFeed:
                     raise reply.error()
             except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
                 failure = classify(exc)
-                await self._recover(transport, state, failure, backoff, exc, f"reading {what}")
+                await self._recover(transport, failure, backoff, exc, f"reading {what}")
                 continue
             if reply.charge is not None:
                 self._on_charge(reply.charge)
@@ -381,8 +387,8 @@ class LeanChangeFeed:
             headers["If-None-Match"] = str(state.start_from["Etag"])
         return headers
 
-    async def _recover(self, transport: Transport, state: FeedPosition, failure: Failure, backoff: Backoff,
-                       exc: Exception, context: str) -> None:
+    async def _recover(self, transport: Transport, failure: Failure, backoff: Backoff, exc: Exception,
+                       context: str) -> None:
         """Wait out a retryable failure (after a split, with the routing map refreshed) or raise."""
         if not failure.retryable:
             raise failure.as_error(context) from exc
