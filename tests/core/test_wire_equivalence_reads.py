@@ -329,3 +329,12 @@ async def test_reading_from_now_sends_the_same_requests_in_both_modes(
     lean_changes = [change async for page in lean_reader.pages(feed_range, sdk_token) for change in page.documents]
     _assert_same_wire(sdk_next, _feed_requests(proxy))
     assert lean_changes == sdk_changes and lean_changes
+
+
+async def test_a_reply_that_is_not_a_change_feed_page_is_an_error_not_a_crash(
+    proxy: CapturingProxy, container: ContainerProxy
+) -> None:
+    feed_range = (await _feed_ranges(container))[0]
+    proxy.canned.append(Canned(200, None, {"etag": '"1"'}, b'{"unexpected": true}'))
+    with pytest.raises(AsyncmigError, match="without a Documents list"):
+        await _read(container, "lean", feed_range)

@@ -323,6 +323,7 @@ class LeanChangeFeed:
                 reply = await transport.request("GET", self._path, headers)
                 if not reply.ok and reply.status != _NOT_MODIFIED:
                     raise reply.error()
+                documents = _documents(reply)
             except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
                 failure = classify(exc)
                 await self._recover(transport, failure, backoff, exc, f"reading {what}")
@@ -330,7 +331,6 @@ class LeanChangeFeed:
             if reply.charge is not None:
                 self._on_charge(reply.charge)
             etag = reply.headers.get("etag")
-            documents = self._documents(reply)
             moved = etag is not None and etag != cursor.etag
             if etag is not None:
                 cursor.etag = etag
@@ -347,13 +347,6 @@ class LeanChangeFeed:
         final = state.encode()
         if final != position:
             yield SourcePage([], final)
-
-    @staticmethod
-    def _documents(reply: Response) -> list[Document]:
-        if reply.status == _NOT_MODIFIED or not reply.body:
-            return []
-        documents = jsoncodec.loads(reply.body).get("Documents") or []
-        return list(documents)
 
     async def _headers(self, transport: Transport, state: FeedPosition) -> dict[str, str] | None:
         """The request headers for the current sub-range, or None after splitting it locally
@@ -400,6 +393,20 @@ class LeanChangeFeed:
             await self._routing.refresh(transport, self.link, self.rid, seen)
             return  # the next request splits the sub-range by the new map: no need to wait
         await anyio.sleep(delay)
+
+
+def _documents(reply: Response) -> list[Document]:
+    """The page's documents (none in a 304).
+
+    :raises ValueError: the body is not a change-feed page.
+    """
+    if reply.status == _NOT_MODIFIED or not reply.body:
+        return []
+    page = jsoncodec.loads(reply.body)
+    documents = page.get("Documents") if isinstance(page, dict) else None
+    if not isinstance(documents, list):
+        raise ValueError(f"a change-feed reply without a Documents list (HTTP {reply.status})")
+    return documents
 
 
 def _http_date_from_ms(milliseconds: int) -> str:
