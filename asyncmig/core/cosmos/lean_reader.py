@@ -188,7 +188,7 @@ class FeedPosition:
         """Replace the current sub-range by its children, clipped to it, each from its etag."""
         parent = self.cursors.popleft()
         for low, high in children:
-            self.cursors.append(_Cursor(max(low, parent.low), _min_bound(high, parent.high), parent.etag))
+            self.cursors.append(_Cursor(max(low, parent.low), min(high, parent.high), parent.etag))
         self.cursors.rotate(len(children))  # the first child is read next, where the parent was
 
 
@@ -196,11 +196,6 @@ def _cursor(entry: Mapping[str, Any]) -> _Cursor:
     normal = Range.ParseFromDict(entry["range"]).to_normalized_range()
     etag = entry.get("token")
     return _Cursor(normal.min, normal.max, None if etag is None else str(etag))
-
-
-def _min_bound(a: str, b: str) -> str:
-    """The lower of two exclusive upper bounds ("FF" is the end of the key space)."""
-    return a if a < b else b
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +360,7 @@ class LeanChangeFeed:
         if (physical[0].low, physical[0].high) != (cursor.low, cursor.high):
             headers.update({"x-ms-read-key-type": "EffectivePartitionKeyRange",
                             "x-ms-start-epk": cursor.low, "x-ms-end-epk": cursor.high})
-        if self.mode == "AllVersionsAndDeletes":
+        if state.mode == "AllVersionsAndDeletes":  # a position keeps the mode it was made in
             headers.update({"A-IM": "Full-Fidelity Feed", "x-ms-cosmos-changefeed-wire-format-version": "2021-09-15"})
         else:
             headers["A-IM"] = "Incremental Feed"
