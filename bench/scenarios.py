@@ -1,4 +1,4 @@
-"""The benchmark scenarios (issue 5): the same data, the same emulator, peers side by side.
+"""The benchmark scenarios (method: docs/benchmarks.md): the same data, the same emulator, peers side by side.
 
 Every scenario starts its own emulator process (or uses the account in ``ASYNCMIG_BENCH_COSMOS``),
 seeds its source once through asyncmig's core, and gives every copier its own fresh target
@@ -67,7 +67,7 @@ class Sizes:
     # the emulator's default of 4 would meter 1,000 RU/s per range and let the demo set's skew
     # (43 % of its documents hash to one of 4 ranges) bound every copier instead.
     s2_partitions: int = 1
-    # Added by the emulator to every request (a network round trip); 0 = the issue's scenario 1.
+    # Added by the emulator to every request (a network round trip); 0: a local emulator, no latency.
     s1_latency_ms: float = 0.0
     s3_documents: tuple[int, ...] = (10_000, 50_000)
     s4_documents: int = 6514
@@ -125,7 +125,7 @@ class Context:
     @contextmanager
     def account(self, name: str, *emulator_args: str) -> Iterator[Account]:
         if self.external:
-            from asyncmig.config import parse_connection_string
+            from asyncmig.connection import parse_connection_string
 
             endpoint = parse_connection_string(self.external)
             account = Account(self.external, endpoint.url, endpoint.key, f"asyncmig-bench-{name}-{uuid.uuid4().hex[:6]}")
@@ -150,7 +150,7 @@ class Context:
 
 # -- seeding, containers, verification (in this process, through the SDK / asyncmig's core) -------
 def _endpoint(account: Account) -> Any:
-    from asyncmig.config import parse_connection_string
+    from asyncmig.connection import parse_connection_string
 
     return parse_connection_string(account.connection_string)
 

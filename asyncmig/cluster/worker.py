@@ -40,7 +40,7 @@ from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.pipeline import Pipeline, RunStatistics
 from asyncmig.core.engine.shared_budget import Bank, SharedBudget
-from asyncmig.errors import Interrupted, LeaseLost, first_error
+from asyncmig.errors import Interrupted, LeaseLost, raise_first
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class WorkerProgress:
     def add(self, stats: RunStatistics, already_committed: int) -> None:
         """Add one batch's statistics; ``already_committed`` documents were covered before it began."""
         self.read += stats.read - already_committed
-        self.written += stats.written - already_committed
+        self.written += stats.written  # acknowledged by the sink in this batch (its checkpoint starts at 0)
         self.dead_lettered += stats.dead_lettered
         self.ru += stats.ru
         self.requests += stats.requests
@@ -207,7 +207,7 @@ class LeasedWorker:
                             if fresh != lease.state or lease.expires_at - now < self.options.ttl_seconds * 2 / 3:
                                 group.start_soon(commit_one, key, fresh)
                 except BaseExceptionGroup as group_error:
-                    raise first_error(group_error) from None
+                    raise_first(group_error)
             if self.on_commit is not None:
                 self.on_commit(self.snapshot())
 

@@ -12,7 +12,7 @@ from azure.cosmos.aio import DatabaseProxy
 
 from asyncmig.cluster.driver import run_cluster
 from asyncmig.cluster.worker import LeaseOptions
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.copy import ContainerRef, CopySpec
 from tests.conftest import Cosmos
 from tests.core.support import contents, mixed_documents, seed, writes_to

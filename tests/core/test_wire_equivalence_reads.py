@@ -17,7 +17,7 @@ from aiohttp import web
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, Mode
 from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs

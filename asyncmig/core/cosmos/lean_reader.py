@@ -43,7 +43,7 @@ import binascii
 import json
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,9 +51,9 @@ import anyio
 from azure.cosmos._base import GetPathFromLink
 from azure.cosmos._routing.routing_range import Range
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.cosmos.transport import (
     Authorizer,
     CosmosHttpError,
@@ -288,7 +288,7 @@ class LeanChangeFeed:
         return Transport(self._endpoint, connections=1, insecure=self._insecure, authorizer=self._authorizer)
 
     async def pages(self, feed_range: Mapping[str, Any], position: str | None, *,
-                    what: str = "") -> AsyncIterator[SourcePage]:
+                    what: str = "") -> AsyncGenerator[SourcePage, None]:
         """Pages of ``feed_range`` after ``position`` (None: from the beginning), then a last empty
         page carrying the range's final position when it moved without documents.
 
@@ -306,7 +306,7 @@ class LeanChangeFeed:
                 await transport.close()
 
     async def _read(self, transport: Transport, state: FeedPosition, position: str | None,
-                    what: str) -> AsyncIterator[SourcePage]:
+                    what: str) -> AsyncGenerator[SourcePage, None]:
         backoff = Backoff()
         idle = 0  # sub-ranges that answered "nothing new" in a row
         while idle < len(state.cursors):
@@ -377,17 +377,14 @@ class LeanChangeFeed:
 
     async def _recover(self, transport: Transport, failure: Failure, backoff: Backoff, exc: Exception,
                        context: str) -> None:
-        """Wait out a retryable failure (after a split, with the routing map refreshed) or raise."""
-        if not failure.retryable:
-            raise failure.as_error(context) from exc
-        delay = backoff.next_delay(failure)
-        if delay is None:
-            raise failure.as_error(context) from exc
-        if isinstance(exc, CosmosHttpError) and exc.status == 410 and exc.sub_status in _SPLIT_SUB_STATUSES:
-            seen = self._routing.generation
-            await self._routing.refresh(transport, self.link, self.rid, seen)
-            return  # the next request splits the sub-range by the new map: no need to wait
-        await anyio.sleep(delay)
+        """Wait out a retryable failure (after a split, refresh the routing map instead) or raise."""
+        split = isinstance(exc, CosmosHttpError) and exc.status == 410 and exc.sub_status in _SPLIT_SUB_STATUSES
+        try:
+            await wait_to_retry(backoff, failure, what=context, sleep=not split)
+        except AsyncmigError as error:
+            raise error from exc
+        if split:  # the next request splits the sub-range by the new map: no need to wait
+            await self._routing.refresh(transport, self.link, self.rid, self._routing.generation)
 
 
 def _documents(reply: Response) -> list[Document]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, cast
 
 import anyio
@@ -10,9 +11,10 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, ReadPath, chosen_read_path, sdk_client_authorizer
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
+from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify, retrying
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
+from asyncmig.errors import raise_first
 
 
 def range_key(feed_range: dict[str, Any]) -> str:
@@ -26,7 +28,9 @@ class CosmosSource:
     The change feed from the beginning returns the latest version of every document, and its
     per-range continuation is exactly what a checkpoint needs (and what a later live catch-up
     would continue from). One iterator per ``read_feed_ranges()`` entry avoids the SDK's
-    composite tokens that cannot be resumed when read partially (wire-protocol doc, section 9.4).
+    composite tokens that cannot be resumed when read partially (a token
+    that spans several ranges records a position for each, and the SDK cannot restart from a
+    half-consumed one).
     Throttling and transient faults are retried here, from the last position, with the SDK's own
     throttle retries off.
 
@@ -97,31 +101,31 @@ class CosmosSource:
             )
         return iterable.by_page()
 
-    async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
+    async def pages(self, partition: Any, position: str | None) -> AsyncGenerator[SourcePage, None]:
         if self._lean is not None:
-            async for lean_page in self._lean.pages(partition, position, what=f"{self.description} {range_key(partition)}"):
-                yield lean_page
+            async with aclosing(self._lean.pages(partition, position,
+                                                 what=f"{self.description} {range_key(partition)}")) as lean_pages:
+                async for lean_page in lean_pages:
+                    yield lean_page
             return
-        backoff = Backoff()
+        backoff = Backoff()  # one budget of retries for the whole range
         pager = self._pager(partition, position)
         pages = pager.__aiter__()
-        while True:
+
+        async def next_page() -> list[Document] | None:
             try:
                 page = await pages.__anext__()
-                documents = [doc async for doc in page]
             except StopAsyncIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-                failure = classify(exc)
-                if not failure.retryable:
-                    raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                delay = backoff.next_delay(failure)
-                if delay is None:
-                    raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                await anyio.sleep(delay)
-                pager = self._pager(partition, position)  # resume after the last page handed out
-                pages = pager.__aiter__()
-                continue
+                return None
+            return [doc async for doc in page]
+
+        def reopen() -> None:  # resume after the last page handed out
+            nonlocal pager, pages
+            pager = self._pager(partition, position)
+            pages = pager.__aiter__()
+
+        what = f"reading {self.description} {range_key(partition)}"
+        while (documents := await retrying(next_page, what=what, backoff=backoff, before_retry=reopen)) is not None:
             position = pager.continuation_token
             yield SourcePage(documents, position)
         final = pager.continuation_token
@@ -138,3 +142,43 @@ class CosmosSource:
                 raise failure.as_error(f"counting {self.description}") from exc
             return None
         return sum(int(cast(int, n)) for n in result)
+
+
+PageHandler = Callable[[list[Document]], Awaitable[None] | None]
+
+
+async def scan_container(
+    container: ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
+    concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None,
+) -> float:
+    """Hand every document of ``container`` to ``handle``, a page at a time, ``concurrency`` feed
+    ranges at once; reads through :class:`CosmosSource` (the change feed, with its retries).
+    Returns the RU the reads cost.
+
+    ``handle`` may be a coroutine function; a plain function runs between awaits, so pages of
+    concurrent ranges never interleave inside it. ``ranges`` and ``pages_per_range`` limit the scan
+    to a sample. Memory: one page per range being read.
+    """
+    source = CosmosSource(container, page_size=page_size, what=what)
+    await source.open()
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def read_range(feed_range: Any) -> None:
+        async with limiter, aclosing(source.pages(feed_range, None)) as pages:
+            read = 0
+            async for page in pages:
+                handled = handle(page.documents)
+                if handled is not None:
+                    await handled
+                read += 1
+                if pages_per_range is not None and read >= pages_per_range:
+                    return
+
+    feed_ranges = list((await source.partitions()).values())[:ranges]
+    try:
+        async with anyio.create_task_group() as group:
+            for feed_range in feed_ranges:
+                group.start_soon(read_range, feed_range)
+    except BaseExceptionGroup as errors:
+        raise_first(errors)
+    return source.read_ru

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -40,8 +40,9 @@ from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
 from asyncmig.core.engine.source import Source
-from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
-from asyncmig.errors import Interrupted, first_error
+from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Routed, Transform
+from asyncmig.core.jsoncodec import NonFiniteNumber
+from asyncmig.errors import AsyncmigError, Interrupted, UsageError, raise_first
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 
@@ -60,11 +61,19 @@ class PipelineOptions:
 
 @dataclass(slots=True)
 class RunStatistics:
-    """What a run did; ``read``/``written`` include the documents covered by a resumed checkpoint."""
+    """What a run did, including what the earlier runs of the same checkpoint did.
+
+    ``written`` counts documents the sink acknowledged (a killed run's writes are recovered from
+    its journal), ``dead_lettered`` those rejected into the dead-letter file; ``processed`` (their
+    sum) is what the progress bar shows. ``skipped`` counts, for this run only, the documents an
+    earlier run had already written and this one did not write again (they are in ``written``).
+    """
 
     read: int = 0
     written: int = 0
     dead_lettered: int = 0
+    skipped: int = 0
+    processed: int = 0
     ru: float = 0.0
     requests: int = 0
     throttled: int = 0
@@ -74,7 +83,6 @@ class RunStatistics:
     ranges_done: int = 0
     peak_in_flight: int = 0
     interrupted: bool = False
-    lanes: dict[str, int] = field(default_factory=dict)
 
 
 class InFlight:
@@ -135,7 +143,9 @@ class Pipeline:
         self._registered: dict[str, int] = {}  # range -> pages registered so far
         self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
         self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
-        self._keys: dict[int, str] = {}  # id(document in flight) -> its key
+        self._written = 0  # documents the sink acknowledged in this run
+        self._skipped = 0  # documents an earlier run wrote that this run did not write again
+        self._recovered = 0  # writes of a killed run that only its journal recorded
         self._journal: Journal | None = None
         self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
         self._writers: TaskGroup | None = None
@@ -166,7 +176,9 @@ class Pipeline:
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
-            self._skip[key] = set(state.written_ahead) | replayed.get(key, set())
+            journaled = replayed.get(key, set()) - set(state.written_ahead)
+            self._recovered += len(journaled)
+            self._skip[key] = set(state.written_ahead) | journaled
             self._ahead[key] = {}
             self._registered[key] = 0
         self._journal = Journal(self.checkpoint_path, self.checkpoint.journal, enabled=durable)
@@ -174,7 +186,7 @@ class Pipeline:
             try:
                 await self._run(pending, stop)
             except BaseExceptionGroup as group:
-                raise first_error(group) from None
+                raise_first(group)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._save()
@@ -246,16 +258,13 @@ class Pipeline:
         self, key: str, tracker: CommitTracker, documents: list[Document], position: str | None, held: int
     ) -> None:
         rejected: list[tuple[Document, Rejection]] = []
-        routed: dict[str, list[Document]] = defaultdict(list)
+        routed: dict[str, list[tuple[Document, str]]] = defaultdict(list)
         skipped: list[str] = []
         skip = self._skip[key]
         for doc in documents:
             try:
-                outputs = self.transform.apply(doc)
-                if self.transform is not IDENTITY:
-                    for _, out in outputs:
-                        jsoncodec.ensure_finite(out)
-            except (Rejected, ValueError) as exc:
+                outputs = self._apply(doc)
+            except (Rejected, NonFiniteNumber) as exc:  # this document's fault: dead-letter it
                 reason = exc.reason if isinstance(exc, Rejected) else str(exc)
                 rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
                 continue
@@ -265,16 +274,19 @@ class Pipeline:
                 if doc_key in skip:
                     skipped.append(doc_key)  # written by a run that was killed before its checkpoint
                     continue
-                self._keys[id(out)] = doc_key
-                routed[target].append(out)
+                routed[target].append((out, doc_key))
         units: list[WriteUnit] = []
-        for target, docs in routed.items():
-            planned, refused = self.sink.plan(target, docs)
+        for target, pairs in routed.items():
+            planned, refused = self.sink.plan(target, [out for out, _ in pairs])
+            # Per target, so one dict routed to two targets keeps a key for each.
+            keys = {id(out): doc_key for out, doc_key in pairs}
+            for unit in planned:
+                unit.keys = [keys[id(d)] for d in unit.documents]
             units.extend(planned)
             rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
-            self._keys.pop(id(source_doc), None)
+        self._skipped += len(skipped)
         count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped)
         page_id = tracker.register(position, count)
         self._registered[key] = page_id + 1
@@ -287,6 +299,36 @@ class Pipeline:
         self._pages[(key, page_id)] = [len(units), held]
         for unit in units:
             await self._lane(unit.lane).send((key, page_id, unit))
+
+    def _apply(self, doc: Document) -> Routed:
+        """The transform's output for ``doc``, checked: declared targets, finite numbers.
+
+        :raises Rejected, NonFiniteNumber: the document cannot be copied (it is dead-lettered).
+        :raises UsageError: the transform routed to a target it did not declare.
+        :raises AsyncmigError: the transform failed in any other way: a bug, which must not be
+            mistaken for a bad document and dead-letter the whole source.
+        """
+        transform = self.transform
+        try:
+            outputs = transform.apply(doc)
+        except (Rejected, NonFiniteNumber):
+            raise
+        except Exception as exc:
+            doc_id = doc.get("id") if isinstance(doc, dict) else None
+            raise AsyncmigError(
+                f"transform {transform.name} failed on document {doc_id!r}: {type(exc).__name__}: {exc}; "
+                "fix the transform and re-run (the checkpoint is kept)"
+            ) from exc
+        for target, out in outputs:
+            if target not in transform.targets:
+                declared = ", ".join(repr(t) for t in transform.targets)
+                raise UsageError(
+                    f"transform {transform.name} routed document {out.get('id')!r} to target {target!r}, but "
+                    f"declares only {declared}; add it to the transform's targets"
+                )
+            if transform is not IDENTITY:
+                jsoncodec.ensure_finite(out)
+        return outputs
 
     def _dead_letter(self, key: str, document: Document, rejection: Rejection, target: str | None = None) -> None:
         self.dead_letters.add(
@@ -318,9 +360,8 @@ class Pipeline:
         refused = {id(r.document) for r in outcome.rejected}
         for rejection in outcome.rejected:
             self._dead_letter(key, rejection.document, rejection, unit.target)
-        written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
-        for doc in unit.documents:
-            self._keys.pop(id(doc), None)
+        written = [k for d, k in zip(unit.documents, unit.keys, strict=True) if id(d) not in refused]
+        self._written += len(written)
         assert self._journal is not None
         self._journal.record(key, written)
         self._ahead[key].setdefault(page_id, []).extend(written)
@@ -336,7 +377,9 @@ class Pipeline:
         stats = self.stats
         sink = self.sink.stats
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
-        stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.processed = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.written = self._base.written + self._recovered + self._written
+        stats.skipped = self._skipped
         stats.dead_lettered = self.dead_letters.count
         stats.ru = self._base.ru + sink.ru + self.source.read_ru
         stats.requests = sink.requests
@@ -378,7 +421,8 @@ class Pipeline:
             state.written_ahead = [] if done else ahead[key]
         self._refresh()
         totals = self.checkpoint.totals
-        totals.read = totals.written = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.read = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.written = self.stats.written
         totals.dead_lettered = self.stats.dead_lettered
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
