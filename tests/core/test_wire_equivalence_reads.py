@@ -241,7 +241,8 @@ async def test_canned_errors_are_classified_the_same(
         assert lean.kind == "split"
 
 
-@pytest.mark.parametrize(("status", "sub_status"), [(429, 3200), (410, 1002), (449, None), (408, None), (503, None)])
+@pytest.mark.parametrize(("status", "sub_status"),
+                         [(429, 3200), (410, 1002), (410, 1007), (449, None), (408, None), (503, None)])
 async def test_both_paths_recover_from_a_one_off_fault(
     proxy: CapturingProxy, container: ContainerProxy, status: int, sub_status: int | None
 ) -> None:
@@ -253,7 +254,7 @@ async def test_both_paths_recover_from_a_one_off_fault(
         assert await _read(container, path, feed_range) == expected, path
         statuses = [c.status for c in _feed_requests(proxy)]
         assert statuses[0] == status and 200 in statuses[1:]
-        if status == 410:  # the routing is read again between the refusal and the retry
+        if sub_status == 1002:  # the range is gone: the routing is read again before the retry
             gone = next(i for i, c in enumerate(proxy.captured) if c.status == 410)
             retry = next(i for i, c in enumerate(proxy.captured) if i > gone and c.change_feed)
             assert any(c.path.endswith("/pkranges/") for c in proxy.captured[gone:retry]), path

@@ -53,7 +53,7 @@ from azure.cosmos._routing.routing_range import Range
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify
 from asyncmig.core.cosmos.transport import (
     Authorizer,
     CosmosHttpError,
@@ -321,7 +321,7 @@ class LeanChangeFeed:
                 documents = _documents(reply)
             except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
                 failure = classify(exc)
-                await self._recover(transport, failure, backoff, exc, f"reading {what}")
+                await self._recover(transport, cursor, failure, backoff, exc, f"reading {what}")
                 continue
             if reply.charge is not None:
                 self._on_charge(reply.charge)
@@ -375,16 +375,20 @@ class LeanChangeFeed:
             headers["If-None-Match"] = str(state.start_from["Etag"])
         return headers
 
-    async def _recover(self, transport: Transport, failure: Failure, backoff: Backoff, exc: Exception,
-                       context: str) -> None:
-        """Wait out a retryable failure (after a split, refresh the routing map instead) or raise."""
-        split = isinstance(exc, CosmosHttpError) and exc.status == 410 and exc.sub_status in _SPLIT_SUB_STATUSES
-        try:
-            await wait_to_retry(backoff, failure, what=context, sleep=not split)
-        except AsyncmigError as error:
-            raise error from exc
-        if split:  # the next request splits the sub-range by the new map: no need to wait
+    async def _recover(self, transport: Transport, cursor: _Cursor, failure: Failure, backoff: Backoff,
+                       exc: Exception, context: str) -> None:
+        """Wait out a retryable failure, or raise. After a split the routing map is read again, and
+        the sub-range is retried at once when it now maps elsewhere (while a split is still
+        completing, the map is unchanged and the wait applies)."""
+        delay = backoff.next_delay(failure) if failure.retryable else None
+        if delay is None:
+            raise failure.as_error(context) from exc
+        if isinstance(exc, CosmosHttpError) and exc.status == 410 and exc.sub_status in _SPLIT_SUB_STATUSES:
+            before = self._routing.overlapping(cursor.low, cursor.high)
             await self._routing.refresh(transport, self.link, self.rid, self._routing.generation)
+            if self._routing.overlapping(cursor.low, cursor.high) != before:
+                return
+        await anyio.sleep(delay)
 
 
 def _documents(reply: Response) -> list[Document]:
