@@ -12,6 +12,7 @@ import argparse
 import logging
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,23 +22,22 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from asyncmig import __version__
-from asyncmig.config import (
-    AUTH_MODES,
-    ENV_AUTH,
-    ENV_CONNECTION_STRING,
-    CosmosEndpoint,
-    Settings,
-    install_redaction,
-    load_settings,
-    parse_connection_string,
-    redact,
-    register_secret,
-)
+from asyncmig.connection import AUTH_MODES, CosmosEndpoint, parse_connection_string
 from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
-from asyncmig.errors import AsyncmigError, DeadLettered, Interrupted, StorageError, UsageError, first_error
+from asyncmig.errors import (
+    AsyncmigError,
+    ConnectionFailed,
+    DeadLettered,
+    Interrupted,
+    StorageError,
+    UsageError,
+    raise_first,
+)
+from asyncmig.redaction import install_redaction, redact, register_secret
 from asyncmig.report import duration, table, write_json_report
+from asyncmig.settings import ENV_AUTH, ENV_CONNECTION_STRING, Settings, load_settings
 
 if TYPE_CHECKING:
     from asyncmig.core.cosmos.sink import Politeness
@@ -86,8 +86,15 @@ def _add_copy(sub: Any) -> None:
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: .asyncmig/copy-<names>.checkpoint.json)")
     p.add_argument("--dead-letter", type=Path, help="rejected documents, JSON lines (default: beside the checkpoint)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--catch-up", action="store_true",
-                   help="after a finished copy: copy what changed in the source since (from the saved change-feed positions)")
+    live = p.add_mutually_exclusive_group()
+    live.add_argument("--catch-up", action="store_true",
+                      help="after a finished copy: copy what changed in the source since (from the saved "
+                           "change-feed positions), then exit")
+    live.add_argument("--follow", action="store_true",
+                      help="after the copy, keep applying the source's changes (deletes too, where the account "
+                           "offers them) until SIGINT/SIGTERM; then finish the writes in flight, save and exit 0")
+    p.add_argument("--poll-interval", type=float, default=PipelineOptions().poll_interval, metavar="SECONDS",
+                   help="--follow: most seconds between reads of a caught-up range")
     p.add_argument("--dry-run", action="store_true", help="count and estimate RU and time; write nothing")
     p.add_argument("--report", type=Path, help="write a JSON report here")
     p.add_argument("--allow-dead-letters", action="store_true",
@@ -100,7 +107,8 @@ def _add_copy(sub: Any) -> None:
     polite = p.add_argument_group("sharing the target with an application (docs/throughput.md)")
     polite.add_argument("--priority", choices=["low", "high"],
                         help="priority of the copy's writes: low ones are throttled first when the target is busy "
-                        "(needs priority-based execution enabled on the account)")
+                        "(needs priority-based execution enabled on the account); default low with --follow, "
+                        "whose target an application is using")
     polite.add_argument("--throughput-bucket", type=int, metavar="N",
                         help="meter the copy's writes in throughput bucket N (1-5) of the target container")
     shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")
@@ -126,6 +134,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
     if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
         raise UsageError("--ru-fraction must be in (0, 1]")
+    if not 0 < args.poll_interval <= 600:
+        raise UsageError("--poll-interval must be in (0, 600] seconds")
     stem = f"copy-{source_db}.{source_name}--{target_db}.{target_name}"
     checkpoint = args.checkpoint or STATE_DIR / f"{stem}.checkpoint.json"
     spec = CopySpec(
@@ -135,7 +145,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         ru_budget=args.ru_budget, ru_fraction=args.ru_fraction, restart=args.restart,
         allow_dead_letters=args.allow_dead_letters, insecure=args.insecure,
         progress=False if args.no_progress else None,
-        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up),
+        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up,
+                                follow=args.follow, poll_interval=args.poll_interval),
         politeness=_politeness(args),
     )
     if args.cluster or args.lease_container:
@@ -152,6 +163,7 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     result = None
     try:
         result = await copy(spec, stop)
+        status = "stopped" if args.follow else status
     except AsyncmigError as exc:
         status, error = ("interrupted" if isinstance(exc, Interrupted) else "failed"), exc
         raise
@@ -167,7 +179,8 @@ def _politeness(args: argparse.Namespace) -> Politeness:
     bucket = args.throughput_bucket
     if bucket is not None and not 1 <= bucket <= MAX_THROUGHPUT_BUCKET:
         raise UsageError(f"--throughput-bucket must be 1-{MAX_THROUGHPUT_BUCKET}, not {bucket}")
-    return Politeness(priority="Low" if args.priority == "low" else "High" if args.priority == "high" else None,
+    level = args.priority or ("low" if getattr(args, "follow", False) else None)
+    return Politeness(priority="Low" if level == "low" else "High" if level == "high" else None,
                       throughput_bucket=bucket)
 
 
@@ -175,8 +188,9 @@ async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -
     from asyncmig.cluster.command import cluster_copy, cluster_report, leased_copy, parse_cluster
     from asyncmig.cluster.worker import LeaseOptions
 
-    if args.dry_run or args.catch_up or args.restart:
-        raise UsageError("--dry-run, --catch-up and --restart are not available with --cluster/--lease-container")
+    if args.dry_run or args.catch_up or args.restart or getattr(args, "follow", False):
+        raise UsageError("--dry-run, --catch-up, --follow and --restart are not available with "
+                         "--cluster/--lease-container (a shared copy is a bulk copy; follow it with one process)")
     options = LeaseOptions(container=args.lease_container or DEFAULT_LEASE_CONTAINER, ttl_seconds=args.lease_ttl,
                            max_leases=args.max_leases)
     if args.cluster:
@@ -204,18 +218,37 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
     if result is not None:
         s = result.stats
         print(table(
-            ["documents read", "written", "dead-lettered", "RU", "RU/s", "429s", "retries", "time"],
-            [[s.read, s.written, s.dead_lettered, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
+            ["documents read", "written", "dead-lettered", "skipped (written before)", "RU", "RU/s", "429s",
+             "retries", "time"],
+            [[s.read, s.written, s.dead_lettered, s.skipped, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
               s.throttled, s.retries, duration(s.elapsed)]],
         ))
         if args.report:
             write_json_report(args.report, result.report(spec, status))
+        _warn_live(result)
     elif args.report:
         write_json_report(args.report, {"command": "copy", "status": status, "error": redact(str(error))})
+    if status == "stopped":
+        print(f"stopped following; every change read is written and the positions are saved in {spec.checkpoint}. "
+              "Continue with the same command.", file=sys.stderr)
     if isinstance(error, Interrupted):
         argv = [a for a in sys.argv[1:] if a != "--restart"]
         print(f"interrupted; progress is saved in {spec.checkpoint}. Resume with:\n  asyncmig {shlex.join(argv)}",
               file=sys.stderr)
+
+
+def _warn_live(result: Any) -> None:
+    """Say what a live copy must know: counts that differ after the bulk pass, deletes not followed."""
+    from asyncmig.copy import COUNT_MISMATCH
+
+    mismatches = result.count_mismatches()
+    if mismatches:
+        shown = ", ".join(f"{k}: read {v['read']}, counted {v['count']}" for k, v in sorted(mismatches.items()))
+        print(f"note: {shown}: {COUNT_MISMATCH}", file=sys.stderr)
+    if result.deletes_followed is False:
+        print("note: the source does not offer the all-versions-and-deletes change feed, so documents deleted "
+              "at the source during or after the copy stay in the target; `asyncmig reconcile SOURCE TARGET` "
+              "removes them", file=sys.stderr)
 
 
 def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True, strict: bool = False) -> None:
@@ -264,56 +297,28 @@ async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIt
         yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
 
 
-async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.phases.run import ask, run_migration, summary_table
-    from asyncmig.phases.state import save_state
+# The phase each command runs (the command line says create-containers for the create phase).
+_PHASE_OF_COMMAND = {"create-containers": "create"}
 
+
+async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.phases.run import ask, run_migration, run_single
+
+    confirm = (lambda _question: True) if getattr(args, "yes", False) else ask
     async with _phase_context(args, stop) as ctx:
         if args.command == "run":
-            await run_migration(ctx, confirm=(lambda _q: True) if args.yes else ask)
+            await run_migration(ctx, confirm=confirm)
             print("migration complete: every phase finished and validation passed")
             return 0
-        if args.command in ("create-containers", "migrate", "rollback") and not args.yes:
-            from asyncmig.phases.run import Declined
+        action = None
+        if args.command == "restore":
+            from asyncmig.phases.restore import restore
 
-            if not ask(f"Run {args.command} against {ctx.database_name} on {ctx.endpoint.host}?"):
-                raise Declined(f"{args.command} not confirmed; nothing was changed")
-        result = await _single_phase(args, ctx)
-        save_state(ctx.workdir.state, ctx.state)
-        print(summary_table([result]))
+            def action() -> Any:
+                return restore(ctx, args.backup_dir, args.container or None)
+
+        await run_single(_PHASE_OF_COMMAND.get(args.command, args.command), ctx, confirm=confirm, action=action)
         return 0
-
-
-async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
-    if args.command == "backup":
-        from asyncmig.phases.backup import backup
-
-        result = await backup(ctx)
-        ctx.state.finish("backup")
-        return result
-    if args.command == "create-containers":
-        from asyncmig.phases.create import create_containers
-
-        result = await create_containers(ctx)
-        ctx.state.finish("create")
-        return result
-    if args.command == "migrate":
-        from asyncmig.phases.migrate import migrate
-
-        result = await migrate(ctx)
-        ctx.state.finish("migrate")
-        return result
-    if args.command == "validate":
-        from asyncmig.phases.run import run_phase
-
-        return await run_phase("validate", ctx, print)
-    if args.command == "rollback":
-        from asyncmig.phases.rollback import rollback
-
-        return await rollback(ctx)
-    from asyncmig.phases.restore import restore
-
-    return await restore(ctx, args.backup_dir, args.container or None)
 
 
 async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
@@ -383,6 +388,64 @@ def _add_phases(sub: Any) -> None:
     backup.set_defaults(handler=_run_phase)
 
 
+def _add_reconcile(sub: Any) -> None:
+    p = sub.add_parser(
+        "reconcile", help="delete target documents whose source document is gone (deletes a copy did not see)",
+        description="For an identity copy from a source without the all-versions-and-deletes change feed: list the "
+        "ids and partition keys of TARGET, then of SOURCE (by query, feed range by feed range), and delete each "
+        "target document whose source document is gone (checked once more right before its delete). Asks first "
+        "unless --yes; --dry-run only counts.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", help="SOURCE as DATABASE/CONTAINER")
+    p.add_argument("target", help="TARGET as DATABASE/CONTAINER")
+    p.add_argument("--source-connection", metavar="CONNSTR", help=f"source account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--target-connection", metavar="CONNSTR", help=f"target account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--dry-run", action="store_true", help="count (and list the first) orphans; delete nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    p.add_argument("--report", type=Path, help="write a JSON report here")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    p.set_defaults(handler=_reconcile)
+
+
+async def _reconcile(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.copy import ContainerRef
+    from asyncmig.phases.run import Declined, ask
+    from asyncmig.reconcile import reconcile
+
+    settings = load_settings(args.env_file)
+    source_db, source_name = _container_ref(args.source, settings.database)
+    target_db, target_name = _container_ref(args.target, settings.database)
+    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
+    if not args.dry_run and not args.yes and not ask(
+        f"Delete from {target_db}/{target_name} every document that is not in {source_db}/{source_name}?"
+    ):
+        raise Declined("reconcile not confirmed; nothing was deleted")
+    result = await reconcile(source, target, dry_run=args.dry_run, insecure=args.insecure)
+    print(table(["target documents", "source documents", "orphans", "deleted", "kept (back at the source)"],
+                [[result.target_documents, result.source_documents, result.orphans, result.deleted, result.kept]]))
+    if args.report:
+        write_json_report(args.report, result.report(source, target))
+    return 0
+
+
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="what the migration and copies have done so far (reads local files only)",
+                       description="Show each phase of the migration (from its state file), every checkpoint "
+                       "and, per feed range, the saved position and the documents it covers. Works while a run "
+                       "is going on; it does not connect to Cosmos DB.")
+    p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state and checkpoints live")
+    p.set_defaults(handler=_status)
+
+
+async def _status(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.status import collect, render
+
+    print(render(collect(args.workdir)))
+    return 0
+
+
 def _add_emulator(sub: Any) -> None:
     p = sub.add_parser("emulator", help="run the local Cosmos DB emulator (see python -m asyncmig.emulator --help)",
                        add_help=False)
@@ -396,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast, RU-aware, resumable and provably lossless moves between Azure Cosmos DB (NoSQL) "
         f"containers. The account comes from {ENV_CONNECTION_STRING} (environment or .env).",
         epilog="Exit codes: 0 ok, 2 usage, 3 connection/auth, 4 missing resource or plan mismatch, "
-        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 74 local disk, 75 transient faults "
+        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 9 source changed during a backup, 74 local disk, 75 transient faults "
         "persisted (re-run to resume), 130 interrupted (re-run to resume).",
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
@@ -407,13 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)
+    _add_reconcile(sub)
     _add_phases(sub)
+    _add_status(sub)
     _add_emulator(sub)
     return parser
 
 
 async def _run(handler: Callable[[argparse.Namespace, anyio.Event], Awaitable[int]], args: argparse.Namespace) -> int:
     stop = anyio.Event()
+    code = Interrupted.exit_code  # a second signal cancels the handler: stopped at once
     async with anyio.create_task_group() as tg:
 
         async def signals() -> None:
@@ -446,17 +512,41 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return anyio.run(_run, args.handler, args, backend_options={"use_uvloop": _has_uvloop()})
         except BaseExceptionGroup as group:
-            raise first_error(group) from None
-    except AsyncmigError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
-              "then re-run the same command to resume", file=sys.stderr)
-        return StorageError.exit_code
+            raise_first(group)
+    except (AsyncmigError, OSError) as exc:
+        message, code = failure_message(exc, verbose=args.verbose)
+        print(message, file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return Interrupted.exit_code
+
+
+# What the network raises is an OSError too; these never mean a local file could not be written.
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+
+
+def failure_message(exc: AsyncmigError | OSError, *, verbose: bool) -> tuple[str, int]:
+    """The ``error:`` line (after the redacted cause chain when ``verbose``) and the exit code."""
+    if isinstance(exc, AsyncmigError):
+        message, code = str(exc), exc.exit_code
+    elif isinstance(exc, _NETWORK_ERRORS):
+        message = (f"the connection to Cosmos DB failed: {exc.strerror or type(exc).__name__}; check the "
+                   "endpoint and the network, then re-run the same command to resume")
+        code = ConnectionFailed.exit_code
+    else:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = (f"writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
+                   "then re-run the same command to resume")
+        code = StorageError.exit_code
+    causes: list[str] = []
+    if verbose:  # innermost first, as Python prints a chain: the error line stays the last line
+        seen = {id(exc)}
+        cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            causes.insert(0, f"caused by: {type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return redact("\n".join([*causes, f"error: {message}"])), code
 
 
 def _has_uvloop() -> bool:

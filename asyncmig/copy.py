@@ -2,24 +2,31 @@
 
 Backup, restore, validation and the Vimarsh phases are the same engine with a different source,
 sink or transform; this module wires the Cosmos-to-Cosmos case and its dry run.
+
+Live sources: :func:`follow` is the copy that keeps applying the source's changes (deletes too,
+where the account offers the all-versions-and-deletes change feed) until ``stop`` is set, then ends
+normally; :func:`catch_up` applies what changed since a finished copy once. Both resume the same
+checkpoint as :func:`copy`, so a follow can start after a plain copy, and a plain copy after a follow.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
-from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
 from asyncmig.core.cosmos.sink import CosmosSink, Politeness
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
@@ -60,6 +67,11 @@ class CopyResult:
     budget: float | None
     provisioned: float | None
     source_count: int | None
+    deletes_followed: bool | None = None  # None: not asked (a plain copy reads no deletes)
+
+    def count_mismatches(self) -> dict[str, dict[str, int | None]]:
+        """Ranges whose bulk pass read another number of documents than their independent count."""
+        return {k: v for k, v in self.stats.bulk.items() if v["count"] is not None and v["count"] != v["read"]}
 
     def report(self, spec: CopySpec, status: str) -> dict[str, Any]:
         s = self.stats
@@ -69,15 +81,41 @@ class CopyResult:
             "transform": {"name": spec.transform.name, "version": spec.transform.version},
             "ru_budget_per_s": self.budget, "target_provisioned_ru_per_s": self.provisioned,
             "documents": {"source_count": self.source_count, "read": s.read, "written": s.written,
-                          "dead_lettered": s.dead_lettered},
+                          "dead_lettered": s.dead_lettered, "skipped_as_written_before": s.skipped},
             "ru": {"total": round(s.ru, 2), "per_second": round(s.ru / s.elapsed, 1) if s.elapsed else 0.0},
             "requests": s.requests, "throttled": s.throttled,
             "throttled_share": round(s.throttled / s.requests, 4) if s.requests else 0.0,
             "retries": s.retries, "elapsed_s": round(s.elapsed, 3),
             "ranges": {"total": s.ranges, "done": s.ranges_done},
+            "live": {"deleted": s.deleted, "superseded_versions": s.superseded, "deletes_followed": self.deletes_followed,
+                     "lag": s.lag, "lag_seconds_max": _most(s.lag, "seconds"),
+                     "lag_documents_max": _most(s.lag, "documents")},
+            "count_check": self._count_check(spec),
             "memory": {"max_in_flight_documents": spec.options.max_in_flight, "peak_in_flight": s.peak_in_flight},
             "checkpoint": str(spec.checkpoint), "dead_letter_file": str(spec.dead_letter),
         }
+
+
+    def _count_check(self, spec: CopySpec) -> dict[str, Any]:
+        if spec.transform is not IDENTITY:
+            return {"checked": False, "why": "a transform's outputs are not counted against the source"}
+        mismatches = self.count_mismatches()
+        return {
+            "checked": bool(self.stats.bulk), "ranges": self.stats.bulk, "mismatches": sorted(mismatches),
+            "explanation": COUNT_MISMATCH if mismatches else None,
+        }
+
+
+COUNT_MISMATCH = (
+    "the bulk pass read another number of documents than the range held when the pass ended; on a source "
+    "that is being written this is the changes made during the copy (--follow or --catch-up applies them); "
+    "on a source nobody writes it means documents were missed: copy again with --restart"
+)
+
+
+def _most(lag: dict[str, dict[str, float | int | None]], what: str) -> float | int | None:
+    values = [v[what] for v in lag.values() if v.get(what) is not None]
+    return max(values) if values else None  # type: ignore[type-var]
 
 
 def target_names(spec: CopySpec) -> list[str]:
@@ -94,6 +132,36 @@ def copy_identity(spec: CopySpec) -> dict[str, Any]:
     )
 
 
+@dataclass
+class OpenedContainers:
+    """A copy's containers, checked to exist, and the RU budget its writes are paced to."""
+
+    source: ContainerProxy
+    targets: dict[str, ContainerProxy]  # by the transform's target name
+    target_database: DatabaseProxy
+    provisioned: float | None
+    budget: float | None
+
+
+@asynccontextmanager
+async def open_containers(spec: CopySpec) -> AsyncIterator[OpenedContainers]:
+    """Connect to both accounts, check the containers and read the target's throughput.
+
+    :raises ResourceMissing: a database or container does not exist.
+    :raises AsyncmigError: connection and authentication problems.
+    """
+    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
+            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
+        source = await existing_container(source_client, spec.source.database, spec.source.container, role="source")
+        targets: dict[str, ContainerProxy] = {}
+        for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
+            targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
+        database = target_client.get_database_client(spec.target.database)
+        provisioned = await provisioned_throughput(next(iter(targets.values())), database)
+        yield OpenedContainers(source, targets, database, provisioned,
+                               budget_from(provisioned, spec.ru_budget, spec.ru_fraction))
+
+
 async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     """Run (or resume) a copy.
 
@@ -102,29 +170,39 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     :raises AsyncmigError: for connection, resource, checkpoint and persistent-fault problems.
     """
     identity = copy_identity(spec)
-    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
-            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
-        source_container = await existing_container(
-            source_client, spec.source.database, spec.source.container, role="source")
-        targets: dict[str, ContainerProxy] = {}
-        for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
-            targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
-        first_target = next(iter(targets.values()))
-        provisioned = await provisioned_throughput(first_target, target_client.get_database_client(spec.target.database))
-        budget = budget_from(provisioned, spec.ru_budget, spec.ru_fraction)
-        source = CosmosSource(source_container, page_size=spec.options.page_size,
-                              what=f"{spec.source.database}/{spec.source.container}")
+    async with open_containers(spec) as opened:
+        budget, provisioned = opened.budget, opened.provisioned
+        source = CosmosSource(opened.source, page_size=spec.options.page_size,
+                              what=f"{spec.source.database}/{spec.source.container}", deletes=True)
         count = await source.count()
-        async with CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint, insecure=spec.insecure,
-                              politeness=spec.politeness) as sink:
-            job = Transfer(
-                source=source, sink=sink, identity=identity,
-                checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
-                restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
-                label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
-            )
-            stats = await run_transfer(job, stop)
-    return CopyResult(stats, budget, provisioned, count)
+        job = Transfer(
+            source=source, sink=CosmosSink(opened.targets, Governor(budget), endpoint=spec.target.endpoint,
+                                           insecure=spec.insecure, politeness=spec.politeness),
+            identity=identity, checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
+            restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
+            label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
+        )
+        stats = await run_transfer(job, stop)
+    return CopyResult(stats, budget, provisioned, count, source.deletes_available)
+
+
+async def follow(spec: CopySpec, stop: anyio.Event) -> CopyResult:
+    """Copy (or resume), then keep applying the source's changes until ``stop`` is set.
+
+    Ends normally once the writes in flight at the stop are done and the positions saved.
+
+    :raises Interrupted: the writes in flight did not finish within the grace period.
+    :raises DeadLettered, AsyncmigError: as :func:`copy`.
+    """
+    return await copy(replace(spec, options=replace(spec.options, follow=True, catch_up=False)), stop)
+
+
+async def catch_up(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
+    """Apply what changed at the source since a finished copy (one pass over every range), then return.
+
+    :raises Interrupted, DeadLettered, AsyncmigError: as :func:`copy`.
+    """
+    return await copy(replace(spec, options=replace(spec.options, catch_up=True, follow=False)), stop)
 
 
 @dataclass
@@ -152,10 +230,9 @@ async def dry_run(spec: CopySpec, sample_pages: int = 4) -> DryRun:
         await source.open()
         documents = await source.count() or 0
         sizes: list[int] = []
-        for feed_range in list((await source.partitions()).values())[:sample_pages]:
-            async for page in source.pages(feed_range, None):
-                sizes.extend(len(jsoncodec.dumps(d)) for d in page.documents)
-                break
+        await scan_container(container, lambda page: sizes.extend(len(jsoncodec.dumps(d)) for d in page),
+                             what=spec.source.container, page_size=source.page_size, ranges=sample_pages,
+                             pages_per_range=1)
         provisioned = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
     mean = statistics.fmean(sizes) if sizes else 0.0
     per_write = rucost.write(int(mean), 0) if sizes else 0.0

@@ -1,5 +1,5 @@
 """``python -m bench [--quick] [--scenarios 1,2,...]``: asyncmig against the approaches users would
-otherwise take, side by side, on the same data and the same emulator (issue 5).
+otherwise take, side by side, on the same data and the same emulator (method: docs/benchmarks.md).
 
 Writes ``bench/results/bench-<time>[-quick].json`` (machine, versions, parameters, every figure,
 the targets met or missed), PNG charts beside it when matplotlib is installed, and prints markdown

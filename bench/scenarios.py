@@ -1,4 +1,4 @@
-"""The benchmark scenarios (issue 5): the same data, the same emulator, peers side by side.
+"""The benchmark scenarios (method: docs/benchmarks.md): the same data, the same emulator, peers side by side.
 
 Every scenario starts its own emulator process (or uses the account in ``ASYNCMIG_BENCH_COSMOS``),
 seeds its source once through asyncmig's core, and gives every copier its own fresh target
@@ -70,7 +70,7 @@ class Sizes:
     # the emulator's default of 4 would meter 1,000 RU/s per range and let the demo set's skew
     # (43 % of its documents hash to one of 4 ranges) bound every copier instead.
     s2_partitions: int = 1
-    # Added by the emulator to every request (a network round trip); 0 = the issue's scenario 1.
+    # Added by the emulator to every request (a network round trip); 0: a local emulator, no latency.
     s1_latency_ms: float = 0.0
     s3_documents: tuple[int, ...] = (10_000, 50_000)
     s4_documents: int = 6514
@@ -128,7 +128,7 @@ class Context:
     @contextmanager
     def account(self, name: str, *emulator_args: str) -> Iterator[Account]:
         if self.external:
-            from asyncmig.config import parse_connection_string
+            from asyncmig.connection import parse_connection_string
 
             endpoint = parse_connection_string(self.external)
             account = Account(self.external, endpoint.url, endpoint.key, f"asyncmig-bench-{name}-{uuid.uuid4().hex[:6]}")
@@ -153,25 +153,29 @@ class Context:
 
 # -- seeding, containers, verification (in this process, through the SDK / asyncmig's core) -------
 def _endpoint(account: Account) -> Any:
-    from asyncmig.config import parse_connection_string
+    from asyncmig.connection import parse_connection_string
 
     return parse_connection_string(account.connection_string)
 
 
-async def _create_container(account: Account, name: str, throughput: int | None, partition_key: str) -> None:
+async def _create_container(account: Account, name: str, throughput: int | None, partitions: int | None,
+                            partition_key: str = PARTITION_KEY) -> None:
     from azure.cosmos import PartitionKey
     from azure.cosmos.aio import CosmosClient
 
+    # The emulator's own header sets a container's physical ranges (a real account ignores it).
+    headers = {"x-asyncmig-partition-count": str(partitions)} if partitions and account.emulated else {}
     async with CosmosClient(account.endpoint, credential=account.key) as client:
         db = await client.create_database_if_not_exists(account.database)
-        await db.create_container(name, partition_key=PartitionKey(partition_key), offer_throughput=throughput)
+        await db.create_container(name, partition_key=PartitionKey(partition_key), offer_throughput=throughput,
+                                  initial_headers=headers)
 
 
 def create_container(ctx: Context, account: Account, name: str, throughput: int | None = None,
-                     partition_key: str = PARTITION_KEY) -> None:
+                     partitions: int | None = None, partition_key: str = PARTITION_KEY) -> None:
     if throughput is None and not account.emulated:
         throughput = ctx.external_ru  # a real account has no "unlimited": provision generously
-    asyncio.run(_create_container(account, name, throughput, partition_key))
+    asyncio.run(_create_container(account, name, throughput, partitions, partition_key))
 
 
 async def _delete_container(account: Account, name: str) -> None:
@@ -371,7 +375,7 @@ def measured(ctx: Context, account: Account, peer: str, source: str, source_dige
              documents: int, run_dir: Path, throughput: int | None = None,
              partition_key: str = PARTITION_KEY) -> tuple[dict[str, Any], StatsSampler | None]:
     """Fresh target, one measured run, the copier's own report, verification against the source."""
-    create_container(ctx, account, target, throughput, partition_key)
+    create_container(ctx, account, target, throughput, partition_key=partition_key)
     ctx.log(f"  {peer}: copying {documents:,} documents into {target}")
     run, sampler = run_copier(ctx, account, peer, source, target, documents, run_dir)
     result: dict[str, Any] = {"peer": peer, "target": target, "documents": documents, **run.summary()}
@@ -705,13 +709,16 @@ def scenario_6(ctx: Context, sizes: Sizes) -> dict[str, Any]:
         result["skipped"] = "runs against the local emulator only (it reads the server's own RU meter)"
         return _finish(result, started)
     result["runs"] = {}
-    with ctx.account("s6") as account:
+    # The source has 4 feed ranges for the workers to share; the target one physical range, as in
+    # scenario 2: this measures how the workers share the budget, not how the demo set's key skew
+    # loads one of several target ranges.
+    with ctx.account("s6", "--partitions", "4") as account:
         result["parameters"]["database"] = account.database
         result["seed"] = seed(ctx, account, "source", n)
         source_digest = digest(account, "source")
         for workers in (1, 2):
             target, run_dir = f"target-{workers}w", ctx.workdir / "s6" / f"{workers}w"
-            create_container(ctx, account, target, int(2 * budget))
+            create_container(ctx, account, target, int(2 * budget), partitions=1)
             sampler = StatsSampler(account.admin) if account.admin is not None else None
             command = [sys.executable, "-m", "asyncmig", "copy", f"{account.database}/source",
                        f"{account.database}/{target}", "--no-progress", "--cluster", f"local[{workers}]",

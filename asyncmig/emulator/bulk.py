@@ -103,7 +103,8 @@ def _run_one(docs: Documents, container: ContainerRecord, target: PhysicalRange,
             return {**_error(exc), "retryAfterMilliseconds": int(exc.headers.get("x-ms-retry-after-ms", "0"))}
         docs.store.begin()
         try:
-            result = docs._batch_op(container, op, values, epk)
+            # Committed alone: its own LSN (None), and a view of just its own document.
+            result = docs._batch_op(container, op, values, epk, None, docs.batch_view(container, epk, [op]))
         except BaseException:
             docs.store.rollback()
             raise

@@ -19,6 +19,21 @@ from asyncmig.core.cosmos.partition_keys import (  # noqa: F401 - re-exported fo
 )
 
 _WIDTH = 32  # hex characters in a single-level V2 EPK
+INITIAL_RU_PER_PARTITION = 6000  # what Cosmos DB provisions per physical partition at creation
+MAX_RU_PER_PARTITION = 10_000    # what one physical partition can serve
+
+
+def partitions_for_throughput(throughput: int | None) -> int:
+    """Physical partitions Cosmos DB gives a new container: ``ceil(RU/s / 6,000)``, at least one.
+
+    Cosmos DB creates a container with enough partitions to serve its throughput (manual RU/s or
+    the autoscale maximum) at 6,000 RU/s each, so that each can later scale to 10,000 RU/s without
+    a split; a container created at P x 6,000 RU/s starts with P partitions. Storage (50 GB per
+    partition) never matters at emulator sizes; no throughput (serverless) means one partition.
+    """
+    if not throughput or throughput <= 0:
+        return 1
+    return max(1, -(-int(throughput) // INITIAL_RU_PER_PARTITION))
 
 
 def _to_int(boundary: str) -> int:

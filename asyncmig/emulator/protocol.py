@@ -1,7 +1,8 @@
 """Wire-level pieces shared by the emulator's handlers: errors, responses and request headers.
 
-See ``shared/docs/cosmos-wire-protocol.md``: booleans arrive spelled ``True``/``False``, the partition
-key header is JSON, and every response carries a request charge and an activity id.
+The SDKs spell boolean headers ``True``/``False`` (compared case-insensitively here), send the
+partition key header as a JSON array, and expect every response, errors included, to carry a
+request charge and an activity id.
 """
 
 from __future__ import annotations
@@ -29,19 +30,21 @@ class CosmosError(Exception):
     """An error answer in Cosmos DB's shape: ``{"code": ..., "message": ...}`` plus substatus."""
 
     def __init__(
-        self, status: int, message: str, *, substatus: int | None = None, headers: dict[str, str] | None = None
+        self, status: int, message: str, *, substatus: int | None = None, headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.substatus = substatus
         self.headers = headers or {}
+        self.extra = extra or {}  # more body fields, e.g. a query plan's "additionalErrorInfo"
 
     def response(self, activity_id: str) -> web.Response:
         headers = {"x-ms-activity-id": activity_id, "x-ms-request-charge": "0.0", **self.headers}
         if self.substatus is not None:
             headers["x-ms-substatus"] = str(self.substatus)
-        body = {"code": _CODES.get(self.status, "Error"), "message": self.message}
+        body = {"code": _CODES.get(self.status, "Error"), "message": self.message, **self.extra}
         return web.Response(status=self.status, body=jsoncodec.dumps(body), headers=headers,
                             content_type="application/json")
 

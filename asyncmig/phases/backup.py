@@ -2,9 +2,9 @@
 
 A backup is a copy into files: :class:`~asyncmig.core.cosmos.source.CosmosSource` to
 :class:`~asyncmig.core.files.sink.FileSink` through :func:`~asyncmig.core.engine.transfer.run_transfer`,
-one resumable transfer per container, so it streams with bounded memory and resumes after a kill
-(spec A4). The original backup held whole containers in memory, swallowed failures and listed
-containers whose export had failed (W-18); here any failure raises, and only a finished backup
+one resumable transfer per container, so it streams with bounded memory and resumes after a kill.
+The original backup held whole containers in memory, swallowed failures and listed
+containers whose export had failed; here any failure raises, and only a finished backup
 gets a manifest: every figure in it is computed from the finished files.
 
 The backup directory is chosen once and recorded in the state file before any data moves, so a
@@ -29,7 +29,6 @@ from asyncmig.core.cosmos.connect import existing_container, read_offer
 from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
-from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.core.files.jsonl import JsonlGzReader
 from asyncmig.core.files.manifest import (
@@ -44,7 +43,7 @@ from asyncmig.core.files.manifest import (
     write_manifest,
 )
 from asyncmig.core.files.sink import FileSink
-from asyncmig.errors import UsageError, ValidationFailed
+from asyncmig.errors import SourceChanged, UsageError
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh.dimensions import DimensionTally
@@ -73,7 +72,11 @@ def _verbatim(target: str) -> Transform:
 
 def backup_checkpoint(ctx: PhaseContext, container: str, backup_dir: Path) -> Path:
     """The checkpoint of one container's backup into ``backup_dir`` (one per directory)."""
-    return ctx.workdir.checkpoint(PHASE, f"{container}@{backup_dir.name}")
+    return ctx.workdir.checkpoint(PHASE, _run_key(container, backup_dir))
+
+
+def _run_key(container: str, backup_dir: Path) -> str:
+    return f"{container}@{backup_dir.name}"
 
 
 async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
@@ -87,7 +90,7 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         refused once the migration has created containers (a new backup would then capture
         migrated data, and a rollback would restore that).
     :raises ResourceMissing: when a source container (or the database) does not exist.
-    :raises ValidationFailed: when a container's document count changed while it was backed up.
+    :raises SourceChanged: when a container's document count changed while it was backed up.
     :raises BackupCorrupt: when the finished backup the state names has lost its manifest.
     :raises UsageError: for ``restart`` after the migration created containers.
     :raises Interrupted: after ``ctx.stop`` was set; re-run to resume.
@@ -172,23 +175,14 @@ async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backu
     transform = _verbatim(name)
     source = CosmosSource(container, page_size=ctx.options.pipeline.page_size, what=f"{ctx.database_name}/{name}")
     sink = FileSink(backup_dir, [name])
-    checkpoint = backup_checkpoint(ctx, name, backup_dir)
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name,
         target=None, target_database=None, target_containers=[sink.path(name).name], transform=transform,
         backup_dir=str(backup_dir),
     )
-    job = Transfer(
-        source=source, sink=sink, identity=identity, checkpoint=checkpoint,
-        dead_letter=ctx.workdir.dead_letter(PHASE, name), transform=transform,
-        allow_dead_letters=False,  # a backup that lacks a document is not a backup
-        label=f"backup {name}", total=await source.count(), progress=ctx.options.progress,
-        options=ctx.options.pipeline,
-    )
-    try:
-        return (await run_transfer(job, ctx.stop)).ru
-    finally:
-        await sink.close()
+    stats = await ctx.transfer(PHASE, _run_key(name, backup_dir), source, sink, identity, transform=transform,
+                               allow_dead_letters=False)  # a backup that lacks a document is not a backup
+    return stats.ru
 
 
 async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> ContainerEntry:
@@ -205,7 +199,7 @@ async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> Co
         raise classify(exc).as_error(f"counting {ctx.database_name}/{container.id}") from exc
     now = sum(counts)
     if now != entry["count"]:
-        raise ValidationFailed(
+        raise SourceChanged(
             f"{path} holds {entry['count']} documents but {ctx.database_name}/{container.id} holds {now}: "
             "the container changed while it was backed up; stop the application's writes and take a new "
             "backup (the incomplete one has no manifest and is never used)"

@@ -17,14 +17,11 @@ from datetime import UTC, datetime
 
 from azure.cosmos.aio import ContainerProxy
 
-from asyncmig.core.cosmos.connect import existing_container, provisioned_throughput
-from asyncmig.core.cosmos.sink import CosmosSink
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.connect import existing_container
+from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
-from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.iterable_source import IterableSource
 from asyncmig.core.engine.pipeline import RunStatistics
-from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
@@ -32,28 +29,15 @@ from asyncmig.vimarsh import plan
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 
 
-async def _budget(ctx: PhaseContext, container: ContainerProxy) -> float | None:
-    provisioned = await provisioned_throughput(container, ctx.database)
-    return budget_from(provisioned, ctx.options.ru_budget, ctx.options.ru_fraction)
-
-
 async def _transfer(
     ctx: PhaseContext, name: str, source: CosmosSource | IterableSource, targets: dict[str, ContainerProxy],
     transform: Transform,
 ) -> RunStatistics:
-    budget = await _budget(ctx, next(iter(targets.values())))
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name, target=ctx.endpoint,
         target_database=ctx.database_name, target_containers=list(targets), transform=transform, phase="migrate",
     )
-    async with CosmosSink(targets, Governor(budget), endpoint=ctx.endpoint, insecure=ctx.options.insecure) as sink:
-        job = Transfer(
-            source=source, sink=sink, identity=identity,
-            checkpoint=ctx.workdir.checkpoint("migrate", name), dead_letter=ctx.workdir.dead_letter("migrate", name),
-            transform=transform, allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {name}",
-            total=await source.count(), progress=ctx.options.progress, options=ctx.options.pipeline,
-        )
-        return await run_transfer(job, ctx.stop)
+    return await ctx.transfer("migrate", name, source, await ctx.cosmos_sink(targets), identity, transform=transform)
 
 
 async def migrate(ctx: PhaseContext) -> PhaseResult:
@@ -90,12 +74,12 @@ async def _personalities(ctx: PhaseContext, vectors: ContainerProxy) -> RunStati
         ctx.state.personalities_generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         save_state(ctx.workdir.state, ctx.state)
     accumulator = PersonalityAccumulator()
-    reader = CosmosSource(vectors, what=plan.PERSONALITY_VECTORS)
-    await reader.open()
-    for feed_range in (await reader.partitions()).values():
-        async for page in reader.pages(feed_range, None):
-            for doc in page.documents:
-                accumulator.add(doc)
+
+    def add_all(documents: list[Document]) -> None:
+        for doc in documents:
+            accumulator.add(doc)
+
+    await scan_container(vectors, add_all, what=plan.PERSONALITY_VECTORS)
     generated = accumulator.documents(ctx.state.personalities_generated_at)
     target = await existing_container(ctx.client, ctx.database_name, plan.PERSONALITIES, role="target")
     source = IterableSource(lambda: generated, description="generated personalities", count=len(generated))

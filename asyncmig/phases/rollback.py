@@ -1,8 +1,8 @@
-"""The rollback phase: back to the legacy 3-container layout, proven against the backup (spec A4).
+"""The rollback phase: back to the legacy 3-container layout, proven against the backup.
 
 The original rollback could not read the backup, recreated containers with wrong partition keys
 and fixed RU/s, deleted the live ``users`` and ``user_activity`` through ``replace('-', '_')``,
-and stopped half-way with containers already deleted (W-19). This one:
+and stopped half-way with containers already deleted. This one:
 
 1. refuses, before changing anything, without a complete, verified backup of this database, when
    the state names a container the migration does not create as created, or when an existing
@@ -114,7 +114,7 @@ async def rollback(ctx: PhaseContext) -> PhaseResult:
 def _recorded_backup(ctx: PhaseContext) -> Path:
     if ctx.state.backup_dir is None:
         after = f" (it was rolled back at {ctx.state.rolled_back_at})" if ctx.state.rolled_back_at else ""
-        raise BackupCorrupt(
+        raise StateError(
             f"the migration state {ctx.workdir.state} records no backup{after}: a rollback needs the "
             "complete backup taken before the migration; nothing was changed"
         )

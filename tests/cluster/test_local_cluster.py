@@ -12,7 +12,7 @@ from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 from asyncmig.cluster.driver import ClusterResult, run_cluster
 from asyncmig.cluster.engine import LocalEngine, WorkerHandle
 from asyncmig.cluster.worker import LeasedWorker, LeaseOptions, WorkerProgress
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.copy import ContainerRef, CopySpec
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.shared_budget import Bank

@@ -99,7 +99,8 @@ _UNDEFINED_KEY = _UndefinedKey()
 def _v1_hash_input(value: Any) -> bytes:
     kind = _scalar_kind(value)
     if kind == "string":
-        return bytes([_STRING]) + value[:_V1_MAX_STRING_CHARS].encode("utf-8") + bytes([_UNDEFINED])
+        text: str = value[:_V1_MAX_STRING_CHARS]
+        return bytes([_STRING]) + text.encode("utf-8") + bytes([_UNDEFINED])
     if kind == "number":
         return bytes([_NUMBER]) + struct.pack("<d", float(value))
     if kind == "bool":

@@ -31,8 +31,10 @@ from typing import Any, Literal, Self
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from azure.cosmos.partition_key import NonePartitionKeyValue
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.lean_writer import (
@@ -47,7 +49,7 @@ from asyncmig.core.cosmos.partition_keys import (
     partition_key_problem,
     partition_key_values,
 )
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.cosmos.transport import CosmosHttpError
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
@@ -326,6 +328,20 @@ class CosmosSink:
             units.append(_unit(target, lane, chunk, chunk_encoded, shared))
         return units
 
+    def plan_deletes(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
+        """One delete per document (a delete of a document already gone succeeds)."""
+        spec = self._targets[target]
+        units: list[WriteUnit] = []
+        rejected: list[Rejection] = []
+        for doc in documents:
+            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+                rejected.append(Rejection(doc, "a deleted document without an id cannot be deleted", 400))
+                continue
+            values = partition_key_values(spec.definition, doc)
+            lane = spec.lane(target, effective_partition_key(spec.definition, values))
+            units.append(WriteUnit(target, lane, [doc], values[0] if len(values) == 1 else values, delete=True))
+        return units, rejected
+
     async def write(self, unit: WriteUnit) -> WriteOutcome:
         outcome = WriteOutcome()
         backoff = Backoff()
@@ -342,11 +358,10 @@ class CosmosSink:
             failure, again = retry
             self.stats.retries += 1
             pending.append(again)
-            delay = backoff.next_delay(failure)  # counts 429s too: endless throttling ends the run
-            if delay is None:
-                raise failure.as_error(f"writing to {self._targets[current.target].container.id!r}")
-            if failure.kind != "throttled":  # for a 429 the partition gate's pause does the waiting
-                await anyio.sleep(delay)  # outside the partition slot, so other writers proceed
+            # Counts 429s too: endless throttling ends the run. For a 429 the partition gate's pause
+            # does the waiting; other waits happen outside the partition slot, so other writers proceed.
+            await wait_to_retry(backoff, failure, what=f"writing to {self._targets[current.target].container.id!r}",
+                                sleep=failure.kind != "throttled")
         return outcome
 
     async def _attempt(self, unit: WriteUnit, outcome: WriteOutcome, pending: list[WriteUnit]) -> Failure | None:
@@ -488,6 +503,8 @@ class CosmosSink:
 
     async def _send(self, spec: _Target, unit: WriteUnit) -> float | None:
         """Send one unit's request; returns its charge (None when the response did not say)."""
+        if unit.delete:
+            return await _delete_with_sdk(spec.container, unit, self.politeness.sdk_options())
         if self._writer is None or spec.lean is None:
             return await _send_with_sdk(spec.container, unit, self.politeness.sdk_options())
         encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
@@ -511,6 +528,18 @@ class _RefusedBySdk(Exception):
     """The SDK refused a request before sending it (its own client-side validation)."""
 
 
+# What the SDK's own check of a document's id raises (azure.cosmos._base._validate_resource) before
+# it sends anything: the one client-side verdict on a document, as opposed to a bug.
+_SDK_DOCUMENT_REFUSALS = frozenset({
+    "Id contains illegal chars.", "Id ends with a space or newline.", "Id type must be a string.",
+})
+
+
+def refused_by_sdk(exc: BaseException) -> bool:
+    """True when ``exc`` is the SDK refusing a document's id, which dead-letters that document."""
+    return isinstance(exc, ValueError | TypeError) and str(exc) in _SDK_DOCUMENT_REFUSALS
+
+
 async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Mapping[str, Any]) -> float | None:
     result: Any
     try:
@@ -519,10 +548,32 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Ma
             result = await container.execute_item_batch(operations, partition_key=unit.partition_key, **options)
         else:
             result = await container.upsert_item(unit.documents[0], no_response=True, **options)
-    except ValueError as exc:  # e.g. an id it refuses
+    except (ValueError, TypeError) as exc:
+        if not refused_by_sdk(exc):
+            raise  # not a verdict on the document: a bug must not dead-letter every document
         raise _RefusedBySdk(str(exc)) from exc
     charge = result.get_response_headers().get("x-ms-request-charge")
     return None if charge is None else float(charge)
+
+
+async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Mapping[str, Any]) -> float | None:
+    """Delete the unit's document; one already gone (404 without a sub-status) counts as deleted."""
+    document = unit.documents[0]
+    key = unit.partition_key if unit.partition_key != {} else NonePartitionKeyValue
+    seen: list[Any] = []
+    try:
+        await container.delete_item(document["id"], partition_key=key,
+                                    response_hook=lambda headers, _: seen.append(headers), **options)
+    except CosmosResourceNotFoundError as exc:
+        if getattr(exc, "sub_status", None) not in (None, 0):  # the container itself is missing
+            raise
+        return _charge(exc.headers)
+    return _charge(seen[-1] if seen else None)
+
+
+def _charge(headers: Any) -> float | None:
+    value = headers.get("x-ms-request-charge") if headers is not None else None
+    return None if value is None else float(value)
 
 
 def _unreported_charge(failure: Failure, unit: WriteUnit) -> float:

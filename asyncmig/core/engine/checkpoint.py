@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asyncmig.config import CosmosEndpoint, redact
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.engine.transform import Transform
 from asyncmig.core.files.fsutil import atomic_write, ensure_dir
 from asyncmig.errors import CorruptState, ForeignState, StateError
+from asyncmig.redaction import redact
 
 __all__ = [
     "FORMAT",
@@ -36,7 +37,6 @@ __all__ = [
     "CommitTracker",
     "RangeState",
     "Totals",
-    "TrackerStatistics",
     "load_checkpoint",
     "resume_key",
     "run_identity",
@@ -46,7 +46,8 @@ __all__ = [
 FORMAT = "asyncmig-checkpoint"
 VERSION = 1
 
-_RESTART_HINT = "pass --restart to start over"
+# What a command with a --restart option tells the user to do about a checkpoint it cannot use.
+RESTART_HINT = "pass --restart to start over (the old file is kept as <name>.old), or use a different --checkpoint path"
 
 
 def _now() -> str:
@@ -62,6 +63,9 @@ class RangeState:
     documents covered by that position; ``done`` is set once the range is drained and committed.
     ``written_ahead`` names documents already written from pages *after* the committed position
     (out-of-order completions) by :func:`resume_key`, so a resume does not write them again.
+    ``bulk_done`` is set once the range's first pass reached its end; ``bulk_read`` is what that
+    pass had read by then and ``bulk_count`` an independent count of the range's documents at that
+    moment (None: not counted), for the end-of-copy cross-check.
     """
 
     feed_range: Any
@@ -70,6 +74,9 @@ class RangeState:
     written: int = 0
     done: bool = False
     written_ahead: list[str] = field(default_factory=list)
+    bulk_done: bool = False
+    bulk_read: int | None = None
+    bulk_count: int | None = None
 
 
 def resume_key(target: str, source: Mapping[str, Any], output: Mapping[str, Any], partition_key: Any) -> str:
@@ -175,10 +182,14 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
 
 
 def _count(value: Any, what: str) -> int:
-    number = _expect(value, int, what)
+    number: int = _expect(value, int, what)
     if number < 0:
         raise _Invalid(f"{what} is negative")
     return number
+
+
+def _optional_count(value: Any, what: str) -> int | None:
+    return None if value is None else _count(value, what)
 
 
 def _from_json(body: Mapping[str, Any]) -> Checkpoint:
@@ -198,6 +209,9 @@ def _from_json(body: Mapping[str, Any]) -> Checkpoint:
             done=_expect(raw.get("done"), bool, f"range {key!r} done"),
             written_ahead=[_expect(k, str, f"range {key!r} written_ahead") for k in
                            _expect(raw.get("written_ahead", []), list, f"range {key!r} written_ahead")],
+            bulk_done=_expect(raw.get("bulk_done", False), bool, f"range {key!r} bulk_done"),
+            bulk_read=_optional_count(raw.get("bulk_read"), f"range {key!r} bulk_read"),
+            bulk_count=_optional_count(raw.get("bulk_count"), f"range {key!r} bulk_count"),
         )
     raw_totals = _expect(body.get("totals"), dict, "totals")
     totals = Totals(
@@ -235,8 +249,50 @@ def _identity_differences(stored: Mapping[str, Any], current: Mapping[str, Any])
     return differences
 
 
-def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool) -> Checkpoint:
+def read_checkpoint(path: str | os.PathLike[str], *, start_over: str = RESTART_HINT) -> Checkpoint:
+    """The checkpoint stored at ``path``, whichever run it belongs to (``asyncmig status`` shows it).
+
+    :raises CorruptState: unreadable JSON, another format or version, a checksum mismatch
+        (truncated or edited file) or a malformed structure.
+    :raises FileNotFoundError: there is no checkpoint at ``path``.
+    :raises StateError: the file cannot be read (permissions, I/O error).
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
+                         f"{start_over}") from exc
+
+    def corrupt(problem: str) -> CorruptState:
+        return CorruptState(f"checkpoint {file} is damaged ({problem}); {start_over}")
+
+    try:
+        document = jsoncodec.loads(data)
+    except ValueError:
+        raise corrupt("not valid JSON: truncated or edited") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise corrupt(f"not an {FORMAT} file")
+    if document.get("version") != VERSION:
+        raise corrupt(f"format version {document.get('version')!r}, this asyncmig reads {VERSION}")
+    checksum = document.pop("checksum", None)
+    if checksum != _digest(document):
+        raise corrupt("checksum mismatch: truncated or edited")
+    try:
+        checkpoint = _from_json(document)
+    except _Invalid as exc:
+        raise corrupt(str(exc)) from None
+    return checkpoint
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool, start_over: str = RESTART_HINT
+) -> Checkpoint:
     """The checkpoint at ``path`` for this run, or a fresh one.
+
+    ``start_over`` ends the error messages: how the command at hand starts over.
 
     A missing file gives a fresh checkpoint. ``restart=True`` also gives a fresh one and keeps any
     existing file as ``<path>.old`` (evidence is never deleted).
@@ -254,37 +310,14 @@ def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *
             os.replace(file, file.with_name(file.name + ".old"))
         return Checkpoint(identity=current)
     try:
-        data = file.read_bytes()
+        checkpoint = read_checkpoint(file, start_over=start_over)
     except FileNotFoundError:
         return Checkpoint(identity=current)
-    except OSError as exc:
-        raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
-                         f"{_RESTART_HINT}") from exc
-
-    def corrupt(problem: str) -> CorruptState:
-        return CorruptState(f"checkpoint {file} is damaged ({problem}); {_RESTART_HINT} "
-                            f"(the damaged file is then kept as {file.name}.old)")
-
-    try:
-        document = jsoncodec.loads(data)
-    except ValueError:
-        raise corrupt("not valid JSON: truncated or edited") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise corrupt(f"not an {FORMAT} file")
-    if document.get("version") != VERSION:
-        raise corrupt(f"format version {document.get('version')!r}, this asyncmig reads {VERSION}")
-    checksum = document.pop("checksum", None)
-    if checksum != _digest(document):
-        raise corrupt("checksum mismatch: truncated or edited")
-    try:
-        checkpoint = _from_json(document)
-    except _Invalid as exc:
-        raise corrupt(str(exc)) from None
     differences = _identity_differences(checkpoint.identity, current)
     if differences:
         raise ForeignState(redact(
             f"checkpoint {file} belongs to a different run: {'; '.join(differences)}; "
-            f"{_RESTART_HINT} or use a different --checkpoint path"
+            f"{start_over}"
         ))
     return checkpoint
 
@@ -308,19 +341,6 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Non
 
 # --------------------------------------------------------------------------------------------
 # Commit tracking
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerStatistics:
-    """A snapshot of a :class:`CommitTracker` (documents counted since the tracker's start point)."""
-
-    committed_position: str | None
-    committed: int
-    read: int
-    written: int
-    in_flight: int
-    pending_pages: int
-    done: bool
 
 
 @dataclass(slots=True)
@@ -433,15 +453,3 @@ class CommitTracker:
     def done(self) -> bool:
         """The range is drained (:meth:`finish`) and every page is committed."""
         return self._finished and not self._pages
-
-    def statistics(self) -> TrackerStatistics:
-        """A snapshot for progress output."""
-        return TrackerStatistics(
-            committed_position=self._committed_position,
-            committed=self._committed,
-            read=self._read,
-            written=self._written,
-            in_flight=self.in_flight,
-            pending_pages=len(self._pages),
-            done=self.done,
-        )

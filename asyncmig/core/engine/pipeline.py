@@ -20,6 +20,13 @@ Replays: documents written from pages past the committed position are listed in 
 document's key (:func:`~asyncmig.core.engine.checkpoint.resume_key`) names the source document
 (``_rid``) and its version (``_etag``), so a document changed at the source since is copied again. What a killed run writes twice is therefore only what was in flight,
 and upserts of the same bodies make even that harmless.
+
+Live sources: versions of one document are written in version order
+(:mod:`~asyncmig.core.engine.ordering`); deletes a source reports go out as delete units. With
+``follow`` a range that is caught up is polled again (at most every ``poll_interval`` seconds) until
+the stop request, which then ends the run normally once the writes in flight are done. The end of a
+range's first pass (the bulk pass) is recorded, with an independent count of the range's documents
+when the source can give one (:attr:`RangeState.bulk_read`, :attr:`RangeState.bulk_count`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -38,12 +46,15 @@ from asyncmig.core import jsoncodec
 from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, resume_key, save_checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
-from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
-from asyncmig.core.engine.source import Source
-from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
-from asyncmig.errors import Interrupted, first_error
+from asyncmig.core.engine.ordering import VersionGate, document_version
+from asyncmig.core.engine.sink import DeletingSink, Rejection, Sink, WriteUnit
+from asyncmig.core.engine.source import CountsPartitions, Source, SourcePage
+from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Routed, Transform
+from asyncmig.core.jsoncodec import NonFiniteNumber
+from asyncmig.errors import AsyncmigError, Interrupted, UsageError, raise_first
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
+_Gated = tuple[tuple[str, Any, str, Any], int]  # (target, target id, source pk, source id), version
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +67,25 @@ class PipelineOptions:
     checkpoint_interval: float = 2.0
     grace_period: float = 10.0
     catch_up: bool = False  # continue finished ranges from their saved change-feed positions
+    follow: bool = False  # keep applying the source's changes until the stop request
+    poll_interval: float = 2.0  # follow: most seconds between polls of a caught-up range
 
 
 @dataclass(slots=True)
 class RunStatistics:
-    """What a run did; ``read``/``written`` include the documents covered by a resumed checkpoint."""
+    """What a run did, including what the earlier runs of the same checkpoint did.
+
+    ``written`` counts documents the sink acknowledged (a killed run's writes are recovered from
+    its journal), ``dead_lettered`` those rejected into the dead-letter file; ``processed`` (their
+    sum) is what the progress bar shows. ``skipped`` counts, for this run only, the documents an
+    earlier run had already written and this one did not write again (they are in ``written``).
+    """
 
     read: int = 0
     written: int = 0
     dead_lettered: int = 0
+    skipped: int = 0
+    processed: int = 0
     ru: float = 0.0
     requests: int = 0
     throttled: int = 0
@@ -74,7 +95,12 @@ class RunStatistics:
     ranges_done: int = 0
     peak_in_flight: int = 0
     interrupted: bool = False
-    lanes: dict[str, int] = field(default_factory=dict)
+    deleted: int = 0  # deletes applied (a document already gone counts)
+    superseded: int = 0  # versions dropped because a newer version of the document was in flight
+    # range -> how far reading is behind the source: {"documents": changes left or None, "seconds": ...}
+    lag: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    # range -> {"read": documents its bulk pass read, "count": independent count at its end}
+    bulk: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
 
 class InFlight:
@@ -135,7 +161,11 @@ class Pipeline:
         self._registered: dict[str, int] = {}  # range -> pages registered so far
         self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
         self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
-        self._keys: dict[int, str] = {}  # id(document in flight) -> its key
+        self._written = 0  # documents the sink acknowledged in this run
+        self._skipped = 0  # documents an earlier run wrote that this run did not write again
+        self._recovered = 0  # writes of a killed run that only its journal recorded
+        self._gate = VersionGate()
+        self._gated: dict[int, _Gated] = {}  # id(document in flight) -> what it holds in the gate
         self._journal: Journal | None = None
         self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
         self._writers: TaskGroup | None = None
@@ -157,8 +187,9 @@ class Pipeline:
             self.checkpoint.ranges = {key: RangeState(feed_range=fr) for key, fr in partitions.items()}
             save_checkpoint(self.checkpoint_path, self.checkpoint)
         await self.sink.open(self.checkpoint.sink_state)
-        if self.options.catch_up:  # a finished range's position is its change feed's latest point
+        if self.options.catch_up or self.options.follow:  # a finished range's position is its latest point
             for state in self.checkpoint.ranges.values():
+                state.bulk_done = state.bulk_done or state.done  # finished before bulk passes were recorded
                 state.done = False
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
         durable = self.sink.durable_writes
@@ -166,7 +197,9 @@ class Pipeline:
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
-            self._skip[key] = set(state.written_ahead) | replayed.get(key, set())
+            journaled = replayed.get(key, set()) - set(state.written_ahead)
+            self._recovered += len(journaled)
+            self._skip[key] = set(state.written_ahead) | journaled
             self._ahead[key] = {}
             self._registered[key] = 0
         self._journal = Journal(self.checkpoint_path, self.checkpoint.journal, enabled=durable)
@@ -174,7 +207,7 @@ class Pipeline:
             try:
                 await self._run(pending, stop)
             except BaseExceptionGroup as group:
-                raise first_error(group) from None
+                raise_first(group)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._save()
@@ -205,8 +238,12 @@ class Pipeline:
         self.stats.interrupted = True
         if self._producers is not None:
             self._producers.cancel()
+        drained = False
         with anyio.move_on_after(self.options.grace_period):
             await self.in_flight.drained()
+            drained = True
+        # Following, a stop request is the normal end once every change read is written.
+        self.stats.interrupted = not (self.options.follow and drained)
         if self._writers is not None:
             self._writers.cancel_scope.cancel()
 
@@ -223,70 +260,213 @@ class Pipeline:
 
     # -- producing ---------------------------------------------------------------------------
     async def _produce(self, key: str, limiter: anyio.CapacityLimiter) -> None:
-        async with limiter:
-            state = self.checkpoint.ranges[key]
-            tracker = self.trackers[key]
-            pages = self.source.pages(state.feed_range, state.position).__aiter__()
-            reserve = self.options.page_size
-            while True:
-                await self.in_flight.acquire(reserve)
-                try:
-                    page = await pages.__anext__()
-                except BaseException as exc:
-                    self.in_flight.release(reserve)
-                    if isinstance(exc, StopAsyncIteration):
-                        break
-                    raise
-                held = min(len(page.documents), reserve)
-                self.in_flight.release(reserve - held)
-                await self._dispatch(key, tracker, page.documents, page.position, held)
+        state = self.checkpoint.ranges[key]
+        tracker = self.trackers[key]
+        position = state.position
+        idle_polls = 0
+        while True:
+            async with limiter:  # per pass: a following range must not keep others from their bulk pass
+                position, changed = await self._read_pass(key, tracker, position)
+            if not self.options.follow:
+                break
+            idle_polls = 0 if changed else idle_polls + 1
+            await anyio.sleep(min(self.options.poll_interval, 0.05 * 2 ** min(idle_polls, 10)))
         tracker.finish()
 
-    async def _dispatch(
-        self, key: str, tracker: CommitTracker, documents: list[Document], position: str | None, held: int
-    ) -> None:
-        rejected: list[tuple[Document, Rejection]] = []
-        routed: dict[str, list[Document]] = defaultdict(list)
-        skipped: list[str] = []
-        skip = self._skip[key]
-        for doc in documents:
+    async def _read_pass(self, key: str, tracker: CommitTracker, position: str | None) -> tuple[str | None, bool]:
+        """Read the range from ``position`` until it is caught up; returns the last position and
+        whether any change was read."""
+        state = self.checkpoint.ranges[key]
+        pages = self.source.pages(state.feed_range, position).__aiter__()
+        reserve = self.options.page_size
+        changed = False
+        while True:
+            await self.in_flight.acquire(reserve)
             try:
-                outputs = self.transform.apply(doc)
-                if self.transform is not IDENTITY:
-                    for _, out in outputs:
-                        jsoncodec.ensure_finite(out)
-            except (Rejected, ValueError) as exc:
-                reason = exc.reason if isinstance(exc, Rejected) else str(exc)
-                rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
+                page = await pages.__anext__()
+            except BaseException as exc:
+                self.in_flight.release(reserve)
+                if isinstance(exc, StopAsyncIteration):
+                    return position, changed
+                raise
+            held = min(len(page.documents) + len(page.deleted), reserve)
+            self.in_flight.release(reserve - held)
+            changed = changed or bool(page.documents or page.deleted)
+            position = page.position
+            self._note_lag(key, page)
+            await self._dispatch(key, tracker, page, held)
+            if page.caught_up and not state.bulk_done:
+                await self._bulk_pass_done(key, tracker)
+
+    def _note_lag(self, key: str, page: SourcePage) -> None:
+        if page.caught_up:
+            self.stats.lag[key] = {"documents": 0, "seconds": 0.0}
+            return
+        stamps = [d["_ts"] for d in page.documents if isinstance(d, dict) and isinstance(d.get("_ts"), int)]
+        seconds = round(max(0.0, time.time() - max(stamps)), 1) if stamps else None
+        self.stats.lag[key] = {"documents": page.behind, "seconds": seconds}
+
+    async def _bulk_pass_done(self, key: str, tracker: CommitTracker) -> None:
+        """The range's first pass is complete: note what it read and count the range independently."""
+        state = self.checkpoint.ranges[key]
+        state.bulk_done = True
+        state.bulk_read = tracker.read
+        if isinstance(self.source, CountsPartitions):
+            state.bulk_count = await self.source.count_partition(state.feed_range)
+
+    async def _dispatch(self, key: str, tracker: CommitTracker, page: SourcePage, held: int) -> None:
+        rejected: list[tuple[Document, Rejection]] = []
+        routed: dict[str, list[tuple[Document, str]]] = defaultdict(list)
+        removed: dict[str, list[tuple[Document, str]]] = defaultdict(list)
+        skipped: list[str] = []
+        superseded = 0
+        changes = [(doc, False) for doc in page.documents] + [(doc, True) for doc in page.deleted]
+        try:
+            admitted = await self._admitted(key, changes, rejected)
+        except BaseException:
+            self.in_flight.release(held)  # a stop before the page was registered: it is read again later
+            raise
+        for source_doc, out, target, deleting, gated in admitted:
+            if out is None:
+                superseded += 1
                 continue
-            partition_key = None if doc.get("_rid") else self.source.partition_key(doc)
-            for target, out in outputs:
-                doc_key = resume_key(target, doc, out, partition_key)
-                if doc_key in skip:
-                    skipped.append(doc_key)  # written by a run that was killed before its checkpoint
-                    continue
-                self._keys[id(out)] = doc_key
-                routed[target].append(out)
+            partition_key = None if source_doc.get("_rid") else self.source.partition_key(source_doc)
+            doc_key = resume_key(target, source_doc, out, partition_key)
+            if deleting:  # the deleted version's _etag also names its last upsert: keep the two apart
+                doc_key += "\x1fdeleted"
+            if doc_key in self._skip[key]:
+                skipped.append(doc_key)  # written by a run that was killed before its checkpoint
+                if gated is not None:
+                    self._gate.release(*gated)
+                continue
+            if gated is not None:
+                self._gated[id(out)] = gated
+            (removed if deleting else routed)[target].append((out, doc_key))
         units: list[WriteUnit] = []
-        for target, docs in routed.items():
-            planned, refused = self.sink.plan(target, docs)
-            units.extend(planned)
-            rejected.extend((r.document, r) for r in refused)
+        for deleting, by_target in ((False, routed), (True, removed)):
+            for target, pairs in by_target.items():
+                outs = [out for out, _ in pairs]
+                if not deleting:
+                    planned, refused = self.sink.plan(target, outs)
+                elif isinstance(self.sink, DeletingSink):
+                    planned, refused = self.sink.plan_deletes(target, outs)
+                else:
+                    raise TypeError(f"{self.sink.description} cannot delete; the source reported deletes")
+                # Per target, so one dict routed to two targets keeps a key for each.
+                keys = {id(out): doc_key for out, doc_key in pairs}
+                for unit in planned:
+                    unit.keys = [keys[id(d)] for d in unit.documents]
+                units.extend(planned)
+                rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
-            self._keys.pop(id(source_doc), None)
-        count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped)
-        page_id = tracker.register(position, count)
+            self._ungate(source_doc)
+        self._skipped += len(skipped)
+        self.stats.superseded += superseded
+        count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped) + superseded
+        page_id = tracker.register(page.position, count)
         self._registered[key] = page_id + 1
         if skipped:
             self._ahead[key][page_id] = skipped
-        tracker.complete(page_id, len(rejected) + len(skipped))
+        tracker.complete(page_id, len(rejected) + len(skipped) + superseded)
         if not units:
             self.in_flight.release(held)
             return
         self._pages[(key, page_id)] = [len(units), held]
-        for unit in units:
-            await self._lane(unit.lane).send((key, page_id, unit))
+        sent = 0
+        try:
+            for unit in units:
+                await self._lane(unit.lane).send((key, page_id, unit))
+                sent += 1
+        finally:
+            if sent < len(units):  # a stop: the page stays uncommitted and is read again later
+                for unit in units[sent:]:
+                    for doc in unit.documents:
+                        self._ungate(doc)
+                self._units_done(key, page_id, len(units) - sent)
+
+    async def _admitted(
+        self, key: str, changes: list[tuple[Document, bool]], rejected: list[tuple[Document, Rejection]]
+    ) -> list[tuple[Document, Document | None, str, bool, _Gated | None]]:
+        """Transform a page's changes and pass them through the version gate, in version order.
+
+        Returns (source document, output or None when superseded, target, is a delete, gate hold).
+        Only the newest version of a document within the page is kept (an older one in the same
+        page would wait for itself); rejected transforms go to ``rejected``.
+        """
+        newest: dict[tuple[str, Any, str, Any], tuple[int, int]] = {}
+        transformed: list[tuple[Document, Document, str, bool, tuple[str, Any, str, Any], int | None]] = []
+        for source_doc, deleting in changes:
+            try:
+                outputs = self._apply(source_doc)
+            except (Rejected, NonFiniteNumber) as exc:  # this document's fault: dead-letter it
+                reason = exc.reason if isinstance(exc, Rejected) else str(exc)
+                what = "a deleted document's last version" if deleting else self.transform.name
+                rejected.append((source_doc, Rejection(source_doc, f"transform {what}: {reason}")))
+                continue
+            version = document_version(source_doc)
+            source_id = source_doc.get("id") if isinstance(source_doc, dict) else None
+            # Which source document: by partition key and id (a delete carries no _rid on Cosmos DB),
+            # or by _rid where the source knows no partition key.
+            partition_key = self.source.partition_key(source_doc)
+            source_pk = jsoncodec.dumps(partition_key).decode() if partition_key is not None else \
+                str(source_doc.get("_rid"))
+            for target, out in outputs:
+                doc = (target, out.get("id"), source_pk, source_id)
+                index = len(transformed)
+                transformed.append((source_doc, out, target, deleting, doc, version))
+                if version is not None and (doc not in newest or newest[doc][0] < version):
+                    newest[doc] = (version, index)
+        admitted: list[tuple[Document, Document | None, str, bool, _Gated | None]] = []
+        try:
+            for index, (source_doc, out, target, deleting, doc, version) in enumerate(transformed):
+                if version is None:
+                    admitted.append((source_doc, out, target, deleting, None))
+                elif newest[doc][1] != index or not await self._gate.admit(doc, version):
+                    admitted.append((source_doc, None, target, deleting, None))
+                else:
+                    admitted.append((source_doc, out, target, deleting, (doc, version)))
+        except BaseException:  # a stop while waiting for an older version: hold nothing
+            for *_, gated in admitted:
+                if gated is not None:
+                    self._gate.release(*gated)
+            raise
+        return admitted
+
+    def _ungate(self, document: Document) -> None:
+        gated = self._gated.pop(id(document), None)
+        if gated is not None:
+            self._gate.release(*gated)
+
+    def _apply(self, doc: Document) -> Routed:
+        """The transform's output for ``doc``, checked: declared targets, finite numbers.
+
+        :raises Rejected, NonFiniteNumber: the document cannot be copied (it is dead-lettered).
+        :raises UsageError: the transform routed to a target it did not declare.
+        :raises AsyncmigError: the transform failed in any other way: a bug, which must not be
+            mistaken for a bad document and dead-letter the whole source.
+        """
+        transform = self.transform
+        try:
+            outputs = transform.apply(doc)
+        except (Rejected, NonFiniteNumber):
+            raise
+        except Exception as exc:
+            doc_id = doc.get("id") if isinstance(doc, dict) else None
+            raise AsyncmigError(
+                f"transform {transform.name} failed on document {doc_id!r}: {type(exc).__name__}: {exc}; "
+                "fix the transform and re-run (the checkpoint is kept)"
+            ) from exc
+        for target, out in outputs:
+            if target not in transform.targets:
+                declared = ", ".join(repr(t) for t in transform.targets)
+                raise UsageError(
+                    f"transform {transform.name} routed document {out.get('id')!r} to target {target!r}, but "
+                    f"declares only {declared}; add it to the transform's targets"
+                )
+            if transform is not IDENTITY:
+                jsoncodec.ensure_finite(out)
+        return outputs
 
     def _dead_letter(self, key: str, document: Document, rejection: Rejection, target: str | None = None) -> None:
         self.dead_letters.add(
@@ -314,19 +494,28 @@ class Pipeline:
                 del work  # an idle writer must not keep its last unit (documents and bytes) alive
 
     async def _write(self, key: str, page_id: int, unit: WriteUnit) -> None:
-        outcome = await self.sink.write(unit)
+        try:
+            outcome = await self.sink.write(unit)
+        finally:
+            for doc in unit.documents:
+                self._ungate(doc)
+        if unit.delete:
+            self.stats.deleted += len(unit.documents) - len(outcome.rejected)
         refused = {id(r.document) for r in outcome.rejected}
         for rejection in outcome.rejected:
             self._dead_letter(key, rejection.document, rejection, unit.target)
-        written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
-        for doc in unit.documents:
-            self._keys.pop(id(doc), None)
+        written = [k for d, k in zip(unit.documents, unit.keys, strict=True) if id(d) not in refused]
+        self._written += len(written)
         assert self._journal is not None
         self._journal.record(key, written)
         self._ahead[key].setdefault(page_id, []).extend(written)
         self.trackers[key].complete(page_id, len(unit.documents))
+        self._units_done(key, page_id, 1)
+
+    def _units_done(self, key: str, page_id: int, n: int) -> None:
+        """``n`` units of a page are written (or will never be sent); the last one frees its documents."""
         entry = self._pages[(key, page_id)]
-        entry[0] -= 1
+        entry[0] -= n
         if entry[0] == 0:
             del self._pages[(key, page_id)]
             self.in_flight.release(entry[1])
@@ -336,7 +525,9 @@ class Pipeline:
         stats = self.stats
         sink = self.sink.stats
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
-        stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.processed = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.written = self._base.written + self._recovered + self._written
+        stats.skipped = self._skipped
         stats.dead_lettered = self.dead_letters.count
         stats.ru = self._base.ru + sink.ru + self.source.read_ru
         stats.requests = sink.requests
@@ -348,6 +539,8 @@ class Pipeline:
             1 for k, s in self.checkpoint.ranges.items() if s.done or (k in self.trackers and self.trackers[k].done)
         )
         stats.peak_in_flight = self.in_flight.peak
+        stats.bulk = {k: {"read": s.bulk_read, "count": s.bulk_count}
+                      for k, s in self.checkpoint.ranges.items() if s.bulk_done}
 
     def _done_counts(self) -> int:
         return sum(s.read for k, s in self.checkpoint.ranges.items() if k not in self.trackers)
@@ -378,7 +571,8 @@ class Pipeline:
             state.written_ahead = [] if done else ahead[key]
         self._refresh()
         totals = self.checkpoint.totals
-        totals.read = totals.written = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.read = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.written = self.stats.written
         totals.dead_lettered = self.stats.dead_lettered
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
