@@ -8,6 +8,7 @@ fallback still writing transactional batches.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.cli import _politeness
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import bulk_operation
 from asyncmig.core.cosmos.retry import cosmos_client_kwargs
@@ -23,6 +25,7 @@ from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.engine.governor import Governor
 from asyncmig.core.engine.sink import WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import strip_system
+from asyncmig.errors import UsageError
 from tests.conftest import Cosmos, needs_emulator
 from tests.helpers import raw_request, unique
 
@@ -90,10 +93,11 @@ async def test_throttled_operations_wait_behind_their_ranges_gate(
     async with CosmosSink({"t": container}, governor, endpoint=CosmosEndpoint(cosmos.endpoint, cosmos.key),
                           write_path="lean") as sink:
         await sink.open({})
-        outcome, _ = await _write_all(sink, docs)
+        outcome, units = await _write_all(sink, docs)
+    lanes = {unit.lane for unit in units}
     assert outcome.written == 120 and outcome.rejected == []
     assert sink.stats.throttled > 0 and sink.stats.retries > 0
-    assert sum(p.throttles for p in governor.statistics().partitions.values()) == sink.stats.throttled
+    assert sum(governor.gate(lane).statistics().throttles for lane in lanes) == sink.stats.throttled
     assert set(await _stored(database, container)) == {d["id"] for d in docs}
 
 
@@ -209,3 +213,17 @@ async def test_low_priority_writes_yield_to_the_application(
     met = await _throttles_writing(cosmos, container, write_path, Politeness(priority=priority), docs,
                                    application_writes)
     assert (met > 0) is throttled
+
+
+@pytest.mark.parametrize(("priority", "follow", "expected"), [
+    (None, False, None), (None, True, "Low"), ("high", True, "High"), ("low", False, "Low"),
+])
+def test_copy_writes_at_low_priority_when_following_unless_told(priority: Any, follow: bool, expected: Any) -> None:
+    args = argparse.Namespace(priority=priority, throughput_bucket=None, follow=follow)
+    assert _politeness(args) == Politeness(priority=expected)
+
+
+@pytest.mark.parametrize("bucket", [0, 6])
+def test_a_throughput_bucket_is_one_to_five(bucket: int) -> None:
+    with pytest.raises(UsageError, match="1-5"):
+        _politeness(argparse.Namespace(priority=None, throughput_bucket=bucket, follow=False))

@@ -31,7 +31,7 @@ from aiohttp import web
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter, bulk_operation
 from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
