@@ -233,7 +233,7 @@ async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
     if args.command == "rollback":
         from asyncmig.phases.rollback import rollback
 
-        return await rollback(ctx)
+        return await rollback(ctx, force=args.force)
     from asyncmig.phases.restore import restore
 
     return await restore(ctx, args.backup_dir, args.container or None)
@@ -289,6 +289,9 @@ def _add_phases(sub: Any) -> None:
                        ("rollback", "restore the 3-container layout from the backup")):
         p = sub.add_parser(name, help=text, description=text)
         _phase_options(p, confirm=name != "validate")
+    sub.choices["rollback"].add_argument(
+        "--force", action="store_true",
+        help="delete created containers even when the application wrote to them after the migration")
     restore = sub.add_parser("restore", help="restore containers from a backup folder")
     restore.add_argument("backup_dir", type=Path)
     restore.add_argument("--container", action="append", help="only this container (repeatable)")

@@ -27,6 +27,7 @@ from asyncmig.core.engine.pipeline import RunStatistics
 from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.phases.context import PhaseContext, PhaseResult
+from asyncmig.phases.marks import record_marks
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh import plan
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
@@ -80,6 +81,7 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
         ru += stats.ru
     stats = await _personalities(ctx, database.get_container_client(plan.PERSONALITY_VECTORS))
     details[plan.PERSONALITIES] = {"written": stats.written, "ru": round(stats.ru, 2)}
+    await record_marks(ctx)  # what the application writes from now on, a rollback must not undo
     return PhaseResult("migrate", "done", documents + stats.written, ru + stats.ru,
                        time.monotonic() - started, details)
 

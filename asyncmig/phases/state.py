@@ -35,6 +35,9 @@ class MigrationState:
     vector_dimensions: int | None = None
     personalities_generated_at: str | None = None  # fixed once, so a re-run writes identical documents
     rolled_back_at: str | None = None
+    # container -> {feed range: change-feed position} where the migration's writes ended (phases/marks.py)
+    feed_marks: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    marked_at: str | None = None
 
     def finish(self, phase: str) -> None:
         self.finished[phase] = _now()
