@@ -64,6 +64,9 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
     :raises Interrupted: after a stop request; re-running resumes from the checkpoints.
     """
     started = time.monotonic()
+    if ctx.state.copy_started_at is None:  # a source document written after this may not be copied yet
+        ctx.state.copy_started_at = int(time.time())
+        save_state(ctx.workdir.state, ctx.state)
     database = ctx.database
     details: dict[str, dict[str, float | int]] = {}
     documents = 0

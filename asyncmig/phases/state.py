@@ -38,6 +38,8 @@ class MigrationState:
     # container -> {feed range: change-feed position} where the migration's writes ended (phases/marks.py)
     feed_marks: dict[str, dict[str, str | None]] = field(default_factory=dict)
     marked_at: str | None = None
+    live: bool = False  # run --live: the source keeps changing until the cutover
+    copy_started_at: int | None = None  # epoch seconds when migrate first started reading
 
     def finish(self, phase: str) -> None:
         self.finished[phase] = _now()
