@@ -78,8 +78,15 @@ def _add_copy(sub: Any) -> None:
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: .asyncmig/copy-<names>.checkpoint.json)")
     p.add_argument("--dead-letter", type=Path, help="rejected documents, JSON lines (default: beside the checkpoint)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--catch-up", action="store_true",
-                   help="after a finished copy: copy what changed in the source since (from the saved change-feed positions)")
+    live = p.add_mutually_exclusive_group()
+    live.add_argument("--catch-up", action="store_true",
+                      help="after a finished copy: copy what changed in the source since (from the saved "
+                           "change-feed positions), then exit")
+    live.add_argument("--follow", action="store_true",
+                      help="after the copy, keep applying the source's changes (deletes too, where the account "
+                           "offers them) until SIGINT/SIGTERM; then finish the writes in flight, save and exit 0")
+    p.add_argument("--poll-interval", type=float, default=PipelineOptions().poll_interval, metavar="SECONDS",
+                   help="--follow: most seconds between reads of a caught-up range")
     p.add_argument("--dry-run", action="store_true", help="count and estimate RU and time; write nothing")
     p.add_argument("--report", type=Path, help="write a JSON report here")
     p.add_argument("--allow-dead-letters", action="store_true",
@@ -102,6 +109,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
     if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
         raise UsageError("--ru-fraction must be in (0, 1]")
+    if not 0 < args.poll_interval <= 600:
+        raise UsageError("--poll-interval must be in (0, 600] seconds")
     stem = f"copy-{source_db}.{source_name}--{target_db}.{target_name}"
     checkpoint = args.checkpoint or STATE_DIR / f"{stem}.checkpoint.json"
     spec = CopySpec(
@@ -111,7 +120,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         ru_budget=args.ru_budget, ru_fraction=args.ru_fraction, restart=args.restart,
         allow_dead_letters=args.allow_dead_letters, insecure=args.insecure,
         progress=False if args.no_progress else None,
-        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up),
+        options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up,
+                                follow=args.follow, poll_interval=args.poll_interval),
     )
     if args.dry_run:
         estimate = await dry_run(spec)
@@ -125,6 +135,7 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     result = None
     try:
         result = await copy(spec, stop)
+        status = "stopped" if args.follow else status
     except AsyncmigError as exc:
         status, error = ("interrupted" if isinstance(exc, Interrupted) else "failed"), exc
         raise
@@ -144,12 +155,27 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
         ))
         if args.report:
             write_json_report(args.report, result.report(spec, status))
+        _warn_live(result)
     elif args.report:
         write_json_report(args.report, {"command": "copy", "status": status, "error": redact(str(error))})
     if isinstance(error, Interrupted):
         argv = [a for a in sys.argv[1:] if a != "--restart"]
         print(f"interrupted; progress is saved in {spec.checkpoint}. Resume with:\n  asyncmig {shlex.join(argv)}",
               file=sys.stderr)
+
+
+def _warn_live(result: Any) -> None:
+    """Say what a live copy must know: counts that differ after the bulk pass, deletes not followed."""
+    from asyncmig.copy import COUNT_MISMATCH
+
+    mismatches = result.count_mismatches()
+    if mismatches:
+        shown = ", ".join(f"{k}: read {v['read']}, counted {v['count']}" for k, v in sorted(mismatches.items()))
+        print(f"note: {shown}: {COUNT_MISMATCH}", file=sys.stderr)
+    if result.deletes_followed is False:
+        print("note: the source does not offer the all-versions-and-deletes change feed, so documents deleted "
+              "at the source during or after the copy stay in the target; `asyncmig reconcile SOURCE TARGET` "
+              "removes them", file=sys.stderr)
 
 
 def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
@@ -337,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(handler: Callable[[argparse.Namespace, anyio.Event], Awaitable[int]], args: argparse.Namespace) -> int:
     stop = anyio.Event()
+    code = Interrupted.exit_code  # a second signal cancels the handler: stopped at once
     async with anyio.create_task_group() as tg:
 
         async def signals() -> None:

@@ -22,6 +22,8 @@ from typing import Any, Literal, Self
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from azure.cosmos.partition_key import NonePartitionKeyValue
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
@@ -181,6 +183,20 @@ class CosmosSink:
             units.append(_unit(target, lane, chunk, chunk_encoded, shared))
         return units, rejected
 
+    def plan_deletes(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
+        """One delete per document (a delete of a document already gone succeeds)."""
+        spec = self._targets[target]
+        units: list[WriteUnit] = []
+        rejected: list[Rejection] = []
+        for doc in documents:
+            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+                rejected.append(Rejection(doc, "a deleted document without an id cannot be deleted", 400))
+                continue
+            values = partition_key_values(spec.definition, doc)
+            lane = spec.lane(target, effective_partition_key(spec.definition, values))
+            units.append(WriteUnit(target, lane, [doc], values[0] if len(values) == 1 else values, delete=True))
+        return units, rejected
+
     async def write(self, unit: WriteUnit) -> WriteOutcome:
         outcome = WriteOutcome()
         backoff = Backoff()
@@ -238,6 +254,8 @@ class CosmosSink:
 
     async def _send(self, spec: _Target, unit: WriteUnit) -> float | None:
         """Send one unit's request; returns its charge (None when the response did not say)."""
+        if unit.delete:
+            return await _delete_with_sdk(spec.container, unit)
         if self._writer is None or spec.lean is None:
             return await _send_with_sdk(spec.container, unit)
         encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
@@ -273,6 +291,26 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | 
         raise _RefusedBySdk(str(exc)) from exc
     charge = result.get_response_headers().get("x-ms-request-charge")
     return None if charge is None else float(charge)
+
+
+async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | None:
+    """Delete the unit's document; one already gone (404 without a sub-status) counts as deleted."""
+    document = unit.documents[0]
+    key = unit.partition_key if unit.partition_key != {} else NonePartitionKeyValue
+    seen: list[Any] = []
+    try:
+        await container.delete_item(document["id"], partition_key=key,
+                                    response_hook=lambda headers, _: seen.append(headers))
+    except CosmosResourceNotFoundError as exc:
+        if getattr(exc, "sub_status", None) not in (None, 0):  # the container itself is missing
+            raise
+        return _charge(exc.headers)
+    return _charge(seen[-1] if seen else None)
+
+
+def _charge(headers: Any) -> float | None:
+    value = headers.get("x-ms-request-charge") if headers is not None else None
+    return None if value is None else float(value)
 
 
 def _rid_reader(container: ContainerProxy) -> Callable[[], Awaitable[str]]:

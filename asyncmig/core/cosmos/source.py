@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
+from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import Backoff, classify
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 
+log = logging.getLogger(__name__)
+
 
 def range_key(feed_range: dict[str, Any]) -> str:
     bounds = feed_range["Range"]
     return f"[{bounds['min']},{bounds['max']})"
+
+
+_CHANGES = "changes"  # position field: the all-versions-and-deletes continuation to read from
+_LATEST = "latest"  # position field: the latest-version continuation of the bulk pass
+_EMPTY_MOVES = 3  # empty reads that moved the position, in a row, before a pass counts as caught up
 
 
 class CosmosSource:
@@ -25,20 +34,36 @@ class CosmosSource:
     The change feed from the beginning returns the latest version of every document, and its
     per-range continuation is exactly what a checkpoint needs (and what a later live catch-up
     would continue from). One iterator per ``read_feed_ranges()`` entry avoids the SDK's
-    composite tokens that cannot be resumed when read partially (wire-protocol doc, section 9.4).
-    Throttling and transient faults are retried here, from the last position, with the SDK's own
-    throttle retries off.
+    composite tokens that cannot be resumed when read partially. Throttling and transient faults
+    are retried here, from the last position, with the SDK's own throttle retries off; the retry
+    allowance starts afresh after every page read, so only a fault that persists ends the run.
+
+    Deletes: the latest-version feed never shows them. Where the account offers the
+    all-versions-and-deletes mode (``deletes=True``), a range read from the beginning first takes
+    that mode's "now" position, carries it in its positions through the bulk pass, and continues in
+    that mode from there once the bulk pass is over: the changes made during the bulk pass, deletes
+    included, are replayed (versions already copied are dropped or rewritten in version order).
+    Positions are then small JSON objects (``{"latest": ..., "changes": ...}``); a plain token is a
+    latest-version position (checkpoints written before deletes were followed). Where the mode is
+    refused (HTTP 400), :attr:`deletes_available` turns False and reading stays latest-version.
+
+    Every pass ends with an empty page marked ``caught_up``. The SDK ends a pass on an empty 200
+    page exactly as on a 304, so a pass ends only when reading again from the final position gives
+    nothing *and* does not move it; an empty page that moved the position is read past.
 
     ``snapshot=True`` reads by per-range query instead: a container that is being rewritten in
     place (the Vimarsh ``users``) must not feed its own writes back through its change feed.
     """
 
     def __init__(
-        self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False
+        self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False,
+        deletes: bool = False,
     ) -> None:
         self.container = container
         self.page_size = page_size
         self.snapshot = snapshot
+        self.deletes = deletes and not snapshot
+        self.deletes_available: bool | None = None  # None: not asked yet
         self.description = what or container.id
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
 
@@ -60,51 +85,206 @@ class CosmosSource:
         ranges = [fr async for fr in self.container.read_feed_ranges(force_refresh=True)]
         return {range_key(fr): fr for fr in ranges}
 
-    def _pager(self, feed_range: Any, position: str | None) -> Any:
+    async def count_partition(self, partition: Any) -> int | None:
+        """The range's documents by an independent ``COUNT`` query (None when it failed)."""
+        return await self._count("SELECT VALUE COUNT(1) FROM c", feed_range=partition)
+
+    async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
+        latest, changes = _parse_position(position)
+        if position is None and self.deletes and not self.snapshot:
+            changes = await self._changes_from_now(partition)
+        if changes is not None and latest is None and position is not None:
+            async for page in self._pass(partition, changes, all_versions=True):
+                yield page
+            return
+        async for page in self._pass(partition, latest, all_versions=False, then=changes):
+            yield page
+
+    async def _pass(
+        self, partition: Any, token: str | None, *, all_versions: bool, then: str | None = None
+    ) -> AsyncIterator[SourcePage]:
+        """One pass over the range from ``token``. While reading the latest versions, positions also
+        carry ``then`` (where the all-versions reading starts), and the final page points there."""
+
+        def where(continuation: str | None) -> str | None:
+            if all_versions:
+                return _format_position(None, continuation)
+            return _format_position(continuation, then) if then is not None else continuation
+
+        backoff = Backoff()
+        responses = _Responses()
+        empty_moves = 0
+        while True:
+            started, read_any = token, False
+            pager = self._pager(partition, token, responses)
+            pages = pager.__aiter__()
+            while True:
+                try:
+                    page = await pages.__anext__()
+                    items = [doc async for doc in page]
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
+                    failure = classify(exc)
+                    delay = backoff.next_delay(failure) if failure.retryable else None
+                    if delay is None:
+                        raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
+                    await anyio.sleep(delay)
+                    pager = self._pager(partition, token, responses)  # resume after the last page handed out
+                    pages = pager.__aiter__()
+                    continue
+                backoff = Backoff()  # a page read: the allowance is for faults in a row, not per run
+                token, read_any = pager.continuation_token, True
+                documents, deleted = self._changes(items) if all_versions else (items, [])
+                yield SourcePage(documents, where(token), deleted, behind=_behind(responses.lsn, items))
+            final = responses.continuation() or token
+            if self.snapshot:
+                yield SourcePage([], where(token), caught_up=True)
+                return
+            if read_any or (final != started and empty_moves < _EMPTY_MOVES):
+                # Confirm from the final position: the SDK also stops at an empty 200 page that
+                # moved the position, which is not the end of the range.
+                empty_moves = 0 if read_any else empty_moves + 1
+                token = final
+                continue
+            if then is not None and not all_versions:
+                final = None  # the bulk pass is over: go on from the all-versions start
+            yield SourcePage([], where(final), caught_up=True)
+            return
+
+    def _pager(self, feed_range: Any, position: str | None, responses: _Responses) -> Any:
         if self.snapshot:
             query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size)
             return query.by_page(position)
         if position:
-            iterable = self.container.query_items_change_feed(continuation=position, max_item_count=self.page_size)
+            iterable = self.container.query_items_change_feed(
+                continuation=position, max_item_count=self.page_size, response_hook=responses.hook)
         else:
             iterable = self.container.query_items_change_feed(
-                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size
-            )
+                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
+                response_hook=responses.hook)
         return iterable.by_page()
 
-    async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
+    async def _changes_from_now(self, partition: Any) -> str | None:
+        """The all-versions-and-deletes position of "now" for the range, or None where the mode is refused."""
+        if self.deletes_available is False:
+            return None
         backoff = Backoff()
-        pager = self._pager(partition, position)
-        pages = pager.__aiter__()
         while True:
             try:
-                page = await pages.__anext__()
-                documents = [doc async for doc in page]
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
+                responses = _Responses()
+                pager: Any = self.container.query_items_change_feed(
+                    feed_range=partition, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
+                    response_hook=responses.hook,
+                ).by_page()
+                async for _ in pager:  # "now" answers 304 (no page): the position is all we need
+                    break
+                self.deletes_available = True
+                return responses.continuation()
+            except Exception as exc:  # noqa: BLE001 - classified: a refusal of the mode, retried, or fatal
                 failure = classify(exc)
-                if not failure.retryable:
-                    raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                delay = backoff.next_delay(failure)
+                if failure.status == 400:
+                    if self.deletes_available is None:
+                        log.warning("%s does not offer the all-versions-and-deletes change feed (%s): deletes at the "
+                                    "source are not followed; run `asyncmig reconcile` after the copy to remove them",
+                                    self.description, failure.reason)
+                    self.deletes_available = False
+                    return None
+                delay = backoff.next_delay(failure) if failure.retryable else None
                 if delay is None:
                     raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
                 await anyio.sleep(delay)
-                pager = self._pager(partition, position)  # resume after the last page handed out
-                pages = pager.__aiter__()
-                continue
-            position = pager.continuation_token
-            yield SourcePage(documents, position)
-        final = pager.continuation_token
-        if final and final != position:  # the range answered "no more": keep the freshest position
-            yield SourcePage([], final)
 
-    async def count(self) -> int | None:
+    def _changes(self, items: list[Any]) -> tuple[list[Document], list[Document]]:
+        """Split all-versions items into current versions and deleted documents, each with its ``_lsn``."""
+        documents: list[Document] = []
+        deleted: list[Document] = []
+        for item in items:
+            metadata = item.get("metadata") if isinstance(item, dict) else None
+            if not isinstance(metadata, dict):  # not the all-versions shape: a plain latest version
+                documents.append(item)
+                continue
+            if metadata.get("operationType") == "delete":
+                deleted.append({**self._tombstone(metadata, item.get("previous")), "_lsn": metadata.get("lsn")})
+            elif isinstance(item.get("current"), dict):
+                documents.append({**item["current"], "_lsn": metadata.get("lsn", item["current"].get("_lsn"))})
+        return documents, deleted
+
+    def _tombstone(self, metadata: dict[str, Any], previous: Any) -> Document:
+        """The deleted document: its last version when the feed has it, else its id and partition key."""
+        if isinstance(previous, dict) and "id" in previous:
+            return dict(previous)
+        document: Document = {"id": metadata.get("id")}
+        values = metadata.get("partitionKey") or {}
+        for path in self._definition["paths"]:
+            segments = path.strip("/").split("/")
+            value = next((values[k] for k in ("/".join(segments), path, segments[-1]) if k in values), None)
+            if value is None and not any(k in values for k in ("/".join(segments), path, segments[-1])):
+                continue
+            node = document
+            for segment in segments[:-1]:
+                node = node.setdefault(segment, {})
+            node[segments[-1]] = value
+        return document
+
+    async def _count(self, query: str, **scope: Any) -> int | None:
         try:
-            result = [n async for n in self.container.query_items("SELECT VALUE COUNT(1) FROM c")]
-        except Exception as exc:  # noqa: BLE001 - progress only; a failure here must not stop a copy
+            result = [n async for n in self.container.query_items(query, **scope)]
+        except Exception as exc:  # noqa: BLE001 - a check only; a failure here must not stop a copy
             failure = classify(exc)
             if failure.kind == "fatal":
                 raise failure.as_error(f"counting {self.description}") from exc
             return None
         return sum(int(cast(int, n)) for n in result)
+
+    async def count(self) -> int | None:
+        return await self._count("SELECT VALUE COUNT(1) FROM c")
+
+
+class _Responses:
+    """What the change feed's responses say beyond their documents: the range's current LSN and the
+    continuation after the last response, a 304 included (``by_page().continuation_token`` is only
+    updated by pages with documents, so it would lag behind on a caught-up range).
+
+    The SDK hands the response hook the very header mapping whose ``etag`` it then replaces with its
+    encoded continuation; reading it after the response was processed gives that continuation.
+    """
+
+    def __init__(self) -> None:
+        self.lsn: int | None = None
+        self._headers: Any = None
+
+    def hook(self, headers: Any, _: Any) -> None:
+        self._headers = headers
+        value = headers.get("lsn") if hasattr(headers, "get") else None
+        if value is not None and str(value).isdigit():
+            self.lsn = int(value)
+
+    def continuation(self) -> str | None:
+        value = self._headers.get("etag") if self._headers is not None else None
+        # A raw etag (quoted LSN) means the SDK did not encode it: no usable continuation.
+        return value if isinstance(value, str) and value and not value.startswith('"') and not value.isdigit() else None
+
+
+def _parse_position(position: str | None) -> tuple[str | None, str | None]:
+    """(latest-version continuation, all-versions continuation) of a stored position."""
+    if position is None or not position.startswith("{"):
+        return position, None
+    fields = jsoncodec.loads(position)
+    if not isinstance(fields, dict):
+        raise ValueError("a change-feed position must be an object")
+    return fields.get(_LATEST), fields.get(_CHANGES)
+
+
+def _format_position(latest: str | None, changes: str | None) -> str:
+    return jsoncodec.dumps({_LATEST: latest, _CHANGES: changes}).decode()
+
+
+def _behind(current: int | None, items: list[Any]) -> int | None:
+    """Changes left in the range after ``items``: the range's current LSN minus the last item's."""
+    if current is None or not items:
+        return None
+    last = items[-1]
+    metadata = last.get("metadata") if isinstance(last, dict) else None
+    value = metadata.get("lsn") if isinstance(metadata, dict) else last.get("_lsn") if isinstance(last, dict) else None
+    return max(0, current - int(value)) if isinstance(value, int) else None

@@ -61,6 +61,9 @@ class RangeState:
     documents covered by that position; ``done`` is set once the range is drained and committed.
     ``written_ahead`` names documents already written from pages *after* the committed position
     (out-of-order completions), by target and source version, so a resume does not write them again.
+    ``bulk_done`` is set once the range's first pass reached its end; ``bulk_read`` is what that
+    pass had read by then and ``bulk_count`` an independent count of the range's documents at that
+    moment (None: not counted), for the end-of-copy cross-check.
     """
 
     feed_range: Any
@@ -69,6 +72,9 @@ class RangeState:
     written: int = 0
     done: bool = False
     written_ahead: list[str] = field(default_factory=list)
+    bulk_done: bool = False
+    bulk_read: int | None = None
+    bulk_count: int | None = None
 
 
 @dataclass
@@ -166,6 +172,10 @@ def _count(value: Any, what: str) -> int:
     return number
 
 
+def _optional_count(value: Any, what: str) -> int | None:
+    return None if value is None else _count(value, what)
+
+
 def _from_json(body: Mapping[str, Any]) -> Checkpoint:
     ranges: dict[str, RangeState] = {}
     for key, raw in _expect(body.get("ranges"), dict, "ranges").items():
@@ -183,6 +193,9 @@ def _from_json(body: Mapping[str, Any]) -> Checkpoint:
             done=_expect(raw.get("done"), bool, f"range {key!r} done"),
             written_ahead=[_expect(k, str, f"range {key!r} written_ahead") for k in
                            _expect(raw.get("written_ahead", []), list, f"range {key!r} written_ahead")],
+            bulk_done=_expect(raw.get("bulk_done", False), bool, f"range {key!r} bulk_done"),
+            bulk_read=_optional_count(raw.get("bulk_read"), f"range {key!r} bulk_read"),
+            bulk_count=_optional_count(raw.get("bulk_count"), f"range {key!r} bulk_count"),
         )
     raw_totals = _expect(body.get("totals"), dict, "totals")
     totals = Totals(

@@ -24,11 +24,13 @@ and upserts of the same bodies make even that harmless.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -38,12 +40,16 @@ from asyncmig.core import jsoncodec
 from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
-from asyncmig.core.engine.sink import Rejection, Sink, WriteUnit
-from asyncmig.core.engine.source import Source
+from asyncmig.core.engine.ordering import VersionGate, document_version
+from asyncmig.core.engine.sink import DeletingSink, Rejection, Sink, WriteUnit
+from asyncmig.core.engine.source import CountsPartitions, Source, SourcePage
 from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
 from asyncmig.errors import Interrupted, first_error
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
+_Gated = tuple[tuple[str, Any, str, Any], int]  # (target, target id, source pk, source id), version
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,8 @@ class PipelineOptions:
     checkpoint_interval: float = 2.0
     grace_period: float = 10.0
     catch_up: bool = False  # continue finished ranges from their saved change-feed positions
+    follow: bool = False  # keep applying the source's changes until the stop request
+    poll_interval: float = 2.0  # follow: most seconds between polls of a caught-up range
 
 
 @dataclass(slots=True)
@@ -74,7 +82,13 @@ class RunStatistics:
     ranges_done: int = 0
     peak_in_flight: int = 0
     interrupted: bool = False
+    deleted: int = 0  # deletes applied (a document already gone counts)
+    superseded: int = 0  # versions dropped because a newer version of the document was in flight
     lanes: dict[str, int] = field(default_factory=dict)
+    # range -> how far reading is behind the source: {"documents": changes left or None, "seconds": ...}
+    lag: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    # range -> {"read": documents its bulk pass read, "count": independent count at its end}
+    bulk: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
 
 class InFlight:
@@ -132,6 +146,8 @@ class Pipeline:
         self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
         self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
         self._keys: dict[int, str] = {}  # id(document in flight) -> its key
+        self._gate = VersionGate()
+        self._gated: dict[int, _Gated] = {}  # id(document in flight) -> what it holds in the gate
         self._journal: Journal | None = None
         self._lanes: dict[str, MemoryObjectSendStream[_Work]] = {}
         self._writers: TaskGroup | None = None
@@ -153,7 +169,7 @@ class Pipeline:
             self.checkpoint.ranges = {key: RangeState(feed_range=fr) for key, fr in partitions.items()}
             save_checkpoint(self.checkpoint_path, self.checkpoint)
         await self.sink.open(self.checkpoint.sink_state)
-        if self.options.catch_up:  # a finished range's position is its change feed's latest point
+        if self.options.catch_up or self.options.follow:  # a finished range's position is its latest point
             for state in self.checkpoint.ranges.values():
                 state.done = False
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
@@ -201,8 +217,12 @@ class Pipeline:
         self.stats.interrupted = True
         if self._producers is not None:
             self._producers.cancel()
+        drained = False
         with anyio.move_on_after(self.options.grace_period):
             await self.in_flight.drained()
+            drained = True
+        # Following, a stop request is the normal end once every change read is written.
+        self.stats.interrupted = not (self.options.follow and drained)
         if self._writers is not None:
             self._writers.cancel_scope.cancel()
 
@@ -219,70 +239,155 @@ class Pipeline:
 
     # -- producing ---------------------------------------------------------------------------
     async def _produce(self, key: str, limiter: anyio.CapacityLimiter) -> None:
-        async with limiter:
-            state = self.checkpoint.ranges[key]
-            tracker = self.trackers[key]
-            pages = self.source.pages(state.feed_range, state.position).__aiter__()
-            reserve = self.options.page_size
-            while True:
-                await self.in_flight.acquire(reserve)
-                try:
-                    page = await pages.__anext__()
-                except BaseException as exc:
-                    self.in_flight.release(reserve)
-                    if isinstance(exc, StopAsyncIteration):
-                        break
-                    raise
-                held = min(len(page.documents), reserve)
-                self.in_flight.release(reserve - held)
-                await self._dispatch(key, tracker, page.documents, page.position, held)
+        state = self.checkpoint.ranges[key]
+        tracker = self.trackers[key]
+        position = state.position
+        idle_polls = 0
+        while True:
+            async with limiter:  # per pass: a following range must not keep others from their bulk pass
+                position, changed = await self._read_pass(key, tracker, position)
+            if not self.options.follow:
+                break
+            idle_polls = 0 if changed else idle_polls + 1
+            await anyio.sleep(min(self.options.poll_interval, 0.05 * 2 ** min(idle_polls, 10)))
         tracker.finish()
 
-    async def _dispatch(
-        self, key: str, tracker: CommitTracker, documents: list[Document], position: str | None, held: int
-    ) -> None:
+    async def _read_pass(self, key: str, tracker: CommitTracker, position: str | None) -> tuple[str | None, bool]:
+        """Read the range from ``position`` until it is caught up; returns the last position and
+        whether any change was read."""
+        state = self.checkpoint.ranges[key]
+        pages = self.source.pages(state.feed_range, position).__aiter__()
+        reserve = self.options.page_size
+        changed = False
+        while True:
+            await self.in_flight.acquire(reserve)
+            try:
+                page = await pages.__anext__()
+            except BaseException as exc:
+                self.in_flight.release(reserve)
+                if isinstance(exc, StopAsyncIteration):
+                    return position, changed
+                raise
+            held = min(len(page.documents) + len(page.deleted), reserve)
+            self.in_flight.release(reserve - held)
+            changed = changed or bool(page.documents or page.deleted)
+            position = page.position
+            self._note_lag(key, page)
+            await self._dispatch(key, tracker, page, held)
+            if page.caught_up and not state.bulk_done:
+                await self._bulk_pass_done(key, tracker)
+
+    def _note_lag(self, key: str, page: SourcePage) -> None:
+        if page.caught_up:
+            self.stats.lag[key] = {"documents": 0, "seconds": 0.0}
+            return
+        stamps = [d["_ts"] for d in page.documents if isinstance(d, dict) and isinstance(d.get("_ts"), int)]
+        seconds = round(max(0.0, time.time() - max(stamps)), 1) if stamps else None
+        self.stats.lag[key] = {"documents": page.behind, "seconds": seconds}
+
+    async def _bulk_pass_done(self, key: str, tracker: CommitTracker) -> None:
+        """The range's first pass is complete: note what it read and count the range independently."""
+        state = self.checkpoint.ranges[key]
+        state.bulk_done = True
+        state.bulk_read = tracker.read
+        if isinstance(self.source, CountsPartitions):
+            state.bulk_count = await self.source.count_partition(state.feed_range)
+
+    async def _dispatch(self, key: str, tracker: CommitTracker, page: SourcePage, held: int) -> None:
         rejected: list[tuple[Document, Rejection]] = []
         routed: dict[str, list[Document]] = defaultdict(list)
+        removed: dict[str, list[Document]] = defaultdict(list)
         skipped: list[str] = []
-        skip = self._skip[key]
-        for doc in documents:
-            try:
-                outputs = self.transform.apply(doc)
-                if self.transform is not IDENTITY:
-                    for _, out in outputs:
-                        jsoncodec.ensure_finite(out)
-            except (Rejected, ValueError) as exc:
-                reason = exc.reason if isinstance(exc, Rejected) else str(exc)
-                rejected.append((doc, Rejection(doc, f"transform {self.transform.name}: {reason}")))
+        superseded = 0
+        changes = [(doc, False) for doc in page.documents] + [(doc, True) for doc in page.deleted]
+        for source_doc, out, target, deleting, gated in await self._admitted(key, changes, rejected):
+            if out is None:
+                superseded += 1
                 continue
-            version = str(doc.get("_lsn") or doc.get("_etag") or "")
-            for target, out in outputs:
-                doc_key = f"{target}\x1f{out.get('id')}\x1f{version}"
-                if doc_key in skip:
-                    skipped.append(doc_key)  # written by a run that was killed before its checkpoint
-                    continue
-                self._keys[id(out)] = doc_key
-                routed[target].append(out)
+            doc_key = f"{target}\x1f{out.get('id')}\x1f{document_version(source_doc) or ''}"
+            if doc_key in self._skip[key]:
+                skipped.append(doc_key)  # written by a run that was killed before its checkpoint
+                if gated is not None:
+                    self._gate.release(*gated)
+                continue
+            self._keys[id(out)] = doc_key
+            if gated is not None:
+                self._gated[id(out)] = gated
+            (removed if deleting else routed)[target].append(out)
         units: list[WriteUnit] = []
         for target, docs in routed.items():
             planned, refused = self.sink.plan(target, docs)
             units.extend(planned)
             rejected.extend((r.document, r) for r in refused)
+        for target, docs in removed.items():
+            if not isinstance(self.sink, DeletingSink):
+                raise TypeError(f"{self.sink.description} cannot delete; the source reported deletes")
+            planned, refused = self.sink.plan_deletes(target, docs)
+            units.extend(planned)
+            rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
             self._keys.pop(id(source_doc), None)
-        count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped)
-        page_id = tracker.register(position, count)
+            self._ungate(source_doc)
+        self.stats.superseded += superseded
+        count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped) + superseded
+        page_id = tracker.register(page.position, count)
         self._registered[key] = page_id + 1
         if skipped:
             self._ahead[key][page_id] = skipped
-        tracker.complete(page_id, len(rejected) + len(skipped))
+        tracker.complete(page_id, len(rejected) + len(skipped) + superseded)
         if not units:
             self.in_flight.release(held)
             return
         self._pages[(key, page_id)] = [len(units), held]
         for unit in units:
             await self._lane(unit.lane).send((key, page_id, unit))
+
+    async def _admitted(
+        self, key: str, changes: list[tuple[Document, bool]], rejected: list[tuple[Document, Rejection]]
+    ) -> list[tuple[Document, Document | None, str, bool, _Gated | None]]:
+        """Transform a page's changes and pass them through the version gate, in version order.
+
+        Returns (source document, output or None when superseded, target, is a delete, gate hold).
+        Only the newest version of a document within the page is kept (an older one in the same
+        page would wait for itself); rejected transforms go to ``rejected``.
+        """
+        newest: dict[tuple[str, Any, str, Any], tuple[int, int]] = {}
+        transformed: list[tuple[Document, Document, str, bool, tuple[str, Any, str, Any], int | None]] = []
+        for source_doc, deleting in changes:
+            try:
+                outputs = self.transform.apply(source_doc)
+                if self.transform is not IDENTITY:
+                    for _, out in outputs:
+                        jsoncodec.ensure_finite(out)
+            except (Rejected, ValueError) as exc:
+                reason = exc.reason if isinstance(exc, Rejected) else str(exc)
+                what = "a deleted document's last version" if deleting else self.transform.name
+                rejected.append((source_doc, Rejection(source_doc, f"transform {what}: {reason}")))
+                continue
+            version = document_version(source_doc)
+            source_id = source_doc.get("id") if isinstance(source_doc, dict) else None
+            source_pk = jsoncodec.dumps(self.source.partition_key(source_doc)).decode()
+            for target, out in outputs:
+                doc = (target, out.get("id"), source_pk, source_id)
+                index = len(transformed)
+                transformed.append((source_doc, out, target, deleting, doc, version))
+                if version is not None and (doc not in newest or newest[doc][0] < version):
+                    newest[doc] = (version, index)
+        admitted: list[tuple[Document, Document | None, str, bool, _Gated | None]] = []
+        for index, (source_doc, out, target, deleting, doc, version) in enumerate(transformed):
+            if version is None:
+                admitted.append((source_doc, out, target, deleting, None))
+            elif newest[doc][1] != index or not await self._gate.admit(doc, version):
+                admitted.append((source_doc, None, target, deleting, None))
+            else:
+                admitted.append((source_doc, out, target, deleting, (doc, version)))
+        return admitted
+
+    def _ungate(self, document: Document) -> None:
+        gated = self._gated.pop(id(document), None)
+        if gated is not None:
+            self._gate.release(*gated)
 
     def _dead_letter(self, key: str, document: Document, rejection: Rejection, target: str | None = None) -> None:
         self.dead_letters.add(
@@ -310,7 +415,13 @@ class Pipeline:
                 del work  # an idle writer must not keep its last unit (documents and bytes) alive
 
     async def _write(self, key: str, page_id: int, unit: WriteUnit) -> None:
-        outcome = await self.sink.write(unit)
+        try:
+            outcome = await self.sink.write(unit)
+        finally:
+            for doc in unit.documents:
+                self._ungate(doc)
+        if unit.delete:
+            self.stats.deleted += len(unit.documents) - len(outcome.rejected)
         refused = {id(r.document) for r in outcome.rejected}
         for rejection in outcome.rejected:
             self._dead_letter(key, rejection.document, rejection, unit.target)
@@ -344,6 +455,8 @@ class Pipeline:
             1 for k, s in self.checkpoint.ranges.items() if s.done or (k in self.trackers and self.trackers[k].done)
         )
         stats.peak_in_flight = self.in_flight.peak
+        stats.bulk = {k: {"read": s.bulk_read, "count": s.bulk_count}
+                      for k, s in self.checkpoint.ranges.items() if s.bulk_done}
 
     def _done_counts(self) -> int:
         return sum(s.read for k, s in self.checkpoint.ranges.items() if k not in self.trackers)

@@ -1,4 +1,5 @@
-"""Progress bars: documents with rate and ETA, RU/s and 429s, drawn on stderr while a run works."""
+"""Progress bars: documents with rate and ETA, RU/s and 429s, and how far a live copy is behind its
+source, drawn on stderr while a run works."""
 
 from __future__ import annotations
 
@@ -30,8 +31,19 @@ class CopyProgress:
         if stats.written > self._bar.n:
             self._bar.update(stats.written - self._bar.n)
         self._bar.set_postfix_str(
-            f"{self._ru_rate:,.0f} RU/s, 429s {stats.throttled}, dead {stats.dead_lettered}", refresh=False
+            f"{self._ru_rate:,.0f} RU/s, 429s {stats.throttled}, dead {stats.dead_lettered}{lag_text(stats)}",
+            refresh=False,
         )
 
     def close(self) -> None:
         self._bar.close()
+
+
+def lag_text(stats: RunStatistics) -> str:
+    """``, behind 12 changes / 3.4 s`` (the worst range), or nothing before any range reported."""
+    if not stats.lag:
+        return ""
+    documents = [v["documents"] for v in stats.lag.values() if v["documents"] is not None]
+    seconds = [v["seconds"] for v in stats.lag.values() if v["seconds"] is not None]
+    shown = [f"{max(documents):,.0f} changes" if documents else "", f"{max(seconds):.1f} s" if seconds else ""]
+    return ", behind " + " / ".join(t for t in shown if t) if any(shown) else ""

@@ -9,7 +9,7 @@ Java bulk executors do).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from asyncmig.core.engine.transform import Document
 
@@ -24,6 +24,9 @@ class WriteUnit:
     # Each document's compact JSON, in order, when the sink already encoded it while planning (to
     # measure it): a sink that sends bytes reuses them instead of encoding a second time.
     encoded: list[bytes] | None = None
+    # Delete the documents (each holds at least the id and partition key) instead of upserting them;
+    # a document already gone counts as deleted.
+    delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,15 @@ class SinkStatistics:
     ru: float = 0.0
     throttled: int = 0
     retries: int = 0
+
+
+@runtime_checkable
+class DeletingSink(Protocol):
+    """A sink that can also delete documents (what a live source's deletes need)."""
+
+    def plan_deletes(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
+        """Delete units (``WriteUnit.delete``) for documents given by id and partition key."""
+        ...
 
 
 class Sink(Protocol):

@@ -7,17 +7,26 @@ A source splits itself into partitions (for Cosmos: the feed ranges) that are re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from asyncmig.core.engine.transform import Document
 
 DEFAULT_PAGE_SIZE = 100
 
+
 @dataclass(frozen=True, slots=True)
 class SourcePage:
     documents: list[Document]
     position: str | None  # where to resume after this page; None: from the beginning
+    # Documents deleted at the source (from a change feed that reports deletes): each holds the
+    # deleted document's id and partition key (its last version when the source has it) and the
+    # delete's own ``_lsn``, so it is ordered with the document's other versions.
+    deleted: list[Document] = field(default_factory=list)
+    # The partition had nothing more to give when this page was read: the end of one pass.
+    caught_up: bool = False
+    # Changes still to read in this partition after this page, when the source knows.
+    behind: int | None = None
 
 
 class Source(Protocol):
@@ -42,4 +51,13 @@ class Source(Protocol):
 
     async def count(self) -> int | None:
         """Documents in the source, for progress and ETA (None when unknown or too costly)."""
+        ...
+
+
+@runtime_checkable
+class CountsPartitions(Protocol):
+    """A source that can count one partition's documents independently of reading them."""
+
+    async def count_partition(self, partition: Any) -> int | None:
+        """Documents in ``partition`` now (None when the count failed)."""
         ...
