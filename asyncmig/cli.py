@@ -219,8 +219,12 @@ async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
 
     async with _phase_context(args, stop) as ctx:
         if args.command == "run":
-            await run_migration(ctx, confirm=(lambda _q: True) if args.yes else ask)
-            print("migration complete: every phase finished and validation passed")
+            await run_migration(ctx, confirm=(lambda _q: True) if args.yes else ask, live=args.live)
+            if args.live:
+                print(f"cutover complete at {ctx.state.cutover_at}: the new containers are caught up and validated; "
+                      "it is safe to point the application at them now")
+            else:
+                print("migration complete: every phase finished and validation passed")
             return 0
         if args.command in ("create-containers", "migrate", "rollback") and not args.yes:
             from asyncmig.phases.run import Declined
@@ -265,6 +269,28 @@ async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
     return await restore(ctx, args.backup_dir, args.container or None)
 
 
+async def _request_cutover(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.core.files.fsutil import PidLock
+    from asyncmig.errors import LockHeld
+    from asyncmig.phases.cutover import request_cutover
+    from asyncmig.phases.workdir import WorkDir
+
+    database = args.database or load_settings(args.env_file).database
+    workdir = WorkDir.for_database(database, base=args.workdir)
+    running = False
+    if workdir.state.exists():
+        try:
+            with PidLock(workdir.root):  # taken: nobody holds it, so no run is waiting for a cutover
+                pass
+        except LockHeld:
+            running = True
+    if not running:
+        raise UsageError(f"no `asyncmig run --live` is running on {workdir.root}; nothing to cut over")
+    path = request_cutover(workdir)
+    print(f"cutover requested ({path}): the running `run --live` now catches up, validates and reports")
+    return 0
+
+
 async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.core.files.manifest import latest_backup
     from asyncmig.phases.backup import verify
@@ -300,6 +326,15 @@ def _add_phases(sub: Any) -> None:
                          "skipped on a re-run and an interrupted phase resumes from its checkpoints; each phase that "
                          "changes data asks first unless --yes.")
     _phase_options(run)
+    run.add_argument("--live", action="store_true",
+                     help="the application keeps writing: after migrate, follow the legacy containers until "
+                     "`asyncmig cutover` (or Ctrl-C), then catch up and validate")
+    cutover = sub.add_parser("cutover", help="ask a running `run --live` to catch up, validate and cut over",
+                             description="Writes the cutover request the running `asyncmig run --live` of this "
+                             "database watches for. Stop the application's writes to the legacy containers first.")
+    cutover.add_argument("--database", help="database (default: AZURE_COSMOS_DATABASE_NAME or vimarsh-multi-personality)")
+    cutover.add_argument("--workdir", type=Path, default=STATE_DIR, help="the work directory of the running run")
+    cutover.set_defaults(handler=_request_cutover)
     backup = sub.add_parser("backup", help="back up the legacy containers (or: backup verify [DIR])",
                             description="Stream the 3 legacy containers into compressed JSON lines with a manifest "
                             "(counts, SHA-256, content digests, container settings) written last.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core.cosmos.connect import existing_container, provisioned_throughput
@@ -23,7 +24,7 @@ from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.iterable_source import IterableSource
-from asyncmig.core.engine.pipeline import RunStatistics
+from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
 from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.phases.context import PhaseContext, PhaseResult
@@ -38,10 +39,13 @@ async def _budget(ctx: PhaseContext, container: ContainerProxy) -> float | None:
     return budget_from(provisioned, ctx.options.ru_budget, ctx.options.ru_fraction)
 
 
-async def _transfer(
+async def transfer(
     ctx: PhaseContext, name: str, source: CosmosSource | IterableSource, targets: dict[str, ContainerProxy],
-    transform: Transform,
+    transform: Transform, *, options: PipelineOptions | None = None, checkpoint: str | None = None,
+    restart: bool = False, stop: anyio.Event | None = None,
 ) -> RunStatistics:
+    """One mapping's transfer into the new layout; ``options``, ``checkpoint`` (its name) and
+    ``stop`` let the live follower reuse it with follow or catch-up passes."""
     budget = await _budget(ctx, next(iter(targets.values())))
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name, target=ctx.endpoint,
@@ -50,11 +54,12 @@ async def _transfer(
     async with CosmosSink(targets, Governor(budget), endpoint=ctx.endpoint, insecure=ctx.options.insecure) as sink:
         job = Transfer(
             source=source, sink=sink, identity=identity,
-            checkpoint=ctx.workdir.checkpoint("migrate", name), dead_letter=ctx.workdir.dead_letter("migrate", name),
-            transform=transform, allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {name}",
-            total=await source.count(), progress=ctx.options.progress, options=ctx.options.pipeline,
+            checkpoint=ctx.workdir.checkpoint("migrate", checkpoint or name),
+            dead_letter=ctx.workdir.dead_letter("migrate", name), transform=transform, restart=restart,
+            allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {checkpoint or name}",
+            total=await source.count(), progress=ctx.options.progress, options=options or ctx.options.pipeline,
         )
-        return await run_transfer(job, ctx.stop)
+        return await run_transfer(job, stop or ctx.stop)
 
 
 async def migrate(ctx: PhaseContext) -> PhaseResult:
@@ -67,7 +72,6 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
     if ctx.state.copy_started_at is None:  # a source document written after this may not be copied yet
         ctx.state.copy_started_at = int(time.time())
         save_state(ctx.workdir.state, ctx.state)
-    database = ctx.database
     details: dict[str, dict[str, float | int]] = {}
     documents = 0
     ru = 0.0
@@ -76,21 +80,26 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
         targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target")
                    for t in mapping.targets}
         source = CosmosSource(source_container, page_size=ctx.options.pipeline.page_size,
-                              what=mapping.source, snapshot=mapping.in_place)
-        stats = await _transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
+                              what=mapping.source, snapshot=mapping.in_place,
+                              deletes=ctx.state.live)  # live: replay the changes made during the bulk pass
+        stats = await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
         details[mapping.source] = {"read": stats.read, "written": stats.written,
                                    "dead_lettered": stats.dead_lettered, "ru": round(stats.ru, 2)}
         documents += stats.written
         ru += stats.ru
-    stats = await _personalities(ctx, database.get_container_client(plan.PERSONALITY_VECTORS))
+    stats = await personalities(ctx)
     details[plan.PERSONALITIES] = {"written": stats.written, "ru": round(stats.ru, 2)}
     await record_marks(ctx)  # what the application writes from now on, a rollback must not undo
     return PhaseResult("migrate", "done", documents + stats.written, ru + stats.ru,
                        time.monotonic() - started, details)
 
 
-async def _personalities(ctx: PhaseContext, vectors: ContainerProxy) -> RunStatistics:
-    """One personality document per distinct personality_id of the migrated vectors."""
+async def personalities(ctx: PhaseContext, *, regenerate: bool = False) -> RunStatistics:
+    """One personality document per distinct personality_id of the migrated vectors.
+
+    :param regenerate: write them again (after a live run's final catch-up changed the vectors).
+    """
+    vectors = ctx.database.get_container_client(plan.PERSONALITY_VECTORS)
     if ctx.state.personalities_generated_at is None:
         ctx.state.personalities_generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         save_state(ctx.workdir.state, ctx.state)
@@ -104,7 +113,8 @@ async def _personalities(ctx: PhaseContext, vectors: ContainerProxy) -> RunStati
     generated = accumulator.documents(ctx.state.personalities_generated_at)
     target = await existing_container(ctx.client, ctx.database_name, plan.PERSONALITIES, role="target")
     source = IterableSource(lambda: generated, description="generated personalities", count=len(generated))
-    return await _transfer(ctx, plan.PERSONALITIES, source, {plan.PERSONALITIES: target}, PERSONALITIES)
+    return await transfer(ctx, plan.PERSONALITIES, source, {plan.PERSONALITIES: target}, PERSONALITIES,
+                          restart=regenerate)
 
 
 def _to_personalities(document: Document) -> Routed:
