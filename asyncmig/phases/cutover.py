@@ -2,8 +2,8 @@
 
 The application keeps writing to ``users``, ``user_activity`` and ``personality-vectors`` while
 the migration runs. After backup, create and migrate, the *follow* phase keeps applying their
-changes to the new layout (each mapping continues from its migrate checkpoint through the change
-feed; deletes too where the account offers the all-versions-and-deletes feed), until a cutover is
+changes to the new layout (each mapping continues from its migrate checkpoint through the
+latest-version change feed), until a cutover is
 requested: ``asyncmig cutover`` from another terminal (it writes :data:`REQUEST_NAME` in the work
 directory, which the follower watches) or Ctrl-C in the run's terminal. The operator stops the
 application's writes to the legacy containers first; then the follower
@@ -15,6 +15,11 @@ application's writes to the legacy containers first; then the follower
 
 and the run goes on to validation, which now requires the targets to be caught up. When it passes,
 the summary says the application can be pointed at the new containers.
+
+Deletes are not followed yet: the latest-version change feed does not show them, so a document the
+application deletes during the run stays in the new layout and validation reports it as extra.
+Following them needs the all-versions-and-deletes change feed (``CosmosSource(deletes=True)``),
+whose positions do not yet survive the checkpoint between the migrate phase and the follower.
 
 ``users`` is enriched in place: following it means transforming the users documents that changed
 and are not migrated yet. Documents already migrated are skipped, which also keeps the follower
@@ -92,7 +97,7 @@ async def _mapping_pass(ctx: PhaseContext, mapping: plan.Mapping, options: Pipel
         source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source)
         return await transfer(ctx, mapping.source, source, targets, USERS_FOLLOW, options=options,
                               checkpoint=f"{mapping.source}-follow", stop=stop)
-    source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source, deletes=True)
+    source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source, deletes=False)
     return await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping), options=options,
                           stop=stop)
 

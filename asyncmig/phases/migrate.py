@@ -80,8 +80,7 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
         targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target")
                    for t in mapping.targets}
         source = CosmosSource(source_container, page_size=ctx.options.pipeline.page_size,
-                              what=mapping.source, snapshot=mapping.in_place,
-                              deletes=ctx.state.live)  # live: replay the changes made during the bulk pass
+                              what=mapping.source, snapshot=mapping.in_place)
         stats = await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
         details[mapping.source] = {"read": stats.read, "written": stats.written,
                                    "dead_lettered": stats.dead_lettered, "ru": round(stats.ru, 2)}

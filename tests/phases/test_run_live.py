@@ -1,0 +1,129 @@
+"""``asyncmig run --live`` while an application process keeps writing, then ``asyncmig cutover``.
+
+The writer (:mod:`tests.live_writer`) updates (some documents many times) and inserts documents in
+users, user_activity and personality-vectors from before the backup until after the follower
+started; then it stops, as the application is stopped before a cutover, and ``asyncmig cutover``
+from a second process makes the run catch up and validate. The run must end with validation
+passed and say that the application can be pointed at the new containers; the hot documents'
+last writes must be in the new layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from azure.cosmos.aio import CosmosClient
+
+from asyncmig.config import parse_connection_string
+from asyncmig.phases.state import load_state
+from asyncmig.vimarsh.plan import DEFAULT_DATABASE, PERSONALITY_VECTORS, SOURCE_USERS, SOURCE_VECTORS
+from tests.helpers import EmulatorProcess
+
+pytestmark = pytest.mark.timeout(600)
+TIMEOUT_S = 300
+
+
+def _env(emulator: EmulatorProcess) -> dict[str, str]:
+    return {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": emulator.connection_string}
+
+
+def _cli(emulator: EmulatorProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "asyncmig", *args], cwd=cwd, env=_env(emulator), capture_output=True,
+                          text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def _requests(emulator: EmulatorProcess) -> int:
+    return int(emulator.admin("stats")["requests"])
+
+
+def _wait(condition, process: subprocess.Popen[str], what: str, timeout: float = TIMEOUT_S) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():  # polls files and counters: no event to wait for across processes
+        assert process.poll() is None, f"the run ended before {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def start_writer(emulator: EmulatorProcess, seed: int, *, deletes: bool = False) -> subprocess.Popen[str]:
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.live_writer", emulator.connection_string, DEFAULT_DATABASE, str(seed),
+         *(["--deletes"] if deletes else [])],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing", writer.communicate()
+    return writer
+
+
+def stop_writer(writer: subprocess.Popen[str]) -> dict[str, dict[str, int]]:
+    writer.send_signal(signal.SIGTERM)
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def live_run(emulator: EmulatorProcess, cwd: Path, *, seed: int, deletes: bool = False,
+             writes_while_following: int = 300) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
+    """Seeded legacy layout in ``emulator``; run --live with the writer going, cut over; returns the
+    run's result and the writer's counts."""
+    writer = start_writer(emulator, seed, deletes=deletes)
+    run = subprocess.Popen([sys.executable, "-m", "asyncmig", "run", "--live", "--yes", "--no-progress"], cwd=cwd,
+                           env=_env(emulator), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           stdin=subprocess.DEVNULL)
+    try:
+        state_file = cwd / ".asyncmig" / f"vimarsh-{DEFAULT_DATABASE}" / "state.json"
+        host = parse_connection_string(emulator.connection_string).host
+
+        def migrated() -> bool:
+            if not state_file.exists():
+                return False
+            return load_state(state_file, host=host, database=DEFAULT_DATABASE).is_finished("migrate")
+
+        _wait(migrated, run, "the migrate phase")
+        following_from = _requests(emulator)
+        _wait(lambda: _requests(emulator) >= following_from + writes_while_following, run, "writes while following")
+    finally:
+        counts = stop_writer(writer)
+    cut = _cli(emulator, cwd, "cutover")
+    assert cut.returncode == 0, cut.stderr
+    out, err = run.communicate(timeout=TIMEOUT_S)
+    return subprocess.CompletedProcess(run.args, run.returncode, out, err), counts
+
+
+@pytest.fixture
+def emulator(tmp_path: Path):  # noqa: ANN201
+    process = EmulatorProcess("--latency-ms", "1", data_dir=tmp_path / "emulator").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def test_run_live_follows_a_writing_application_until_cutover(emulator: EmulatorProcess, tmp_path: Path) -> None:
+    seeded = _cli(emulator, tmp_path, "seed-demo", "--vectors", "200", "--dimensions", "16", "--no-progress")
+    assert seeded.returncode == 0, seeded.stderr
+    result, counts = live_run(emulator, tmp_path, seed=11)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "PHASE 4/5: follow" in result.stdout and "Validation of" in result.stdout
+    assert "safe to point the application at them now" in result.stdout
+    assert sum(c["update"] for c in counts.values()) > 0 and sum(c["insert"] for c in counts.values()) > 0
+
+    async with CosmosClient(emulator.endpoint, credential=emulator.key) as client:
+        db = client.get_database_client(DEFAULT_DATABASE)
+        hot = [d async for d in db.get_container_client(SOURCE_VECTORS).query_items(
+            "SELECT * FROM c WHERE c.live_writes > 1")]
+        assert hot, "no vector was updated more than once"
+        for source in hot:
+            [target] = [d async for d in db.get_container_client(PERSONALITY_VECTORS).query_items(
+                "SELECT * FROM c WHERE c.id = @id", parameters=[{"name": "@id", "value": source["id"]}])]
+            assert target["migrated_from"]["_ts"] == source["_ts"]  # the newest version
+            assert target.get("legacy", {}).get("live_writes", target.get("live_writes")) == source["live_writes"]
+        inserted_users = [u async for u in db.get_container_client(SOURCE_USERS).query_items(
+            "SELECT * FROM c WHERE STARTSWITH(c.id, 'live-')")]
+        assert all(u.get("profile_version") == "1.0" for u in inserted_users)
