@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
@@ -97,6 +100,8 @@ class Writer:
                 if exc.status_code not in (408, 429, 449, 500, 503):
                     raise
                 await anyio.sleep(min(0.5, 0.01 * 2**attempt))
+            except (ServiceRequestError, ServiceResponseError):  # a connection the emulator reset
+                await anyio.sleep(min(0.5, 0.01 * 2**attempt))
         raise RuntimeError("the emulator kept failing")
 
 
@@ -123,6 +128,26 @@ async def main(connection_string: str, database: str, seed: int, deletes: bool) 
                 await anyio.sleep(PAUSE_S)
             group.cancel_scope.cancel()
     print(json.dumps(writer.counts), flush=True)
+
+
+def start_writer(connection_string: str, database: str, seed: int, *, deletes: bool = False) -> subprocess.Popen[str]:
+    """Start the writer process; returns once it has read the ids and begun writing."""
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.live_writer", connection_string, database, str(seed),
+         *(["--deletes"] if deletes else [])],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing", writer.communicate(timeout=60)
+    return writer
+
+
+def stop_writer(writer: subprocess.Popen[str]) -> dict[str, dict[str, int]]:
+    """SIGTERM the writer; returns its writes per container and kind."""
+    writer.send_signal(signal.SIGTERM)
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    counts: dict[str, dict[str, int]] = json.loads(out.strip().splitlines()[-1])
+    return counts
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ last writes must be in the new layout.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from asyncmig.config import parse_connection_string
 from asyncmig.phases.state import load_state
 from asyncmig.vimarsh.plan import DEFAULT_DATABASE, PERSONALITY_VECTORS, SOURCE_USERS, SOURCE_VECTORS
 from tests.helpers import EmulatorProcess
+from tests.live_writer import start_writer, stop_writer
 
 pytestmark = pytest.mark.timeout(600)
 TIMEOUT_S = 300
@@ -51,28 +50,11 @@ def _wait(condition, process: subprocess.Popen[str], what: str, timeout: float =
         time.sleep(0.05)
 
 
-def start_writer(emulator: EmulatorProcess, seed: int, *, deletes: bool = False) -> subprocess.Popen[str]:
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "tests.live_writer", emulator.connection_string, DEFAULT_DATABASE, str(seed),
-         *(["--deletes"] if deletes else [])],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing", writer.communicate()
-    return writer
-
-
-def stop_writer(writer: subprocess.Popen[str]) -> dict[str, dict[str, int]]:
-    writer.send_signal(signal.SIGTERM)
-    out, err = writer.communicate(timeout=60)
-    assert writer.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def live_run(emulator: EmulatorProcess, cwd: Path, *, seed: int, deletes: bool = False,
              writes_while_following: int = 300) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
     """Seeded legacy layout in ``emulator``; run --live with the writer going, cut over; returns the
     run's result and the writer's counts."""
-    writer = start_writer(emulator, seed, deletes=deletes)
+    writer = start_writer(emulator.connection_string, DEFAULT_DATABASE, seed, deletes=deletes)
     run = subprocess.Popen([sys.executable, "-m", "asyncmig", "run", "--live", "--yes", "--no-progress"], cwd=cwd,
                            env=_env(emulator), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            stdin=subprocess.DEVNULL)
