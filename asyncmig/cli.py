@@ -257,9 +257,9 @@ async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
         ctx.state.finish("migrate")
         return result
     if args.command == "validate":
-        from asyncmig.phases.run import run_phase
+        from asyncmig.phases.run import validate_and_show
 
-        return await run_phase("validate", ctx, print)
+        return await validate_and_show(ctx, print, following=args.live)
     if args.command == "rollback":
         from asyncmig.phases.rollback import rollback
 
@@ -350,6 +350,10 @@ def _add_phases(sub: Any) -> None:
                        ("rollback", "restore the 3-container layout from the backup")):
         p = sub.add_parser(name, help=text, description=text)
         _phase_options(p, confirm=name != "validate")
+    sub.choices["validate"].add_argument(
+        "--live", action="store_true",
+        help="the source is still being written (run --live is following): name documents changed at the source "
+        "after they were copied instead of failing on them")
     sub.choices["rollback"].add_argument(
         "--force", action="store_true",
         help="delete created containers even when the application wrote to them after the migration")

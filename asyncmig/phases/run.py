@@ -54,10 +54,16 @@ async def run_phase(name: str, ctx: PhaseContext, say: Callable[[str], None]) ->
         say("following the legacy containers into the new layout; stop the application's writes to them, "
             "then run `asyncmig cutover` (or press Ctrl-C here) to catch up, validate and cut over")
         return await follow_until_cutover(ctx)
-    from asyncmig.phases.validate import ValidationMismatch, validate
+    return await validate_and_show(ctx, say)
+
+
+async def validate_and_show(ctx: PhaseContext, say: Callable[[str], None], *, following: bool = False) -> PhaseResult:
+    """Validate and print the report table, also when validation fails (``following``: see
+    :func:`asyncmig.phases.validate.live_source_of`)."""
+    from asyncmig.phases.validate import ValidationMismatch, live_source_of, validate
 
     try:
-        report = await validate(ctx)
+        report = await validate(ctx, live_source_of(ctx, following=following))
     except ValidationMismatch as exc:
         say(exc.report.table())
         raise

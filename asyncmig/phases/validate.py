@@ -828,11 +828,13 @@ def _inspect_embedding(document: Document, doc_id: str, dimensions: int | None, 
 # --------------------------------------------------------------------------------------------------
 
 
-def live_source_of(ctx: PhaseContext, *, require_caught_up: bool = True) -> LiveSource:
-    """The classification a migration recorded as live (``run --live``) gets; exact otherwise."""
-    if not ctx.state.live:
+def live_source_of(ctx: PhaseContext, *, following: bool = False) -> LiveSource:
+    """How to classify differences: ``following`` (``validate --live`` while ``run --live`` follows)
+    names copies that are behind without failing them; a migration recorded as live (``run --live``)
+    names the users changed since the backup; otherwise the source is held to exact equality."""
+    if not (following or ctx.state.live):
         return LiveSource()
-    return LiveSource(source_changed_since_backup=True, require_caught_up=require_caught_up,
+    return LiveSource(source_changed_since_backup=True, require_caught_up=not following,
                       copy_started=ctx.state.copy_started_at)
 
 
