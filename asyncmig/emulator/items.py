@@ -11,10 +11,11 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import costs
+from asyncmig.emulator import costs, priority
 from asyncmig.emulator.partitioning import (
     PhysicalRange,
     effective_partition_key,
@@ -46,6 +47,14 @@ _SELECT_STAR = re.compile(r"^\s*select\s+\*\s+from\s", re.IGNORECASE)
 _SELECT_ALL = re.compile(r"^\s*select\s+\*\s+from\s+\w+\s*$", re.IGNORECASE)
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an admitted request is charged to: its range's budget and maybe a throughput bucket's."""
+
+    rate: float                              # the range's RU/s
+    bucket: tuple[str, float] | None = None  # (bucket name, its RU/s on the range)
+
+
 class Documents:
     def __init__(self, store: Store, throttle: Throttle, stats: Stats) -> None:
         self.store = store
@@ -57,10 +66,7 @@ class Documents:
     # -- metering ----------------------------------------------------------------------------
     def rate(self, container: ContainerRecord) -> float | None:
         """Per-range RU/s: the container's offer (or its database's) split over its online ranges."""
-        offer = self.store.offer_for(container.rid)
-        if offer is None:
-            db = self.store.get_database(container.db)
-            offer = self.store.offer_for(db["_rid"]) if db else None
+        offer = self._offer(container)
         if offer is None:
             return None
         content = offer["content"]
@@ -70,25 +76,57 @@ class Documents:
             return None
         return float(total) / max(1, len(self.store.ranges(container.rid)))
 
-    def admit(self, container: ContainerRecord, ranges: list[PhysicalRange]) -> float | None:
+    def _offer(self, container: ContainerRecord) -> dict[str, Any] | None:
+        offer = self.store.offer_for(container.rid)
+        if offer is None:
+            db = self.store.get_database(container.db)
+            offer = self.store.offer_for(db["_rid"]) if db else None
+        return offer
+
+    def admit(self, container: ContainerRecord, ranges: list[PhysicalRange]) -> Grant | None:
+        """Admit the current request on ``ranges`` or raise 429; the grant says what to charge.
+
+        A request in a configured throughput bucket must fit that bucket first (429 / 3212), then
+        the range as a whole, where a low-priority request leaves a reserve (429 / 3200); see
+        :mod:`asyncmig.emulator.priority`.
+        """
         if not self.throttle.enabled:
             return None  # (the rate is only needed to meter; --no-rate-limit skips finding it)
         rate = self.rate(container)
-        waits = [w for r in ranges if (w := self.throttle.admit(container.rid, r.id, rate)) is not None]
+        if rate is None:
+            return None
+        request = priority.current()
+        offer = self._offer(container)
+        share = priority.bucket_share(offer["content"], request.bucket) if offer else None
+        grant = Grant(rate, None if share is None else (f"bucket{request.bucket}", rate * share))
+        if grant.bucket is not None:
+            name, bucket_rate = grant.bucket
+            waits = [w for r in ranges
+                     if (w := self.throttle.admit(container.rid, f"{r.id}/{name}", bucket_rate)) is not None]
+            if waits:
+                self._throttled(max(waits), priority.BUCKET_THROTTLED_SUBSTATUS,
+                                f"Request rate is large: throughput bucket {request.bucket} used its share of "
+                                "the container's throughput.")
+        waits = [w for r in ranges
+                 if (w := self.throttle.admit(container.rid, r.id, rate, low_priority=request.low_priority))
+                 is not None]
         if waits:
-            self.stats.throttled += 1
-            raise CosmosError(
-                429,
-                "Request rate is large. More Request Units may be needed, so no changes were made. "
-                "Please retry this request later.",
-                substatus=3200,
-                headers={"x-ms-retry-after-ms": str(max(waits))},
-            )
-        return rate
+            self._throttled(max(waits), 3200,
+                            "Request rate is large. More Request Units may be needed, so no changes were made. "
+                            "Please retry this request later.")
+        return grant
 
-    def charge(self, container: ContainerRecord, ranges: list[PhysicalRange], rate: float | None, ru: float) -> None:
+    def _throttled(self, wait_ms: int, substatus: int, message: str) -> NoReturn:
+        self.stats.throttled += 1
+        raise CosmosError(429, message, substatus=substatus, headers={"x-ms-retry-after-ms": str(wait_ms)})
+
+    def charge(self, container: ContainerRecord, ranges: list[PhysicalRange], grant: Grant | None, ru: float) -> None:
         for r in ranges:
-            self.throttle.charge(container.rid, r.id, rate, ru / len(ranges))
+            if grant is not None:
+                self.throttle.charge(container.rid, r.id, grant.rate, ru / len(ranges))
+                if grant.bucket is not None:
+                    name, bucket_rate = grant.bucket
+                    self.throttle.charge(container.rid, f"{r.id}/{name}", bucket_rate, ru / len(ranges))
         self.stats.add_charge(f"{container.db}/{container.id}", ru)
 
     def _policy(self, container: ContainerRecord) -> costs.IndexingPolicy:
@@ -230,7 +268,7 @@ class Documents:
 
     def _write_committed(
         self, container: ContainerRecord, epk: str, user: dict[str, Any], rid: str | None, r: PhysicalRange,
-        rate: float | None,
+        rate: Grant | None,
     ) -> tuple[bytes, int, str, float]:
         """Store one document in its own transaction and charge it; returns (body, lsn, etag, RU)."""
         self.store.begin()
@@ -298,8 +336,7 @@ class Documents:
         if existing is None:
             raise not_found("Entity with the specified id")
         self._check_if_match(headers, self._existing_meta(existing.body)[1])
-        self.store.delete_doc(container.rid, epk, doc_id)
-        lsn = self.store.next_lsn(container.rid)
+        lsn = self.store.delete_doc(container.rid, epk, doc_id)
         ru = costs.write(len(existing.body), 0)
         self.charge(container, [r], rate, ru)
         return Reply(204, b"", ru, self._doc_headers(container, r, lsn, None))
@@ -331,8 +368,6 @@ class Documents:
         _, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
         removed = self.store.delete_partition(container.rid, epk)
-        if removed:
-            self.store.next_lsn(container.rid)
         ru = 10.0 + removed
         self.charge(container, [r], rate, ru)
         return Reply(200, b"", ru)
@@ -417,7 +452,6 @@ class Documents:
                     "eTag": self._existing_meta(existing.body)[1], _RAW_BODY: existing.body}
         if kind == "delete":
             self.store.delete_doc(container.rid, epk, existing.id)
-            self.store.next_lsn(container.rid)
             return {"statusCode": 204, "requestCharge": costs.write(len(existing.body), 0)}
         assert isinstance(body, dict)  # patch: checked above
         current = loads(existing.body)

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth
+from asyncmig.emulator import auth, priority, versions
 from asyncmig.emulator.items import Documents
 from asyncmig.emulator.protocol import (
     CosmosError,
@@ -120,7 +120,8 @@ class Emulator:
         if fault == "503" or (fault in ("408", "reset") and self.faults.rng.random() < 0.5):
             return await self._fault(request, fault, activity)  # before the operation ran
         try:
-            reply = self._dispatch(request.method, segments, request.headers, raw, request)
+            with priority.classified(request.headers):
+                reply = self._dispatch(request.method, segments, request.headers, raw, request)
         except CosmosError as exc:
             return exc.response(activity)
         except Exception as exc:  # a bug or an input we did not foresee: answer in Cosmos' shape
@@ -187,6 +188,8 @@ class Emulator:
                     return docs.query(container, headers, raw)
                 return docs.write(container, headers, raw, upsert=flag(headers, "x-ms-documentdb-is-upsert"))
             if method == "GET":
+                if versions.wants_all_versions(headers):
+                    return versions.all_versions_feed(docs, container, headers)
                 if headers.get("a-im"):
                     return docs.change_feed(container, headers)
                 return docs.read_feed(container, headers)
@@ -339,6 +342,7 @@ class Emulator:
             return Reply(200, jsoncodec.dumps(offer))
         if method == "PUT":
             body = parse_body(raw)
+            priority.validate_offer_content(body.get("content") if isinstance(body, dict) else None)
             updated = self.store.put_offer(offer["offerResourceId"], offer["resource"], body["content"])
             return Reply(200, jsoncodec.dumps(updated))
         raise bad_request(f"{method} on an offer is not supported")

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS docs (
     coll TEXT NOT NULL, epk TEXT NOT NULL, id TEXT NOT NULL, lsn INTEGER NOT NULL, ts INTEGER NOT NULL,
     body BLOB NOT NULL, PRIMARY KEY (coll, epk, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS docs_by_lsn ON docs (coll, lsn);
+CREATE TABLE IF NOT EXISTS versions (
+    coll TEXT NOT NULL, lsn INTEGER NOT NULL, epk TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL,
+    previous_lsn INTEGER, ts INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (coll, lsn)) WITHOUT ROWID;
 """
 
 
@@ -72,6 +75,19 @@ class StoredDoc:
     epk: str
     id: str
     lsn: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One entry of the versions log; a delete's ``body`` is the version it removed."""
+
+    lsn: int
+    epk: str
+    id: str
+    operation: str          # "create", "replace" or "delete"
+    previous_lsn: int | None
+    ts: int
     body: bytes
 
 
@@ -196,7 +212,7 @@ class Store:
         record = self.get_container(db, cid)
         if record is None:
             return
-        for table, column in (("docs", "coll"), ("ranges", "coll"), ("offers", "resource_rid")):
+        for table, column in (("docs", "coll"), ("versions", "coll"), ("ranges", "coll"), ("offers", "resource_rid")):
             self.db.execute(f"DELETE FROM {table} WHERE {column}=?", (record.rid,))
         self.db.execute("DELETE FROM containers WHERE rid=?", (record.rid,))
         self._metadata_changed()
@@ -290,13 +306,50 @@ class Store:
         return StoredDoc(epk, doc_id, row[0], row[1]) if row else None
 
     def put_doc(self, coll: str, epk: str, doc_id: str, lsn: int, ts: int, body: bytes) -> None:
+        """Store the latest version and append it to the versions log (a create, or a replace of the
+        version it supersedes), in the caller's transaction."""
+        self.db.execute(
+            "INSERT INTO versions SELECT ?1,?2,?3,?4,CASE WHEN p.lsn IS NULL THEN 'create' ELSE 'replace' END,"
+            "p.lsn,?5,?6 FROM (SELECT (SELECT lsn FROM docs WHERE coll=?1 AND epk=?3 AND id=?4) AS lsn) AS p",
+            (coll, lsn, epk, doc_id, ts, body),
+        )
         self.db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?,?,?)", (coll, epk, doc_id, lsn, ts, body))
 
-    def delete_doc(self, coll: str, epk: str, doc_id: str) -> None:
-        self.db.execute("DELETE FROM docs WHERE coll=? AND epk=? AND id=?", (coll, epk, doc_id))
+    def delete_doc(self, coll: str, epk: str, doc_id: str) -> int:
+        """Delete a document; logs the delete under a new LSN, which it returns (0: there was none)."""
+        return self._delete_where(coll, "epk=? AND id=?", (epk, doc_id))
 
     def delete_partition(self, coll: str, epk: str) -> int:
-        return self.db.execute("DELETE FROM docs WHERE coll=? AND epk=?", (coll, epk)).rowcount
+        """Delete every document of a logical partition, each logged as its own delete; returns how many."""
+        before = self.current_lsn(coll)
+        last = self._delete_where(coll, "epk=?", (epk,))
+        return last - before if last else 0  # each delete took the next LSN
+
+    def _delete_where(self, coll: str, condition: str, args: tuple[str, ...]) -> int:
+        """Log and delete the matching documents atomically; returns the last delete's LSN (0: none)."""
+        own = not self.db.in_transaction
+        if own:
+            self.begin()
+        try:
+            rows = self.db.execute(
+                f"SELECT epk,id,lsn,body FROM docs WHERE coll=? AND {condition}", (coll, *args)
+            ).fetchall()
+            ts = int(time.time())
+            lsn = 0
+            for epk, doc_id, previous_lsn, body in rows:
+                lsn = self.next_lsn(coll)
+                self.db.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,'delete',?,?,?)",
+                    (coll, lsn, epk, doc_id, previous_lsn, ts, body),
+                )
+            self.db.execute(f"DELETE FROM docs WHERE coll=? AND {condition}", (coll, *args))
+        except BaseException:
+            if own:
+                self.rollback()
+            raise
+        if own:
+            self.commit()
+        return lsn
 
     def scan(
         self, coll: str, low: str, high: str, after: tuple[str, str] | None = None
@@ -330,6 +383,15 @@ class Store:
             (coll, after_lsn, since_ts or 0, low, high, limit),
         )
         return [StoredDoc(epk, i, lsn, body) for epk, i, lsn, body in rows]
+
+    def versions(self, coll: str, low: str, high: str, after_lsn: int, limit: int) -> list[StoredVersion]:
+        """Every create, replace and delete after ``after_lsn`` with ``low <= epk < high``, in LSN order."""
+        rows = self.db.execute(
+            "SELECT lsn,epk,id,op,previous_lsn,ts,body FROM versions WHERE coll=? AND lsn>? AND epk>=? AND epk<? "
+            "ORDER BY lsn LIMIT ?",
+            (coll, after_lsn, low, high, limit),
+        )
+        return [StoredVersion(*row) for row in rows]
 
     def count_docs(self, coll: str) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM docs WHERE coll=?", (coll,)).fetchone()

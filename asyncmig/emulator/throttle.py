@@ -11,6 +11,10 @@ average request cost of refill after the previous one. Telling every throttled r
 when the bucket turns positive" sent them all back at the same instant, where one got in and the
 rest were throttled again; with 30 concurrent writers per range the SDK's 9 retries ran out and a
 default client failed (found by tests/emulator/test_throttling.py).
+
+Low-priority requests are refused earlier while high-priority ones are active on the range, and a
+throughput bucket is one more bucket at its share of the range's rate: see
+:mod:`asyncmig.emulator.priority` for the model.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from asyncmig.emulator.priority import HIGH_PRIORITY_WINDOW_S, LOW_PRIORITY_RESERVE
+
 
 @dataclass(slots=True)
 class _Bucket:
@@ -28,6 +34,8 @@ class _Bucket:
     stamp: float
     promised: float = 0.0     # monotonic time up to which refill is already promised to throttled requests
     avg_cost: float = 1.0     # moving average of the RU an admitted request costs here
+    promised_low: float = 0.0  # the same queue for low-priority requests, kept apart so they never delay high ones
+    high_seen: float = -math.inf  # monotonic time of the last high-priority request
 
 
 class Throttle:
@@ -46,16 +54,30 @@ class Throttle:
             bucket.stamp = now
         return bucket
 
-    def admit(self, coll: str, range_id: str, rate: float | None) -> int | None:
-        """``None`` when the request may run, else the milliseconds the client must wait."""
+    def admit(self, coll: str, range_id: str, rate: float | None, *, low_priority: bool = False) -> int | None:
+        """``None`` when the request may run, else the milliseconds the client must wait.
+
+        A low-priority request must leave :data:`LOW_PRIORITY_RESERVE` of a second's budget in the
+        bucket while high-priority requests are active here; otherwise both may empty it.
+        """
         if not self.enabled or rate is None:
             return None
         bucket = self._bucket((coll, range_id), rate)
-        if bucket.tokens > 0:
-            return None
         now = bucket.stamp
-        start = max(now - bucket.tokens / rate, bucket.promised)  # positive again, or after the queue
-        bucket.promised = start + bucket.avg_cost / rate
+        floor = 0.0
+        if not low_priority:
+            bucket.high_seen = now
+        elif now - bucket.high_seen < HIGH_PRIORITY_WINDOW_S:
+            floor = LOW_PRIORITY_RESERVE * rate
+        if bucket.tokens > floor:
+            return None
+        above_floor = now - (bucket.tokens - floor) / rate  # when the bucket is back above the floor
+        if low_priority:
+            start = max(above_floor, bucket.promised_low)
+            bucket.promised_low = start + bucket.avg_cost / rate
+        else:
+            start = max(above_floor, bucket.promised)  # positive again, or after the queue
+            bucket.promised = start + bucket.avg_cost / rate
         return max(1, math.ceil((start - now) * 1000) + 1)
 
     def charge(self, coll: str, range_id: str, rate: float | None, ru: float) -> None:
