@@ -2,24 +2,20 @@
 
 The application keeps writing to ``users``, ``user_activity`` and ``personality-vectors`` while
 the migration runs. After backup, create and migrate, the *follow* phase keeps applying their
-changes to the new layout (each mapping continues from its migrate checkpoint through the
-latest-version change feed), until a cutover is
-requested: ``asyncmig cutover`` from another terminal (it writes :data:`REQUEST_NAME` in the work
-directory, which the follower watches) or Ctrl-C in the run's terminal. The operator stops the
-application's writes to the legacy containers first; then the follower
+changes to the new layout (each mapping continues from its migrate checkpoint through the change
+feed; in a live run the migrate phase and the follower read the all-versions-and-deletes feed, so
+deletes are followed too), until a cutover is requested: ``asyncmig cutover`` from another terminal
+(it writes :data:`REQUEST_NAME` in the work directory, which the follower watches) or Ctrl-C in the
+run's terminal. The operator stops the application's writes to the legacy containers first; then
+the follower
 
 1. stops following, finishing the writes in flight;
 2. runs a final catch-up pass over every mapping (everything written up to now);
-3. regenerates the personalities from the caught-up vectors;
+3. regenerates the personalities from the caught-up vectors (deleting those left without vectors);
 4. records where each container's change feed ends (what a rollback must not undo afterwards);
 
 and the run goes on to validation, which now requires the targets to be caught up. When it passes,
 the summary says the application can be pointed at the new containers.
-
-Deletes are not followed yet: the latest-version change feed does not show them, so a document the
-application deletes during the run stays in the new layout and validation reports it as extra.
-Following them needs the all-versions-and-deletes change feed (``CosmosSource(deletes=True)``),
-whose positions do not yet survive the checkpoint between the migrate phase and the follower.
 
 ``users`` is enriched in place: following it means transforming the users documents that changed
 and are not migrated yet. Documents already migrated are skipped, which also keeps the follower
@@ -93,8 +89,8 @@ async def _mapping_pass(ctx: PhaseContext, mapping: plan.Mapping, options: Pipel
                         stop: anyio.Event) -> RunStatistics:
     source_container = await existing_container(ctx.client, ctx.database_name, mapping.source, role="source")
     targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target") for t in mapping.targets}
-    if mapping.in_place:  # users: its change feed, transforming what is not migrated yet
-        source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source)
+    if mapping.in_place:  # users: its change feed, transforming what is not migrated yet (a delete is done)
+        source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source, deletes=True)
         return await transfer(ctx, mapping.source, source, targets, USERS_FOLLOW, options=options,
                               checkpoint=f"{mapping.source}-follow", stop=stop)
     source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source, deletes=False)
@@ -137,13 +133,14 @@ async def follow_until_cutover(ctx: PhaseContext) -> PhaseResult:
     request = anyio.Path(request_path(ctx.workdir))
     if await request.exists():
         await request.unlink()
-    written = sum(s.written + s.deleted for s in (*followed.values(), *final.values())) + generated.written
+    written = sum(s.written + s.deleted for s in (*followed.values(), *final.values()))
+    written += generated.written + generated.deleted
     return PhaseResult(PHASE, "done", written, sum(s.ru for s in (*followed.values(), *final.values())),
                        time.monotonic() - started, {
                            "cutover_requested_at": requested_at, "caught_up_at": ctx.state.cutover_at,
                            "followed": {k: _figures(v) for k, v in followed.items()},
                            "final_catch_up": {k: _figures(v) for k, v in final.items()},
-                           "personalities": generated.written,
+                           "personalities": {"written": generated.written, "deleted": generated.deleted},
                        })
 
 

@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core.cosmos.connect import existing_container, provisioned_throughput
+from asyncmig.core.cosmos.retry import Backoff, classify
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
@@ -80,7 +82,7 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
         targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target")
                    for t in mapping.targets}
         source = CosmosSource(source_container, page_size=ctx.options.pipeline.page_size,
-                              what=mapping.source, snapshot=mapping.in_place)
+                              what=mapping.source, snapshot=mapping.in_place, deletes=ctx.state.live)
         stats = await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
         details[mapping.source] = {"read": stats.read, "written": stats.written,
                                    "dead_lettered": stats.dead_lettered, "ru": round(stats.ru, 2)}
@@ -112,8 +114,36 @@ async def personalities(ctx: PhaseContext, *, regenerate: bool = False) -> RunSt
     generated = accumulator.documents(ctx.state.personalities_generated_at)
     target = await existing_container(ctx.client, ctx.database_name, plan.PERSONALITIES, role="target")
     source = IterableSource(lambda: generated, description="generated personalities", count=len(generated))
-    return await transfer(ctx, plan.PERSONALITIES, source, {plan.PERSONALITIES: target}, PERSONALITIES,
-                          restart=regenerate)
+    stats = await transfer(ctx, plan.PERSONALITIES, source, {plan.PERSONALITIES: target}, PERSONALITIES,
+                           restart=regenerate)
+    if regenerate:
+        stats.deleted += await _delete_orphans(target, {doc["id"] for doc in generated})
+    return stats
+
+
+async def _delete_orphans(personalities: ContainerProxy, keep: set[str]) -> int:
+    """Delete the personalities no vector refers to any more (all theirs were deleted meanwhile)."""
+    reader = CosmosSource(personalities, what=plan.PERSONALITIES, snapshot=True)
+    await reader.open()
+    orphans = [doc for feed_range in (await reader.partitions()).values()
+               async for page in reader.pages(feed_range, None) for doc in page.documents if doc["id"] not in keep]
+    for orphan in orphans:
+        values = reader.partition_key(orphan)
+        key = values[0] if len(values) == 1 else values
+        backoff = Backoff()
+        while True:
+            try:
+                await personalities.delete_item(orphan["id"], partition_key=key)
+                break
+            except CosmosResourceNotFoundError:
+                break
+            except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
+                failure = classify(exc)
+                delay = backoff.next_delay(failure) if failure.retryable else None
+                if delay is None:
+                    raise failure.as_error(f"deleting personality {orphan['id']!r}") from exc
+                await anyio.sleep(delay)
+    return len(orphans)
 
 
 def _to_personalities(document: Document) -> Routed:

@@ -1,6 +1,6 @@
 """``asyncmig run --live`` while an application process keeps writing, then ``asyncmig cutover``.
 
-The writer (:mod:`tests.live_writer`) updates (some documents many times) and inserts documents in
+The writer (:mod:`tests.live_writer`) updates (some documents many times), inserts and deletes documents in
 users, user_activity and personality-vectors from before the backup until after the follower
 started; then it stops, as the application is stopped before a cutover, and ``asyncmig cutover``
 from a second process makes the run catch up and validate. The run must end with validation
@@ -90,11 +90,12 @@ def emulator(tmp_path: Path):  # noqa: ANN201
 async def test_run_live_follows_a_writing_application_until_cutover(emulator: EmulatorProcess, tmp_path: Path) -> None:
     seeded = _cli(emulator, tmp_path, "seed-demo", "--vectors", "200", "--dimensions", "16", "--no-progress")
     assert seeded.returncode == 0, seeded.stderr
-    result, counts = live_run(emulator, tmp_path, seed=11)
+    result, counts = live_run(emulator, tmp_path, seed=11, deletes=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "PHASE 4/5: follow" in result.stdout and "Validation of" in result.stdout
     assert "safe to point the application at them now" in result.stdout
-    assert sum(c["update"] for c in counts.values()) > 0 and sum(c["insert"] for c in counts.values()) > 0
+    for kind in ("update", "insert", "delete"):
+        assert sum(c[kind] for c in counts.values()) > 0, counts  # validation passed: deletes followed too
 
     async with CosmosClient(emulator.endpoint, credential=emulator.key) as client:
         db = client.get_database_client(DEFAULT_DATABASE)
