@@ -86,7 +86,7 @@ async def _watch(ctx: PhaseContext, requested: anyio.Event) -> None:
 
 
 async def _mapping_pass(ctx: PhaseContext, mapping: plan.Mapping, options: PipelineOptions,
-                        stop: anyio.Event) -> RunStatistics:
+                        stop: anyio.Event | None) -> RunStatistics:
     source_container = await existing_container(ctx.client, ctx.database_name, mapping.source, role="source")
     targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target") for t in mapping.targets}
     if mapping.in_place:  # users: its change feed, transforming what is not migrated yet (a delete is done)
@@ -98,7 +98,9 @@ async def _mapping_pass(ctx: PhaseContext, mapping: plan.Mapping, options: Pipel
                           stop=stop)
 
 
-async def _all_mappings(ctx: PhaseContext, options: PipelineOptions, stop: anyio.Event) -> dict[str, RunStatistics]:
+async def _all_mappings(
+    ctx: PhaseContext, options: PipelineOptions, stop: anyio.Event | None
+) -> dict[str, RunStatistics]:
     results: dict[str, RunStatistics] = {}
 
     async def one(mapping: plan.Mapping) -> None:
@@ -125,9 +127,12 @@ async def follow_until_cutover(ctx: PhaseContext) -> PhaseResult:
         followed = await _all_mappings(ctx, following, requested)
         group.cancel_scope.cancel()
     requested_at = datetime.now(UTC).isoformat(timespec="seconds")
-    final = await _all_mappings(ctx, replace(ctx.options.pipeline, follow=False, catch_up=True), anyio.Event())
-    generated = await personalities(ctx, regenerate=True)
-    await record_marks(ctx)
+    # From here on the cutover runs to its end: a Ctrl-C that requested it must not interrupt it
+    # (a second Ctrl-C still stops the process at once).
+    cutting_over = replace(ctx, stop=None)
+    final = await _all_mappings(cutting_over, replace(ctx.options.pipeline, follow=False, catch_up=True), None)
+    generated = await personalities(cutting_over, regenerate=True)
+    await record_marks(cutting_over)
     ctx.state.cutover_at = datetime.now(UTC).isoformat(timespec="seconds")
     save_state(ctx.workdir.state, ctx.state)
     request = anyio.Path(request_path(ctx.workdir))

@@ -11,6 +11,7 @@ last writes must be in the new layout.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,10 +51,10 @@ def _wait(condition, process: subprocess.Popen[str], what: str, timeout: float =
         time.sleep(0.05)
 
 
-def live_run(emulator: EmulatorProcess, cwd: Path, *, seed: int, deletes: bool = False,
+def live_run(emulator: EmulatorProcess, cwd: Path, *, seed: int, deletes: bool = False, ctrl_c: bool = False,
              writes_while_following: int = 300) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
-    """Seeded legacy layout in ``emulator``; run --live with the writer going, cut over; returns the
-    run's result and the writer's counts."""
+    """Seeded legacy layout in ``emulator``; run --live with the writer going, cut over (``asyncmig
+    cutover``, or Ctrl-C in the run's terminal); returns the run's result and the writer's counts."""
     writer = start_writer(emulator.connection_string, DEFAULT_DATABASE, seed, deletes=deletes)
     run = subprocess.Popen([sys.executable, "-m", "asyncmig", "run", "--live", "--yes", "--no-progress"], cwd=cwd,
                            env=_env(emulator), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -72,8 +73,11 @@ def live_run(emulator: EmulatorProcess, cwd: Path, *, seed: int, deletes: bool =
         _wait(lambda: _requests(emulator) >= following_from + writes_while_following, run, "writes while following")
     finally:
         counts = stop_writer(writer)
-    cut = _cli(emulator, cwd, "cutover")
-    assert cut.returncode == 0, cut.stderr
+    if ctrl_c:
+        run.send_signal(signal.SIGINT)
+    else:
+        cut = _cli(emulator, cwd, "cutover")
+        assert cut.returncode == 0, cut.stderr
     out, err = run.communicate(timeout=TIMEOUT_S)
     return subprocess.CompletedProcess(run.args, run.returncode, out, err), counts
 
@@ -110,3 +114,19 @@ async def test_run_live_follows_a_writing_application_until_cutover(emulator: Em
         inserted_users = [u async for u in db.get_container_client(SOURCE_USERS).query_items(
             "SELECT * FROM c WHERE STARTSWITH(c.id, 'live-')")]
         assert all(u.get("profile_version") == "1.0" for u in inserted_users)
+
+
+async def test_ctrl_c_in_the_runs_terminal_cuts_over(emulator: EmulatorProcess, tmp_path: Path) -> None:
+    seeded = _cli(emulator, tmp_path, "seed-demo", "--vectors", "100", "--dimensions", "8", "--no-progress")
+    assert seeded.returncode == 0, seeded.stderr
+    result, _ = live_run(emulator, tmp_path, seed=12, ctrl_c=True, writes_while_following=100)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "safe to point the application at them now" in result.stdout
+
+
+def test_cutover_without_a_running_live_run_is_refused(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_COSMOS")}
+    result = subprocess.run([sys.executable, "-m", "asyncmig", "cutover"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "no `asyncmig run --live` is running" in result.stderr
+    assert not list(tmp_path.rglob("cutover.request"))
