@@ -22,7 +22,13 @@ from azure.cosmos.aio import CosmosClient
 
 from asyncmig.config import parse_connection_string
 from asyncmig.phases.state import load_state
-from asyncmig.vimarsh.plan import DEFAULT_DATABASE, PERSONALITY_VECTORS, SOURCE_USERS, SOURCE_VECTORS
+from asyncmig.vimarsh.plan import (
+    DEFAULT_DATABASE,
+    PERSONALITY_VECTORS,
+    SOURCE_USERS,
+    SOURCE_VECTORS,
+    USER_SESSIONS,
+)
 from tests.helpers import EmulatorProcess
 from tests.live_writer import start_writer, stop_writer
 
@@ -111,9 +117,24 @@ async def test_run_live_follows_a_writing_application_until_cutover(emulator: Em
                 "SELECT * FROM c WHERE c.id = @id", parameters=[{"name": "@id", "value": source["id"]}])]
             assert target["migrated_from"]["_ts"] == source["_ts"]  # the newest version
             assert target.get("legacy", {}).get("live_writes", target.get("live_writes")) == source["live_writes"]
-        inserted_users = [u async for u in db.get_container_client(SOURCE_USERS).query_items(
-            "SELECT * FROM c WHERE STARTSWITH(c.id, 'live-')")]
-        assert all(u.get("profile_version") == "1.0" for u in inserted_users)
+        users = db.get_container_client(SOURCE_USERS)
+        inserted_users = [u async for u in users.query_items("SELECT * FROM c WHERE STARTSWITH(c.id, 'live-')")]
+        assert inserted_users and all(u.get("profile_version") == "1.0" for u in inserted_users)
+
+        # After the cutover the application writes to the new layout; a rollback must not destroy that.
+        await db.get_container_client(USER_SESSIONS).upsert_item(
+            {"id": "after-cutover", "user_id": "u1", "partition_key": "u1", "document_type": "user_session"})
+        original = [u async for u in users.query_items("SELECT * FROM c WHERE NOT STARTSWITH(c.id, 'live-')")][0]
+        edited = {k: v for k, v in original.items() if not k.startswith("_")} | {"display_name": "after cutover"}
+        await users.upsert_item(edited)
+        refused = _cli(emulator, tmp_path, "rollback", "--yes", "--no-progress")
+        assert refused.returncode == 2 and f"{USER_SESSIONS} (1 document)" in refused.stderr, refused.stderr
+        forced = _cli(emulator, tmp_path, "rollback", "--yes", "--force", "--no-progress")
+        assert forced.returncode == 0, forced.stderr
+        kept = await users.read_item(edited["id"], edited["partition_key"])
+        assert {k: v for k, v in kept.items() if not k.startswith("_")} == edited  # not reverted
+        names = {c["id"] async for c in db.list_containers()}
+        assert names == {SOURCE_USERS, SOURCE_VECTORS, "user_activity"}
 
 
 async def test_ctrl_c_in_the_runs_terminal_cuts_over(emulator: EmulatorProcess, tmp_path: Path) -> None:
