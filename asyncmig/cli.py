@@ -158,6 +158,9 @@ def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, 
         _warn_live(result)
     elif args.report:
         write_json_report(args.report, {"command": "copy", "status": status, "error": redact(str(error))})
+    if status == "stopped":
+        print(f"stopped following; every change read is written and the positions are saved in {spec.checkpoint}. "
+              "Continue with the same command.", file=sys.stderr)
     if isinstance(error, Interrupted):
         argv = [a for a in sys.argv[1:] if a != "--restart"]
         print(f"interrupted; progress is saved in {spec.checkpoint}. Resume with:\n  asyncmig {shlex.join(argv)}",
@@ -374,6 +377,48 @@ def _add_phases(sub: Any) -> None:
     backup.set_defaults(handler=_run_phase)
 
 
+def _add_reconcile(sub: Any) -> None:
+    p = sub.add_parser(
+        "reconcile", help="delete target documents whose source document is gone (deletes a copy did not see)",
+        description="For an identity copy from a source without the all-versions-and-deletes change feed: list the "
+        "ids and partition keys of TARGET, then of SOURCE (by query, feed range by feed range), and delete each "
+        "target document whose source document is gone (checked once more right before its delete). Asks first "
+        "unless --yes; --dry-run only counts.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", help="SOURCE as DATABASE/CONTAINER")
+    p.add_argument("target", help="TARGET as DATABASE/CONTAINER")
+    p.add_argument("--source-connection", metavar="CONNSTR", help=f"source account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--target-connection", metavar="CONNSTR", help=f"target account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--dry-run", action="store_true", help="count (and list the first) orphans; delete nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    p.add_argument("--report", type=Path, help="write a JSON report here")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    p.set_defaults(handler=_reconcile)
+
+
+async def _reconcile(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.copy import ContainerRef
+    from asyncmig.phases.run import Declined, ask
+    from asyncmig.reconcile import reconcile
+
+    settings = load_settings(args.env_file)
+    source_db, source_name = _container_ref(args.source, settings.database)
+    target_db, target_name = _container_ref(args.target, settings.database)
+    source = ContainerRef(_endpoint(args.source_connection, settings.endpoint, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
+    if not args.dry_run and not args.yes and not ask(
+        f"Delete from {target_db}/{target_name} every document that is not in {source_db}/{source_name}?"
+    ):
+        raise Declined("reconcile not confirmed; nothing was deleted")
+    result = await reconcile(source, target, dry_run=args.dry_run, insecure=args.insecure)
+    print(table(["target documents", "source documents", "orphans", "deleted", "kept (back at the source)"],
+                [[result.target_documents, result.source_documents, result.orphans, result.deleted, result.kept]]))
+    if args.report:
+        write_json_report(args.report, result.report(source, target))
+    return 0
+
+
 def _add_emulator(sub: Any) -> None:
     p = sub.add_parser("emulator", help="run the local Cosmos DB emulator (see python -m asyncmig.emulator --help)",
                        add_help=False)
@@ -395,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)
+    _add_reconcile(sub)
     _add_phases(sub)
     _add_emulator(sub)
     return parser

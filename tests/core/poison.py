@@ -18,3 +18,9 @@ def poison(document: Document) -> Routed:
     if n % 100 == 4:
         doc["score"] = float("nan")  # not representable in JSON
     return [(DEFAULT_TARGET, doc)]
+
+
+def prefixed(document: Document) -> Routed:
+    """Each document under another id (``t-<id>``): a delete at the source must find the derived one."""
+    doc = strip_system(document)
+    return [(DEFAULT_TARGET, {**doc, "id": f"t-{doc['id']}", "source_id": doc["id"]})]

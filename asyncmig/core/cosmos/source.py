@@ -173,11 +173,7 @@ class CosmosSource:
         while True:
             try:
                 responses = _Responses()
-                pager: Any = self.container.query_items_change_feed(
-                    feed_range=partition, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
-                    response_hook=responses.hook,
-                ).by_page()
-                async for _ in pager:  # "now" answers 304 (no page): the position is all we need
+                async for _ in self._now_pager(partition, responses):  # "now" answers 304 (no page): the position is all we need
                     break
                 self.deletes_available = True
                 return responses.continuation()
@@ -194,6 +190,12 @@ class CosmosSource:
                 if delay is None:
                     raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
                 await anyio.sleep(delay)
+
+    def _now_pager(self, feed_range: Any, responses: _Responses) -> Any:
+        return self.container.query_items_change_feed(
+            feed_range=feed_range, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
+            response_hook=responses.hook,
+        ).by_page()
 
     def _changes(self, items: list[Any]) -> tuple[list[Document], list[Document]]:
         """Split all-versions items into current versions and deleted documents, each with its ``_lsn``."""

@@ -300,11 +300,17 @@ class Pipeline:
         skipped: list[str] = []
         superseded = 0
         changes = [(doc, False) for doc in page.documents] + [(doc, True) for doc in page.deleted]
-        for source_doc, out, target, deleting, gated in await self._admitted(key, changes, rejected):
+        try:
+            admitted = await self._admitted(key, changes, rejected)
+        except BaseException:
+            self.in_flight.release(held)  # a stop before the page was registered: it is read again later
+            raise
+        for source_doc, out, target, deleting, gated in admitted:
             if out is None:
                 superseded += 1
                 continue
-            doc_key = f"{target}\x1f{out.get('id')}\x1f{document_version(source_doc) or ''}"
+            version = str(source_doc.get("_lsn") or source_doc.get("_etag") or "")
+            doc_key = f"{target}\x1f{out.get('id')}\x1f{version}"
             if doc_key in self._skip[key]:
                 skipped.append(doc_key)  # written by a run that was killed before its checkpoint
                 if gated is not None:
@@ -340,8 +346,18 @@ class Pipeline:
             self.in_flight.release(held)
             return
         self._pages[(key, page_id)] = [len(units), held]
-        for unit in units:
-            await self._lane(unit.lane).send((key, page_id, unit))
+        sent = 0
+        try:
+            for unit in units:
+                await self._lane(unit.lane).send((key, page_id, unit))
+                sent += 1
+        finally:
+            if sent < len(units):  # a stop: the page stays uncommitted and is read again later
+                for unit in units[sent:]:
+                    for doc in unit.documents:
+                        self._keys.pop(id(doc), None)
+                        self._ungate(doc)
+                self._units_done(key, page_id, len(units) - sent)
 
     async def _admitted(
         self, key: str, changes: list[tuple[Document, bool]], rejected: list[tuple[Document, Rejection]]
@@ -375,13 +391,19 @@ class Pipeline:
                 if version is not None and (doc not in newest or newest[doc][0] < version):
                     newest[doc] = (version, index)
         admitted: list[tuple[Document, Document | None, str, bool, _Gated | None]] = []
-        for index, (source_doc, out, target, deleting, doc, version) in enumerate(transformed):
-            if version is None:
-                admitted.append((source_doc, out, target, deleting, None))
-            elif newest[doc][1] != index or not await self._gate.admit(doc, version):
-                admitted.append((source_doc, None, target, deleting, None))
-            else:
-                admitted.append((source_doc, out, target, deleting, (doc, version)))
+        try:
+            for index, (source_doc, out, target, deleting, doc, version) in enumerate(transformed):
+                if version is None:
+                    admitted.append((source_doc, out, target, deleting, None))
+                elif newest[doc][1] != index or not await self._gate.admit(doc, version):
+                    admitted.append((source_doc, None, target, deleting, None))
+                else:
+                    admitted.append((source_doc, out, target, deleting, (doc, version)))
+        except BaseException:  # a stop while waiting for an older version: hold nothing
+            for *_, gated in admitted:
+                if gated is not None:
+                    self._gate.release(*gated)
+            raise
         return admitted
 
     def _ungate(self, document: Document) -> None:
@@ -432,8 +454,12 @@ class Pipeline:
         self._journal.record(key, written)
         self._ahead[key].setdefault(page_id, []).extend(written)
         self.trackers[key].complete(page_id, len(unit.documents))
+        self._units_done(key, page_id, 1)
+
+    def _units_done(self, key: str, page_id: int, n: int) -> None:
+        """``n`` units of a page are written (or will never be sent); the last one frees its documents."""
         entry = self._pages[(key, page_id)]
-        entry[0] -= 1
+        entry[0] -= n
         if entry[0] == 0:
             del self._pages[(key, page_id)]
             self.in_flight.release(entry[1])
