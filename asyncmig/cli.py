@@ -22,8 +22,11 @@ import anyio
 
 from asyncmig import __version__
 from asyncmig.config import (
+    AUTH_MODES,
+    ENV_AUTH,
     ENV_CONNECTION_STRING,
     CosmosEndpoint,
+    Settings,
     install_redaction,
     load_settings,
     parse_connection_string,
@@ -46,11 +49,12 @@ def _container_ref(text: str, default_database: str) -> tuple[str, str]:
     return (database or default_database), container
 
 
-def _endpoint(explicit: str | None, configured: CosmosEndpoint | None, role: str) -> CosmosEndpoint:
+def _endpoint(explicit: str | None, settings: Settings, role: str) -> CosmosEndpoint:
+    configured = settings.endpoint
     if explicit:
         endpoint = parse_connection_string(explicit)
         register_secret(explicit)
-        return endpoint
+        return endpoint.with_auth(settings.auth)
     if configured is None:
         raise UsageError(f"no {role} account: set {ENV_CONNECTION_STRING} in .env or the environment, "
                          f"or pass --{role}-connection")
@@ -102,11 +106,11 @@ def _add_copy(sub: Any) -> None:
 async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.copy import ContainerRef, CopySpec, copy, dry_run
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     source_db, source_name = _container_ref(args.source, settings.database)
     target_db, target_name = _container_ref(args.target, settings.database)
-    source = ContainerRef(_endpoint(args.source_connection, settings.endpoint, "source"), source_db, source_name)
-    target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
+    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
     if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
         raise UsageError("--ru-fraction must be in (0, 1]")
     if not 0 < args.poll_interval <= 600:
@@ -204,7 +208,7 @@ async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIt
     from asyncmig.phases.state import load_state
     from asyncmig.phases.workdir import WorkDir
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     endpoint = settings.require_endpoint()
     database = args.database or settings.database
     workdir = WorkDir.for_database(database, base=args.workdir, backups=args.backups).ensure()
@@ -313,7 +317,7 @@ async def _seed_demo(args: argparse.Namespace, stop: anyio.Event) -> int:
     from asyncmig.vimarsh.demo_data import DemoDataSet
     from asyncmig.vimarsh.seed import seed_demo
 
-    settings = load_settings(args.env_file)
+    settings = load_settings(args.env_file, auth=args.auth)
     endpoint = settings.require_endpoint()
     dataset = DemoDataSet(args.seed, vectors=args.vectors, dimensions=args.dimensions)
     async with cosmos_client(endpoint, insecure=False) as client:
@@ -437,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
     parser.add_argument("--env-file", type=Path, help="read settings from this file (default: ./.env if present)")
+    parser.add_argument("--auth", choices=AUTH_MODES, help=f"key: the connection string's AccountKey; entra: Microsoft "
+                        "Entra ID (DefaultAzureCredential), data-plane rights only; auto (default): the key when the "
+                        f"connection string has one, else Entra ID. Also {ENV_AUTH}. See docs/authentication.md")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (secrets are redacted)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_copy(sub)

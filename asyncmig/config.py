@@ -1,9 +1,11 @@
 """Connections, settings and secret redaction.
 
-The account key is the one secret asyncmig handles. It lives in :class:`CosmosEndpoint` (whose repr
-never shows it) and is registered with :func:`register_secret` the moment it is parsed, so that
-:func:`redact` — applied to every log record by :class:`RedactingFilter` and to every error message
-built from outside text — replaces it wherever it appears.
+asyncmig handles two kinds of secret: an account key, which lives in :class:`CosmosEndpoint` (whose
+repr never shows it) and is registered with :func:`register_secret` the moment it is parsed, and the
+Microsoft Entra ID access tokens the transport obtains, registered as each arrives. :func:`redact` —
+applied to every log record by :class:`RedactingFilter` and to every error message built from
+outside text — replaces them wherever they appear, and masks anything shaped like a JWT even if it
+was never registered.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal, cast, get_args
 from urllib.parse import SplitResult, urlsplit
 
 from dotenv import dotenv_values
@@ -25,11 +28,14 @@ from dotenv import dotenv_values
 from asyncmig.errors import ConnectionStringError, UsageError
 
 __all__ = [
+    "AUTH_MODES",
     "DEFAULT_DATABASE",
+    "ENV_AUTH",
     "ENV_CONNECTION_STRING",
     "ENV_DATABASE",
     "CosmosEndpoint",
     "RedactingFilter",
+    "AuthMode",
     "Settings",
     "install_redaction",
     "load_settings",
@@ -43,6 +49,11 @@ log = logging.getLogger(__name__)
 
 ENV_CONNECTION_STRING = "AZURE_COSMOS_CONNECTION_STRING"
 ENV_DATABASE = "AZURE_COSMOS_DATABASE_NAME"
+ENV_AUTH = "ASYNCMIG_AUTH"
+
+# "auto": the account key when the connection string has one, else Microsoft Entra ID.
+AuthMode = Literal["auto", "key", "entra"]
+AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 DEFAULT_DATABASE = "vimarsh-multi-personality"
 
 MASK = "***"
@@ -69,6 +80,10 @@ _LABELLED_BASE64 = re.compile(
     r"[A-Za-z0-9+/]{40,}={0,2}",
     re.IGNORECASE,
 )
+# An account key pasted without "AccountKey=": 64 bytes of base64 (the parser sees "<key>" = "").
+_BARE_KEY = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+# A JWT (an Entra access token): three base64url parts, the first two JSON objects ("eyJ" = '{"').
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
 
 
 def register_secret(secret: str) -> None:
@@ -87,11 +102,12 @@ def register_secret(secret: str) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret and every ``AccountKey=...`` value replaced by ``***``."""
+    """``text`` with every registered secret, every ``AccountKey=...`` value and every JWT replaced by ``***``."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     text = _ACCOUNT_KEY.sub(lambda m: m.group(1) + MASK, text)
+    text = _JWT.sub(MASK, text)
     return _LABELLED_BASE64.sub(lambda m: m.group(1) + MASK, text)
 
 
@@ -145,16 +161,34 @@ def _without_credentials(parts: SplitResult) -> str:
 
 @dataclass(frozen=True)
 class CosmosEndpoint:
-    """An account URL and its key. ``repr``/``str`` show the URL only (without any userinfo)."""
+    """An account URL and how to authenticate to it: its key, or Microsoft Entra ID when ``key`` is
+    None. ``repr``/``str`` show the URL only (without any userinfo)."""
 
     url: str
-    key: str = field(repr=False)
+    key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        register_secret(self.key)
+        if self.key:
+            register_secret(self.key)
         password = urlsplit(self.url).password
         if password:
             register_secret(password)
+
+    @property
+    def uses_entra(self) -> bool:
+        """True when requests carry Entra ID tokens: data-plane rights only (no container creation)."""
+        return not self.key
+
+    def with_auth(self, mode: AuthMode) -> CosmosEndpoint:
+        """This endpoint authenticated as ``mode`` asks.
+
+        :raises ConnectionStringError: ``key`` was asked for but the connection string has no key.
+        """
+        if mode == "entra":
+            return _entra_ready(replace(self, key=None))
+        if mode == "key" and not self.key:
+            raise ConnectionStringError(f"--auth key needs AccountKey=... in the connection string; {_WHERE_TO_FIND}")
+        return self
 
     @property
     def host(self) -> str:
@@ -178,14 +212,16 @@ class CosmosEndpoint:
             return False
 
     def __repr__(self) -> str:
-        return f"CosmosEndpoint(url={_without_credentials(urlsplit(self.url))!r}, key={MASK})"
+        auth = "entra" if self.uses_entra else f"key={MASK}"
+        return f"CosmosEndpoint(url={_without_credentials(urlsplit(self.url))!r}, {auth})"
 
     def __str__(self) -> str:
         return _without_credentials(urlsplit(self.url))
 
 
 def parse_connection_string(text: str) -> CosmosEndpoint:
-    """Parse ``AccountEndpoint=https://...;AccountKey=...;``.
+    """Parse ``AccountEndpoint=https://...;AccountKey=...;`` (without ``AccountKey`` the endpoint
+    authenticates with Microsoft Entra ID).
 
     Key names are case-insensitive and may come in any order, the trailing ``;`` is optional and
     values may contain ``=``. Other keys (e.g. ``Database=``) are ignored. The key and the whole
@@ -211,6 +247,12 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
             )
         if name == "accountkey":
             register_secret(value.strip())
+        elif _BARE_KEY.fullmatch(part.strip()):
+            register_secret(part.strip())
+            raise ConnectionStringError(
+                f"part {number} of the connection string looks like an account key without its name; "
+                f"write AccountKey=<key> (or leave the key out to sign in with Microsoft Entra ID)"
+            )
         if name in fields:
             raise ConnectionStringError(
                 f"the connection string names {part.partition('=')[0].strip()} twice; keep one"
@@ -221,8 +263,9 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
     key = fields.get("accountkey")
     if not url:
         raise ConnectionStringError(f"the connection string has no AccountEndpoint=...; {_WHERE_TO_FIND}")
-    if not key:
-        raise ConnectionStringError(f"the connection string has no AccountKey=...; {_WHERE_TO_FIND}")
+    if "accountkey" in fields and not key:
+        raise ConnectionStringError(f"the connection string has an empty AccountKey=; {_WHERE_TO_FIND}, "
+                                    "or leave AccountKey out to sign in with Microsoft Entra ID")
     try:
         parts = urlsplit(url)
         _check_port = parts.port  # raises ValueError for a non-numeric or out-of-range port
@@ -237,12 +280,26 @@ def parse_connection_string(text: str) -> CosmosEndpoint:
     if not parts.hostname:
         raise ConnectionStringError(f"AccountEndpoint has no host name; {_WHERE_TO_FIND}")
     try:
-        base64.b64decode(key, validate=True)
+        if key:
+            base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
         raise ConnectionStringError(
             f"AccountKey is not valid base64 (was it cut short or wrapped in quotes?); {_WHERE_TO_FIND}"
         ) from None
-    return CosmosEndpoint(url=url, key=key)
+    return _entra_ready(CosmosEndpoint(url=url, key=key))
+
+
+def _entra_ready(endpoint: CosmosEndpoint) -> CosmosEndpoint:
+    """``endpoint``, refused when it would send Entra ID tokens over plain http (the SDK will not).
+
+    :raises ConnectionStringError: an http:// endpoint without an account key.
+    """
+    if endpoint.uses_entra and urlsplit(endpoint.url).scheme.lower() != "https":
+        raise ConnectionStringError(
+            "Microsoft Entra ID sign-in (no AccountKey in the connection string, or --auth entra) needs an "
+            "https:// AccountEndpoint: tokens are only sent over TLS; add AccountKey=... for a plain-http emulator"
+        )
+    return endpoint
 
 
 _warned_insecure: set[str] = set()
@@ -286,6 +343,7 @@ class Settings:
     endpoint: CosmosEndpoint | None
     database: str = DEFAULT_DATABASE
     env_file: Path | None = None
+    auth: AuthMode = "auto"
 
     def require_endpoint(self) -> CosmosEndpoint:
         """The configured endpoint.
@@ -299,13 +357,16 @@ class Settings:
         return self.endpoint
 
 
-def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None, *, auth: AuthMode | None = None
+) -> Settings:
     """Read ``env_file`` (default: ``./.env`` if it exists), then the environment, which wins.
 
     The process environment is not modified. Empty values count as unset.
 
     :param environ: the environment to read (``os.environ`` by default; tests pass their own).
-    :raises UsageError: when an explicitly given ``env_file`` does not exist.
+    :param auth: how to authenticate (``--auth``); default ``ASYNCMIG_AUTH``, else ``auto``.
+    :raises UsageError: when an explicitly given ``env_file`` does not exist, or the auth mode is unknown.
     :raises ConnectionStringError: when the connection string is malformed.
     """
     if env_file is None:
@@ -318,7 +379,11 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
 
+    named = auth or values.get(ENV_AUTH, "").strip().lower() or "auto"
+    if named not in AUTH_MODES:
+        raise UsageError(f"{ENV_AUTH}={named!r} is not one of {', '.join(AUTH_MODES)}")
+    mode = cast(AuthMode, named)
     text = values.get(ENV_CONNECTION_STRING, "").strip()
-    endpoint = parse_connection_string(text) if text else None
+    endpoint = parse_connection_string(text).with_auth(mode) if text else None
     database = values.get(ENV_DATABASE, "").strip() or DEFAULT_DATABASE
-    return Settings(endpoint=endpoint, database=database, env_file=env_file)
+    return Settings(endpoint=endpoint, database=database, env_file=env_file, auth=mode)

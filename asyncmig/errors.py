@@ -4,7 +4,8 @@
     ├── UsageError                      bad arguments or configuration (2)
     │   └── ConnectionStringError       malformed connection string (2)
     ├── ConnectionFailed                endpoint unreachable (3)
-    │   └── AuthenticationFailed        the account rejected the key (3)
+    │   └── AuthenticationFailed        the account rejected the key or token (3)
+    │       └── ControlPlaneRequired    an Entra ID token cannot create containers or change throughput (3)
     ├── ResourceMissing                 database or container does not exist (4)
     ├── PlanMismatch                    an existing container differs from the plan (4)
     ├── StateError                      checkpoint, state or lock file problems (5)
@@ -45,6 +46,11 @@ class ConnectionFailed(AsyncmigError):
 
 class AuthenticationFailed(ConnectionFailed):
     pass
+
+
+class ControlPlaneRequired(AuthenticationFailed):
+    """Creating or changing databases, containers or throughput needs the account key or the
+    control plane; a Microsoft Entra ID data-plane role cannot do it."""
 
 
 class ResourceMissing(AsyncmigError):

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", default=",".join(FAULT_KINDS),
                         help="kinds of injected faults: 503, 408, reset (default: all three)")
     parser.add_argument("--fault-seed", type=int, help="seed for reproducible fault injection")
+    parser.add_argument("--entra-issuer-key", type=Path, metavar="FILE",
+                        help="accept Microsoft Entra ID tokens signed with this key: a PEM public key, or a "
+                        "shared secret (HS256); such tokens get data-plane rights only")
+    parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this PEM certificate "
+                        "(with --tls-key); the SDK sends Entra ID tokens over HTTPS only")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's PEM private key")
     return parser
 
 
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
     unknown = set(kinds) - set(FAULT_KINDS)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     if unknown or not 0 <= args.fault_rate <= 1 or args.partitions < 1:
         print(f"error: invalid arguments (faults {sorted(unknown)}, fault rate {args.fault_rate}, "
               f"partitions {args.partitions})", file=sys.stderr)
@@ -58,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, port=args.port, data_dir=None if args.in_memory else args.data_dir,
         partitions=args.partitions, key=args.key, rate_limit=not args.no_rate_limit,
         latency_ms=args.latency_ms, fault_rate=args.fault_rate, faults=kinds, fault_seed=args.fault_seed,
+        entra_issuer_key=args.entra_issuer_key,
+        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
     )
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up

@@ -13,6 +13,7 @@ import binascii
 import hmac
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,9 @@ class EmulatorConfig:
     fault_rate: float = 0.0
     faults: tuple[str, ...] = FAULT_KINDS
     fault_seed: int | None = None
+    entra_issuer_key: Path | None = None  # accept Entra ID tokens signed with this key (see auth.py)
+    # Serve HTTPS with this certificate chain and key: the SDK sends Entra ID tokens over HTTPS only.
+    tls: tuple[Path, Path] | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs even though this one is public
         return f"EmulatorConfig(host={self.host!r}, port={self.port}, data_dir={self.data_dir}, partitions={self.partitions})"
@@ -86,6 +90,7 @@ class Emulator:
             self.key = base64.b64decode(config.key, validate=True)
         except binascii.Error as exc:
             raise ValueError("--key must be base64, like an account key") from exc
+        self.issuer = auth.EntraIssuer.from_file(config.entra_issuer_key) if config.entra_issuer_key else None
         if config.data_dir is not None:
             config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.data_dir / "emulator.sqlite3" if config.data_dir else None)
@@ -113,9 +118,10 @@ class Emulator:
         except web.HTTPRequestEntityTooLarge:
             # aiohttp's own refusal is plain text with no request charge; answer as Cosmos does.
             return CosmosError(413, f"Request size is too large (over {_MAX_REQUEST_BYTES} bytes).").response(activity)
-        if not auth.verify(self.key, request.method, segments, request.headers):
-            return CosmosError(401, "The input authorization token can't serve the request. The wrong key is "
-                                    "being used or the expected payload is not built as per the protocol.").response(activity)
+        try:
+            self._authorize(request, segments)
+        except CosmosError as exc:
+            return exc.response(activity)
         fault = self._pick_fault(segments)
         if fault == "503" or (fault in ("408", "reset") and self.faults.rng.random() < 0.5):
             return await self._fault(request, fault, activity)  # before the operation ran
@@ -134,6 +140,22 @@ class Emulator:
         if fault:
             return await self._fault(request, fault, activity)  # after it ran: the client cannot know
         return reply.response(activity)
+
+    def _authorize(self, request: web.Request, segments: list[str]) -> None:
+        """Refuse what the caller may not do, as Cosmos DB answers it.
+
+        :raises CosmosError: 401 without a valid key signature or Entra ID token; 403 for an Entra ID
+            token asking for a management operation.
+        """
+        try:
+            caller = auth.authenticate(self.key, self.issuer, request.method, segments, request.headers,
+                                       f"{request.url.scheme}://{request.url.host}")
+        except auth.Refused as exc:
+            raise CosmosError(401, str(exc)) from None
+        if caller is auth.Caller.ENTRA and auth.is_management_write(request.method, segments, request.headers):
+            raise CosmosError(403, f"Request blocked by Auth emulator : The given request [{request.method} "
+                                   f"/{'/'.join(segments)}] cannot be authorized by AAD token in data plane. "
+                                   "Learn more: https://aka.ms/cosmos-native-rbac.", substatus=5300)
 
     def _pick_fault(self, segments: list[str]) -> str | None:
         if self.faults.rate <= 0 or "docs" not in segments or self.faults.rng.random() >= self.faults.rate:
@@ -392,7 +414,8 @@ class RunningEmulator:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.config.host}:{self.port}/"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.port}/"
 
     @property
     def connection_string(self) -> str:
@@ -402,7 +425,8 @@ class RunningEmulator:
         self.emulator = Emulator(self.config)
         self._runner = web.AppRunner(self.emulator.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True,
+                           ssl_context=_tls_context(*self.config.tls) if self.config.tls else None)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -412,3 +436,16 @@ class RunningEmulator:
             await self._runner.cleanup()
         if self.emulator is not None:
             self.emulator.store.close()
+
+
+def _tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context for ``--tls-cert``/``--tls-key``.
+
+    :raises ValueError: the files cannot be read or do not match.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-cert/--tls-key: cannot load {certificate} and {key}: {exc}") from exc
+    return context

@@ -19,7 +19,7 @@ from azure.cosmos.aio import DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from asyncmig.core.cosmos.retry import classify
-from asyncmig.errors import PlanMismatch, ResourceMissing
+from asyncmig.errors import ControlPlaneRequired, PlanMismatch, ResourceMissing
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh import plan
@@ -77,6 +77,9 @@ async def create_containers(ctx: PhaseContext) -> PhaseResult:
             "existing containers differ from the plan in settings that cannot be changed, so no data was "
             "moved: " + "; ".join(problems) + ". Delete or rename those containers, then re-run."
         )
+    missing = [spec.name for spec in plan.NEW_CONTAINERS if spec.name not in existing]
+    if ctx.endpoint.uses_entra and (missing or to_correct):
+        raise ControlPlaneRequired(_needs_control_plane(missing, [spec.name for spec, _ in to_correct]))
     created, corrected = [], []
     for spec, differences in to_correct:
         properties = plan.container_properties(spec, vector_dimensions=dimensions)
@@ -99,6 +102,20 @@ async def create_containers(ctx: PhaseContext) -> PhaseResult:
         "created": created, "corrected": corrected, "already_matching": sorted(set(existing) & {
             s.name for s in plan.NEW_CONTAINERS}), "serverless": bool(serverless), "vector_dimensions": dimensions,
     })
+
+
+def _needs_control_plane(missing: list[str], to_correct: list[str]) -> str:
+    """Why an Entra ID sign-in cannot do this phase, and the two ways out."""
+    work = []
+    if missing:
+        work.append("create " + ", ".join(missing))
+    if to_correct:
+        work.append("correct the settings of " + ", ".join(to_correct))
+    return ("create-containers would " + " and ".join(work) + ", but a Microsoft Entra ID sign-in has data-plane "
+            "rights only: Cosmos DB lets no token create or change containers or throughput. Run this phase once "
+            "with the account key (AccountKey in the connection string, --auth key), or create the containers in "
+            "advance (Azure portal, az cosmosdb sql container create, Bicep) as docs/authentication.md describes; "
+            "the other phases then run with Entra ID.")
 
 
 async def _create(database: DatabaseProxy, properties: dict[str, Any], autoscale_max: int | None,

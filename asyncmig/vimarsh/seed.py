@@ -14,9 +14,11 @@ from pathlib import Path
 import anyio
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
+from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor
@@ -35,9 +37,13 @@ async def seed_demo(client: CosmosClient, endpoint: CosmosEndpoint, database: st
     marker = state_dir / f"seeded-{database}.json"
     if marker.exists():
         return False
-    db = await client.create_database_if_not_exists(database)
-    for spec in plan.SOURCE_CONTAINERS:
-        container = await db.create_container_if_not_exists(spec.name, partition_key=PartitionKey(spec.partition_key_path))
+    try:
+        db = await client.create_database_if_not_exists(database)
+        containers = [await db.create_container_if_not_exists(spec.name, partition_key=PartitionKey(spec.partition_key_path))
+                      for spec in plan.SOURCE_CONTAINERS]
+    except CosmosHttpResponseError as exc:  # e.g. signed in with Entra ID, which cannot create them
+        raise classify(exc).as_error(f"creating the demo database {database!r} and its containers") from exc
+    for spec, container in zip(plan.SOURCE_CONTAINERS, containers, strict=True):
         source = IterableSource(partial(dataset.documents, spec.name), description=f"demo {spec.name}")
         async with CosmosSink({"": container}, Governor(), endpoint=endpoint) as sink:
             job = Transfer(

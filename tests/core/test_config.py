@@ -10,6 +10,7 @@ import pytest
 
 from asyncmig.config import (
     DEFAULT_DATABASE,
+    ENV_AUTH,
     ENV_CONNECTION_STRING,
     ENV_DATABASE,
     CosmosEndpoint,
@@ -68,14 +69,14 @@ def test_values_may_contain_equals_signs() -> None:
     ("text", "fragment"),
     [
         ("", "empty"),
-        ("AccountEndpoint=https://acct.documents.azure.com/;", "no AccountKey="),
+        ("AccountEndpoint=https://acct.documents.azure.com/;AccountKey=;", "empty AccountKey="),
         ("AccountKey={key};", "no AccountEndpoint="),
         ("AccountEndpoint=ftp://acct/;AccountKey={key}", "https://"),
         ("AccountEndpoint=https://;AccountKey={key}", "no host"),
         ("AccountEndpoint=https://acct:99999/;AccountKey={key}", "not a valid URL"),
         ("AccountEndpoint=https://acct/;AccountKey={key}!!", "not valid base64"),
         ("AccountEndpoint=https://acct/;AccountKey={key};garbage", "not Name=value"),
-        ("AccountEndpoint=https://acct/;{key}", "no AccountKey="),  # key pasted without its name
+        ("AccountEndpoint=https://acct/;{key}", "without its name"),  # key pasted without its name
         ("AccountEndpoint=https://acct/;AccountKey={key};accountKEY={key}", "twice"),
     ],
 )
@@ -92,9 +93,40 @@ def test_malformed_strings_are_explained_without_leaking(text: str, fragment: st
     assert info.value.exit_code == 2
 
 
-def test_missing_key_message_says_where_to_get_one() -> None:
-    with pytest.raises(ConnectionStringError, match="Azure portal .*emulator"):
-        parse_connection_string("AccountEndpoint=https://acct.documents.azure.com/")
+def test_empty_key_message_says_where_to_get_one() -> None:
+    with pytest.raises(ConnectionStringError, match="Azure portal .*emulator.*Entra ID"):
+        parse_connection_string("AccountEndpoint=https://acct.documents.azure.com/;AccountKey=")
+
+
+def test_a_string_without_a_key_signs_in_with_entra_id_unless_key_is_forced() -> None:
+    endpoint = parse_connection_string("AccountEndpoint=https://acct.documents.azure.com/")
+    assert endpoint.uses_entra and endpoint.key is None
+    assert "entra" in repr(endpoint)
+    with pytest.raises(ConnectionStringError, match="--auth key needs AccountKey"):
+        endpoint.with_auth("key")
+    keyed = parse_connection_string(f"AccountEndpoint=https://acct.documents.azure.com/;AccountKey={new_key()}")
+    assert not keyed.uses_entra and keyed.with_auth("entra").uses_entra and keyed.with_auth("auto") is keyed
+    with pytest.raises(ConnectionStringError, match="needs an https:// AccountEndpoint"):
+        parse_connection_string("AccountEndpoint=http://127.0.0.1:8081/;")
+    plain = parse_connection_string(f"AccountEndpoint=http://127.0.0.1:8081/;AccountKey={new_key()}")
+    with pytest.raises(ConnectionStringError, match="needs an https:// AccountEndpoint"):
+        plain.with_auth("entra")
+
+
+def test_the_auth_mode_comes_from_the_environment_or_the_option() -> None:
+    text = f"AccountEndpoint=https://acct.documents.azure.com/;AccountKey={new_key()}"
+    settings = load_settings(environ={ENV_CONNECTION_STRING: text, ENV_AUTH: "entra"})
+    assert settings.auth == "entra" and settings.endpoint is not None and settings.endpoint.uses_entra
+    overridden = load_settings(environ={ENV_CONNECTION_STRING: text, ENV_AUTH: "entra"}, auth="key")
+    assert overridden.endpoint is not None and not overridden.endpoint.uses_entra
+    with pytest.raises(UsageError, match="ASYNCMIG_AUTH='token' is not one of auto, key, entra"):
+        load_settings(environ={ENV_CONNECTION_STRING: text, ENV_AUTH: "token"})
+
+
+def test_a_jwt_is_masked_even_when_it_was_never_registered() -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2Nvc21vcyJ9.c2lnbmF0dXJlLXBhcnQ"
+    assert redact(f"authorization: type=aad&ver=1.0&sig={token} failed") == (
+        "authorization: type=aad&ver=1.0&sig=*** failed")
 
 
 # -------------------------------------------------------------------------------- endpoint
@@ -290,5 +322,5 @@ def test_malformed_connection_string_in_environment_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConnectionStringError, match="no AccountKey"):
-        load_settings(environ={ENV_CONNECTION_STRING: "AccountEndpoint=https://a.example/"})
+    with pytest.raises(ConnectionStringError, match="no AccountEndpoint"):
+        load_settings(environ={ENV_CONNECTION_STRING: "AccountKey=abcd;"})

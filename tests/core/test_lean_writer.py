@@ -24,6 +24,7 @@ from asyncmig.core.cosmos import signing
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
 from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
 from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.transport import signed_resource
 from asyncmig.core.engine.governor import Governor
 from asyncmig.core.engine.sink import WriteUnit
 from asyncmig.core.engine.transform import strip_system
@@ -211,7 +212,7 @@ async def test_a_database_name_the_sdk_mistakes_for_a_rid_is_signed_as_the_sdk_s
     try:
         container = await database.create_container(unique("Mixed"), partition_key=PartitionKey("/pk"))
         address = await _lean(container)
-        assert address.signed_link == container.id.lower()  # only the last "RID", lower-cased
+        assert signed_resource(address.path) == ("docs", container.id.lower())  # only the last "RID", lower-cased
         assert await writer.upsert(address, ["x"], b'{"id":"a","pk":"x"}')
         assert (await container.read_item("a", partition_key="x"))["pk"] == "x"
     finally:

@@ -1,7 +1,9 @@
 """The boundary to Cosmos DB: clients that leave retrying to us, and containers that must exist.
 
-Every failure here becomes an asyncmig error whose message names the account host (never the key),
-the database or container, and what to do about it.
+Every failure here becomes an asyncmig error whose message names the account host (never the key
+or a token), the database or container, and what to do about it. The client authenticates as the
+lean transport does: with the account key, or with Microsoft Entra ID when the endpoint has none
+(:func:`asyncmig.core.cosmos.transport.sdk_credential`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.config import CosmosEndpoint, redact
 from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.transport import sdk_credential, sign_in_failed
 from asyncmig.errors import ConnectionFailed, ResourceMissing
 
 
@@ -22,14 +26,29 @@ from asyncmig.errors import ConnectionFailed, ResourceMissing
 async def cosmos_client(endpoint: CosmosEndpoint, *, insecure: bool = False) -> AsyncIterator[CosmosClient]:
     """A connected client with the SDK's throttle retries off.
 
-    :raises AuthenticationFailed: the account refused the key.
+    :raises AuthenticationFailed: the account refused the key or token, or no token could be obtained.
     :raises ConnectionFailed: the endpoint cannot be reached.
     """
-    client = CosmosClient(endpoint.url, credential=endpoint.key, **cosmos_client_kwargs(endpoint, insecure=insecure))
+    credential = sdk_credential(endpoint)
+    try:
+        client = CosmosClient(endpoint.url, credential=credential, **cosmos_client_kwargs(endpoint, insecure=insecure))
+        await _connect(client, endpoint)
+        try:
+            yield client
+        finally:
+            await client.close()
+    finally:
+        if not isinstance(credential, str):
+            await credential.close()
+
+
+async def _connect(client: CosmosClient, endpoint: CosmosEndpoint) -> None:
     try:
         await client.__aenter__()
     except Exception as exc:  # noqa: BLE001 - translated at this boundary
         await client.close()
+        if isinstance(exc, ClientAuthenticationError):
+            raise sign_in_failed(endpoint.host, exc) from None
         failure = classify(exc)
         if failure.status in (401, 403):
             raise failure.as_error(f"connecting to {endpoint.host}") from None
@@ -37,10 +56,6 @@ async def cosmos_client(endpoint: CosmosEndpoint, *, insecure: bool = False) -> 
             f"cannot reach the Cosmos DB account at {endpoint.host}: {failure.reason}; check AccountEndpoint "
             "in the connection string, the network, and (for the local emulator) that it is running"
         )) from None
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def existing_container(client: CosmosClient, database: str, container: str, *, role: str) -> ContainerProxy:

@@ -24,47 +24,29 @@ session tracking serves its own later reads, and asyncmig reads the target throu
 the SDK's telemetry headers. Writes go to the account URL, not to ``writableLocations[0]``: for a
 single-write-region account the global endpoint routes to the write region.
 
-Failures are raised as the exceptions the SDK raises for the same response
-(:class:`~azure.cosmos.exceptions.CosmosHttpResponseError` and its 404/409/412 subclasses, or
-:class:`~azure.cosmos.exceptions.CosmosBatchOperationError` for a 207), so
-:func:`asyncmig.core.cosmos.retry.classify` treats both write paths alike; aiohttp's connection errors and
-timeouts propagate unchanged (classified transient). Like the SDK, a 400/1024 (the container was
-deleted and re-created under the same name) re-reads the container's ``_rid`` and retries once.
+Requests go through :class:`~asyncmig.core.cosmos.transport.Transport`, which authorizes them (the
+account key or a Microsoft Entra ID token) and turns a refusal into a
+:class:`~asyncmig.core.cosmos.transport.CosmosHttpError` (a
+:class:`~asyncmig.core.cosmos.transport.BatchOperationFailed` for a 207), which
+:func:`asyncmig.core.cosmos.retry.classify` reads exactly as it reads the SDK's exceptions for the
+same reply; aiohttp's connection errors and timeouts propagate unchanged (classified transient).
+Like the SDK, a 400/1024 (the container was deleted and re-created under the same name) re-reads the
+container's ``_rid`` and retries once.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
-import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
-from azure.core.utils import CaseInsensitiveDict
 from azure.cosmos._base import GetPathFromLink
-from azure.cosmos.exceptions import (
-    CosmosAccessConditionFailedError,
-    CosmosBatchOperationError,
-    CosmosHttpResponseError,
-    CosmosResourceExistsError,
-    CosmosResourceNotFoundError,
-)
-from yarl import URL
 
-from asyncmig import __version__
-from asyncmig.config import CosmosEndpoint, tls_verify
-from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos import signing
+from asyncmig.config import CosmosEndpoint
+from asyncmig.core.cosmos.transport import Authorizer, CosmosHttpError, Transport
 
 __all__ = ["LeanContainer", "LeanWriter", "partition_key_header"]
-
-API_VERSION = "2020-07-15"
-# The SDK's defaults (documents.py:ConnectionPolicy): 5 s to connect, 65 s to read a response.
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 65.0
 
 _BATCH_HEADERS = {
     "x-ms-cosmos-is-batch-request": "True",
@@ -73,13 +55,7 @@ _BATCH_HEADERS = {
 }
 _UPSERT_HEADERS = {"x-ms-documentdb-is-upsert": "True", "Prefer": "return=minimal"}
 _BATCH_OPERATION = b'{"operationType":"Upsert","resourceBody":'
-_FAILED_DEPENDENCY = 424
 _COLLECTION_RID_MISMATCH = 1024
-_ERROR_TYPES: dict[int, type[CosmosHttpResponseError]] = {
-    404: CosmosResourceNotFoundError,
-    409: CosmosResourceExistsError,
-    412: CosmosAccessConditionFailedError,
-}
 
 
 def partition_key_header(values: Sequence[Any]) -> str:
@@ -107,31 +83,10 @@ class LeanContainer:
     rid: str
     read_rid: Callable[[], Awaitable[str]]
     path: str = field(init=False)
-    signed_type: str = field(init=False)
-    signed_link: str = field(init=False)
 
     def __post_init__(self) -> None:
         # The SDK's own path builder: names quoted with '/' safe, left alone for RID-like links.
         self.path = GetPathFromLink(self.link, "docs")
-        segments = [*self.link.strip("/").split("/"), "docs"]
-        self.signed_type, self.signed_link = signing.resource_type_and_link(segments)
-
-
-@dataclass(frozen=True, slots=True)
-class _ErrorResponse:
-    """What an SDK exception reads from an azure-core response, so the exceptions raised here carry
-    the same status, headers, parsed error body and text as the SDK's for the same reply."""
-
-    status_code: int
-    headers: CaseInsensitiveDict
-    content: str
-
-    @property
-    def reason(self) -> str:
-        return _phrase(self.status_code)
-
-    def text(self, encoding: str | None = None) -> str:
-        return self.content
 
 
 class LeanWriter:
@@ -141,24 +96,12 @@ class LeanWriter:
     :param connections: the connection pool size; size it for the sink's concurrency (requests
         beyond it wait for a free connection rather than fail).
     :param insecure: skip TLS verification for a non-loopback endpoint (see :func:`tls_verify`).
+    :param authorizer: how requests are authorized; default the endpoint's key, else Entra ID.
     """
 
-    def __init__(self, endpoint: CosmosEndpoint, *, connections: int, insecure: bool = False) -> None:
-        self._base_url = endpoint.url.rstrip("/")
-        self._key = signing.decode_key(endpoint.key)
-        self._proxy, proxy_auth = _environment_proxy(self._base_url)
-        credentials = {"Proxy-Authorization": proxy_auth.encode()} if proxy_auth else {}
-        # An https request reaches the proxy as a CONNECT, which carries the proxy's credentials;
-        # a plain http request goes to the proxy itself, so it carries them.
-        self._proxy_headers = credentials or None
-        plain_http = self._base_url.lower().startswith("http:")
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections, ssl=tls_verify(endpoint, insecure=insecure)),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S),
-            headers={"User-Agent": f"asyncmig/{__version__} aiohttp/{aiohttp.__version__}",
-                     **(credentials if plain_http else {})},
-            cookie_jar=aiohttp.DummyCookieJar(),  # Cosmos DB sets no cookies; skip the per-request jar work
-        )
+    def __init__(self, endpoint: CosmosEndpoint, *, connections: int, insecure: bool = False,
+                 authorizer: Authorizer | None = None) -> None:
+        self._transport = Transport(endpoint, connections=connections, insecure=insecure, authorizer=authorizer)
 
     async def upsert_batch(
         self, container: LeanContainer, partition_key: Sequence[Any], documents: Sequence[bytes]
@@ -167,8 +110,8 @@ class LeanWriter:
 
         :param partition_key: the key's component values, as :func:`partition_key_header` takes them.
         :param documents: each document's compact JSON, spliced into the body without re-encoding.
-        :raises CosmosBatchOperationError: an operation failed (207); nothing was written.
-        :raises CosmosHttpResponseError: the batch as a whole was refused (429, 413, ...).
+        :raises BatchOperationFailed: an operation failed (207); nothing was written.
+        :raises CosmosHttpError: the batch as a whole was refused (429, 413, ...).
         """
         parts = [b"["]
         for document in documents:
@@ -179,12 +122,12 @@ class LeanWriter:
     async def upsert(self, container: LeanContainer, partition_key: Sequence[Any], document: bytes) -> float | None:
         """Upsert one document (its compact JSON); returns the request charge.
 
-        :raises CosmosHttpResponseError: the upsert was refused.
+        :raises CosmosHttpError: the upsert was refused.
         """
         return await self._post(container, partition_key, document, batch=False)
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._transport.close()
 
     async def _post(
         self, container: LeanContainer, partition_key: Sequence[Any], body: bytes, *, batch: bool
@@ -192,90 +135,20 @@ class LeanWriter:
         key_header = partition_key_header(partition_key)
         try:
             return await self._send(container, key_header, body, batch=batch)
-        except CosmosHttpResponseError as exc:
-            if exc.status_code != 400 or exc.sub_status != _COLLECTION_RID_MISMATCH:
+        except CosmosHttpError as exc:
+            if exc.status != 400 or exc.sub_status != _COLLECTION_RID_MISMATCH:
                 raise
         container.rid = await container.read_rid()  # as the SDK does: re-read the container, retry once
         return await self._send(container, key_header, body, batch=batch)
 
     async def _send(self, container: LeanContainer, key_header: str, body: bytes, *, batch: bool) -> float | None:
-        date = signing.http_date()
-        token = signing.authorization(self._key, "post", container.signed_type, container.signed_link, date)
         headers = {
             **(_BATCH_HEADERS if batch else _UPSERT_HEADERS),
-            "x-ms-version": API_VERSION,
-            "x-ms-date": date,
-            "authorization": token,
-            "x-ms-activity-id": str(uuid.uuid4()),
             "x-ms-documentdb-partitionkey": key_header,
             "x-ms-cosmos-intended-collection-rid": container.rid,
             "Content-Type": "application/json",
-            "Accept": "application/json",
         }
-        async with self._session.post(self._base_url + container.path, data=body, headers=headers,
-                                      proxy=self._proxy, proxy_headers=self._proxy_headers) as response:
-            # Read even a success body we do not need: an unread body closes the pooled connection.
-            payload = await response.read()
-            status = response.status
-            if 200 <= status < 300 and status != 207:
-                return _charge(response.headers)
-            raise _error(status, CaseInsensitiveDict(response.headers), payload, batch=batch)
-
-
-def _environment_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-    """The proxy the environment names for the account (``HTTPS_PROXY``, ``NO_PROXY``, ``~/.netrc``),
-    honoured as the SDK's transport honours it, but looked up once: aiohttp's ``trust_env`` repeats
-    the lookup for every request in a worker thread, about 0.25 ms of CPU each (measured)."""
-    try:
-        return get_env_proxy_for_url(URL(url))
-    except LookupError:
-        return None, None
-
-
-def _charge(headers: Mapping[str, str]) -> float | None:
-    try:
-        return float(headers["x-ms-request-charge"])
-    except (KeyError, ValueError):
-        return None
-
-
-def _error(status: int, headers: CaseInsensitiveDict, payload: bytes, *, batch: bool) -> Exception:
-    """The exception the SDK raises for this response (aio/_asynchronous_request.py, aio/ccc:Batch)."""
-    text = payload.decode("utf-8", errors="replace")
-    if status == 207 and batch:
-        try:
-            results = jsoncodec.loads(payload)
-        except ValueError:
-            results = None
-        if isinstance(results, list) and all(isinstance(r, dict) for r in results):
-            return _batch_error(headers, results)
-    # (a 207 that is not a list of operation results is unexpected: raised as is, classified fatal)
-    error_type = _ERROR_TYPES.get(status, CosmosHttpResponseError)
-    return error_type(message=text, response=_ErrorResponse(status, headers, text))
-
-
-def _batch_error(headers: CaseInsensitiveDict, results: list[dict[str, Any]]) -> CosmosBatchOperationError:
-    """A 207: the failed operation carries its own status, every other one 424 (nothing was written)."""
-    failed = [(i, r) for i, r in enumerate(results) if _status(r) >= 400 and _status(r) != _FAILED_DEPENDENCY]
-    # Atomic batches fail at one operation; the SDK reports the last non-424 one, which is the same.
-    index, result = failed[0] if failed else (0, {})
-    status = _status(result)
-    detail = result.get("message") or _phrase(status)
-    return CosmosBatchOperationError(
-        error_index=index, headers=headers, status_code=status, operation_responses=results,
-        message=f"There was an error in the transactional batch on index {index}. Error message: {detail}",
-    )
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _status(result: Mapping[str, Any]) -> int:
-    try:
-        return int(result.get("statusCode", 0))
-    except (TypeError, ValueError):
-        return 0
+        response = await self._transport.request("POST", container.path, headers, body)
+        if response.ok:
+            return response.charge
+        raise response.error(batch=batch)

@@ -24,18 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos._retry_options import RetryOptions
 from azure.cosmos.documents import ConnectionPolicy
-from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosClientTimeoutError
+from azure.cosmos.exceptions import CosmosClientTimeoutError
 
 from asyncmig.config import ENV_CONNECTION_STRING, CosmosEndpoint, redact, tls_verify
+from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
 from asyncmig.errors import (
     AsyncmigError,
     AuthenticationFailed,
+    ControlPlaneRequired,
     ResourceMissing,
     TransientExhausted,
 )
@@ -51,6 +53,8 @@ _TRANSIENT_STATUSES = frozenset({408, 449, 500, 502, 503, 504})
 _PERMANENT_STATUSES = frozenset({400, 409, 412, 413, 422})
 # 403 substatuses the SDK's endpoint discovery retries: a region failover in progress.
 _TRANSIENT_FORBIDDEN = frozenset({3, 1008})
+# 403/5300: an Entra ID token used for a management operation (create/delete/replace, throughput).
+_ENTRA_NOT_AUTHORIZED = 5300
 _READ_SESSION_NOT_AVAILABLE = 1002  # on a 404: the replica is behind the session token
 _MAX_REASON = 300
 
@@ -81,10 +85,17 @@ class Failure:
 
     def as_error(self, context: str) -> AsyncmigError:
         """The asyncmig error to raise when this failure ends the run; ``context`` names the operation."""
+        if self.status == 403 and self.sub_status == _ENTRA_NOT_AUTHORIZED:
+            return ControlPlaneRequired(
+                f"{context}: Microsoft Entra ID sign-in can read and write data but not create or change "
+                "databases, containers or throughput; create them in advance (Azure portal, az cli, Bicep) "
+                f"or run this step with an account key (AccountKey in {ENV_CONNECTION_STRING}, --auth key)"
+            )
         if self.status in (401, 403):
             return AuthenticationFailed(
                 f"{context}: the account refused the request ({self.reason}); check the AccountKey in "
-                f"{ENV_CONNECTION_STRING} and the account's firewall and network rules"
+                f"{ENV_CONNECTION_STRING} (or, signed in with Microsoft Entra ID, that the identity has the "
+                "Cosmos DB Built-in Data Contributor role) and the account's firewall and network rules"
             )
         if self.kind == "fatal" and self.status == 404:
             return ResourceMissing(
@@ -168,11 +179,11 @@ def _from_status(
     )
 
 
-def _batch_failure(exc: CosmosBatchOperationError) -> Failure:
-    responses = tuple(exc.operation_responses or ())
-    index = exc.error_index
-    status = int(exc.status_code or 0)
-    failure = _from_status(status, exc.sub_status, exc.headers, exc.http_error_message or "", document=True)
+def _batch_failure(exc: BatchOperationFailed) -> Failure:
+    """A transactional batch refused because one operation failed: unless that failure is worth a
+    retry, it is the failed document's own problem (permanent), not the run's."""
+    status, sub_status, index, responses = exc.status, exc.sub_status, exc.error_index, exc.operation_responses
+    failure = _from_status(status, sub_status, exc.headers, exc.message, document=True)
     kind: FailureKind = failure.kind if failure.retryable else "permanent"
     retry_after = failure.retry_after_s
     if retry_after is None and index is not None and 0 <= index < len(responses):
@@ -181,7 +192,7 @@ def _batch_failure(exc: CosmosBatchOperationError) -> Failure:
     return Failure(
         kind=kind,
         status=status,
-        sub_status=exc.sub_status,
+        sub_status=sub_status,
         retry_after_s=retry_after,
         charge=failure.charge,
         reason=_reason(f"batch operation {index}:", failure.reason),
@@ -199,17 +210,12 @@ def classify(exc: BaseException, *, document: bool = False) -> Failure:
     Never pass a cancellation or ``KeyboardInterrupt``: those must propagate, not be classified
     (they would come out ``fatal``).
     """
-    if isinstance(exc, CosmosBatchOperationError):
-        return _batch_failure(exc)
-    if isinstance(exc, HttpResponseError) and exc.status_code:
-        headers = getattr(exc, "headers", None)
-        if headers is None:
-            headers = getattr(exc.response, "headers", None)
-        message = getattr(exc, "http_error_message", None) or exc.message
-        return _from_status(
-            int(exc.status_code), getattr(exc, "sub_status", None), headers, _server_message(message),
-            document=document,
-        )
+    http = as_http_error(exc)  # both write paths' refusals, in one representation
+    if isinstance(http, BatchOperationFailed):
+        return _batch_failure(http)
+    if http is not None:
+        return _from_status(http.status, http.sub_status, http.headers, _server_message(http.message),
+                            document=document)
     if isinstance(exc, aiohttp.ClientResponseError):
         return _from_status(exc.status, None, exc.headers, exc.message, document=document)
     if isinstance(exc, ServiceRequestError | ServiceResponseError | CosmosClientTimeoutError

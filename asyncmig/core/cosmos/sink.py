@@ -87,7 +87,7 @@ class CosmosSink:
     Use it as an async context manager (or call :meth:`close`): the lean path holds a connection
     pool.
 
-    :param endpoint: the account the targets live in; the lean path signs its requests with its key.
+    :param endpoint: the account the targets live in; the lean path authorizes its requests as it says (key or Entra ID).
     :param write_path: ``"lean"`` or ``"sdk"``; ``None`` reads :data:`ENV_WRITE_PATH`, default lean.
     :param insecure: skip TLS verification for a non-loopback endpoint (as the SDK client does).
     """
@@ -102,7 +102,7 @@ class CosmosSink:
         if chosen not in ("lean", "sdk"):
             raise UsageError(f"{ENV_WRITE_PATH} must be 'lean' or 'sdk', not {chosen!r}")
         if chosen == "lean" and endpoint is None:
-            raise UsageError("the lean write path needs the target account's endpoint and key")
+            raise UsageError("the lean write path needs the target account's endpoint")
         self.write_path: WritePath = "lean" if chosen == "lean" else "sdk"
         self._endpoint = endpoint
         self._insecure = insecure
