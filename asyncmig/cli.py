@@ -409,8 +409,8 @@ async def _reconcile(args: argparse.Namespace, stop: anyio.Event) -> int:
     settings = load_settings(args.env_file)
     source_db, source_name = _container_ref(args.source, settings.database)
     target_db, target_name = _container_ref(args.target, settings.database)
-    source = ContainerRef(_endpoint(args.source_connection, settings.endpoint, "source"), source_db, source_name)
-    target = ContainerRef(_endpoint(args.target_connection, settings.endpoint, "target"), target_db, target_name)
+    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
+    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
     if not args.dry_run and not args.yes and not ask(
         f"Delete from {target_db}/{target_name} every document that is not in {source_db}/{source_name}?"
     ):
