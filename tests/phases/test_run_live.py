@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def _requests(emulator: EmulatorProcess) -> int:
     return int(emulator.admin("stats")["requests"])
 
 
-def _wait(condition, process: subprocess.Popen[str], what: str, timeout: float = TIMEOUT_S) -> None:  # noqa: ANN001
+def _wait(condition: Callable[[], bool], process: subprocess.Popen[str], what: str, timeout: float = TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # polls files and counters: no event to wait for across processes
         assert process.poll() is None, f"the run ended before {what}: {process.communicate()}"
