@@ -24,7 +24,6 @@ and upserts of the same bodies make even that harmless.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -48,8 +47,6 @@ from asyncmig.errors import Interrupted, first_error
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 _Gated = tuple[tuple[str, Any, str, Any], int]  # (target, target id, source pk, source id), version
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +168,7 @@ class Pipeline:
         await self.sink.open(self.checkpoint.sink_state)
         if self.options.catch_up or self.options.follow:  # a finished range's position is its latest point
             for state in self.checkpoint.ranges.values():
+                state.bulk_done = state.bulk_done or state.done  # finished before bulk passes were recorded
                 state.done = False
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
         durable = self.sink.durable_writes
