@@ -185,7 +185,7 @@ def _warn_live(result: Any) -> None:
               "removes them", file=sys.stderr)
 
 
-def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
+def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True, strict: bool = False) -> None:
     p.add_argument("--database", help="database (default: AZURE_COSMOS_DATABASE_NAME or vimarsh-multi-personality)")
     p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state, checkpoints and reports live")
     p.add_argument("--backups", type=Path, default=Path("data/migration_backups"), help="where backups are written")
@@ -199,12 +199,25 @@ def _phase_options(p: argparse.ArgumentParser, *, confirm: bool = True) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
     if confirm:
         p.add_argument("--yes", action="store_true", help="do not ask before phases that change data")
+    if strict:
+        p.add_argument("--strict", action="store_true",
+                       help="validation fails on findings about the source data too (e.g. legacy embeddings "
+                       "of another dimension), not only on migration differences")
+
+
+def phase_options(args: argparse.Namespace) -> Any:
+    """The :class:`~asyncmig.phases.context.PhaseOptions` the command line asks for."""
+    from asyncmig.phases.context import PhaseOptions
+
+    return PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
+                        allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
+                        serverless=args.serverless, insecure=args.insecure, strict=getattr(args, "strict", False))
 
 
 @asynccontextmanager
 async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIterator[Any]:
     from asyncmig.core.cosmos.connect import cosmos_client
-    from asyncmig.phases.context import PhaseContext, PhaseOptions
+    from asyncmig.phases.context import PhaseContext
     from asyncmig.phases.state import load_state
     from asyncmig.phases.workdir import WorkDir
 
@@ -213,9 +226,7 @@ async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIt
     database = args.database or settings.database
     workdir = WorkDir.for_database(database, base=args.workdir, backups=args.backups).ensure()
     state = load_state(workdir.state, host=endpoint.host, database=database)
-    options = PhaseOptions(ru_budget=args.ru_budget, ru_fraction=args.ru_fraction,
-                           allow_dead_letters=args.allow_dead_letters, progress=False if args.no_progress else None,
-                           serverless=args.serverless, insecure=args.insecure)
+    options = phase_options(args)
     async with cosmos_client(endpoint, insecure=args.insecure) as client:
         yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
 
@@ -332,7 +343,7 @@ def _add_phases(sub: Any) -> None:
                          description="Run backup -> create-containers -> migrate -> validate. Finished phases are "
                          "skipped on a re-run and an interrupted phase resumes from its checkpoints; each phase that "
                          "changes data asks first unless --yes.")
-    _phase_options(run)
+    _phase_options(run, strict=True)
     run.add_argument("--live", action="store_true",
                      help="the application keeps writing: after migrate, follow the legacy containers until "
                      "`asyncmig cutover` (or Ctrl-C), then catch up and validate")
@@ -356,7 +367,7 @@ def _add_phases(sub: Any) -> None:
                        ("validate", "compare source and target id by id; exit 8 on any difference"),
                        ("rollback", "restore the 3-container layout from the backup")):
         p = sub.add_parser(name, help=text, description=text)
-        _phase_options(p, confirm=name != "validate")
+        _phase_options(p, confirm=name != "validate", strict=name == "validate")
     sub.choices["validate"].add_argument(
         "--live", action="store_true",
         help="the source is still being written (run --live is following): name documents changed at the source "

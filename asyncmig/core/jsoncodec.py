@@ -1,11 +1,13 @@
-"""Exact JSON: every number comes back as the same bits, and NaN/Infinity are refused.
+"""Exact JSON: every number comes back as the same value and type, and NaN/Infinity are refused.
 
-orjson is the fast path. It cannot hold integers beyond 64 bits and (since 3.10) silently parses
-them as floats, so text holding a run of 20 or more digits outside a fraction or exponent is
-parsed by the standard library, which keeps arbitrary integers; both write floats in their shortest
-round-trip form, so ``2100.607537417505`` and ``-0.0`` survive unchanged. orjson would silently
-write NaN as ``null``: :func:`dumps` is therefore only given documents that came through
-:func:`loads` (which refuses NaN) or were checked with :func:`ensure_finite`.
+orjson is the fast path. It holds integers only from -2**63 to 2**64 - 1 and silently parses wider
+ones as floats, so text holding a run of 19 or more digits outside a fraction or exponent is parsed
+by the standard library, which keeps integers of any width. Both write floats in their shortest
+round-trip form, so ``2100.607537417505`` and ``-0.0`` survive unchanged.
+
+Non-finite numbers are refused in both directions: :func:`loads` refuses ``NaN``/``Infinity``
+literals and numbers such as ``1e400`` that overflow to infinity; :func:`dumps` and
+:func:`canonical` refuse a NaN/Infinity float (which orjson would silently write as ``null``).
 """
 
 from __future__ import annotations
@@ -25,36 +27,45 @@ def _refuse_constant(name: str) -> Any:
     raise NonFiniteNumber(f"{name} is not a valid JSON number (Cosmos DB cannot store it)")
 
 
-# 2**64 has 20 digits: a shorter integer always fits orjson. Runs of 20+ digits are found at C speed
-# (translate + find); only those few candidates are inspected, and a run that follows '.', 'e', 'E'
-# or '+' belongs to a float (e.g. 0.00012345678901234567). A false positive (digits inside a string)
-# only costs a slower, still exact, parse.
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(
+            f"{text} overflows a 64-bit float (it would become Infinity, which Cosmos DB cannot store)"
+        )
+    return value
+
+
+# -2**63 and 2**64 have 19 and 20 digits: an integer of 18 digits or fewer always fits orjson. Runs
+# of 19+ digits are found at C speed (translate + find); only those few candidates are inspected, and
+# a run that follows '.', 'e', 'E' or '+' belongs to a float (e.g. 0.00012345678901234567). A false
+# positive (digits inside a string) only costs a slower, still exact, parse.
 _DIGITS_TO_NINE = bytes.maketrans(b"012345678", b"999999999")
-_TWENTY_NINES = b"9" * 20
+_WIDE_RUN = b"9" * 19
 _NINE = ord("9")
 _FLOAT_PARTS = frozenset(b".eE+")
 
 
 def _may_hold_wide_integer(raw: bytes) -> bool:
     mapped = raw.translate(_DIGITS_TO_NINE)
-    start = mapped.find(_TWENTY_NINES)
+    start = mapped.find(_WIDE_RUN)
     while start != -1:
         while start > 0 and mapped[start - 1] == _NINE:
             start -= 1
         before = start - 2 if start >= 1 and raw[start - 1] == ord("-") else start - 1
         if before < 0 or raw[before] not in _FLOAT_PARTS:
             return True
-        end = start + 20
+        end = start + len(_WIDE_RUN)
         while end < len(mapped) and mapped[end] == _NINE:
             end += 1
-        start = mapped.find(_TWENTY_NINES, end)
+        start = mapped.find(_WIDE_RUN, end)
     return False
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON exactly.
 
-    :raises NonFiniteNumber: for NaN / Infinity literals.
+    :raises NonFiniteNumber: for NaN / Infinity literals and numbers that overflow to infinity.
     :raises ValueError: for malformed JSON.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
@@ -62,27 +73,45 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            pass  # NaN, lone surrogates, ...: let the standard library decide and explain
-    return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            pass  # NaN, 1e400, lone surrogates, ...: let the standard library decide and explain
+    return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON of a finite document."""
-    try:
-        return orjson.dumps(obj)
-    except TypeError:  # an integer beyond 64 bits, or a lone surrogate from a \\uD800 escape
-        return _stdlib_dumps(obj, sort_keys=False)
+    """Compact UTF-8 JSON.
+
+    :raises NonFiniteNumber: naming the first NaN/Infinity inside ``obj``.
+    """
+    return _dumps(obj, sort_keys=False)
 
 
 def canonical(obj: Any) -> bytes:
-    """Sorted-key compact JSON: equal documents give equal bytes (used for digests)."""
+    """Sorted-key compact JSON: equal documents give equal bytes (used for digests).
+
+    :raises NonFiniteNumber: naming the first NaN/Infinity inside ``obj``.
+    """
+    return _dumps(obj, sort_keys=True)
+
+
+def _dumps(obj: Any, *, sort_keys: bool) -> bytes:
     try:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return _stdlib_dumps(obj, sort_keys=True)
+        encoded = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate from a \\uD800 escape
+        return _stdlib_dumps(obj, sort_keys=sort_keys)
+    if b"null" in encoded:  # orjson writes NaN/Infinity as null: only then is the walk needed
+        ensure_finite(obj)
+    return encoded
 
 
 def _stdlib_dumps(obj: Any, *, sort_keys: bool) -> bytes:
+    try:
+        return _stdlib_encode(obj, sort_keys=sort_keys)
+    except ValueError:  # allow_nan=False refused a NaN/Infinity: name where it is
+        ensure_finite(obj)
+        raise
+
+
+def _stdlib_encode(obj: Any, *, sort_keys: bool) -> bytes:
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=sort_keys)
     try:
         return text.encode("utf-8")
@@ -101,5 +130,10 @@ def ensure_finite(obj: Any, path: str = "") -> None:
         for key, value in obj.items():
             ensure_finite(value, f"{path}/{key}")
     elif isinstance(obj, list):
+        try:
+            if all(map(math.isfinite, obj)):  # a list of numbers (an embedding), checked at C speed
+                return
+        except (TypeError, OverflowError):  # not only numbers (or an integer beyond a float's range)
+            pass
         for index, value in enumerate(obj):
             ensure_finite(value, f"{path}/{index}")

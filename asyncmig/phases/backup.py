@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ from asyncmig.core.files.sink import FileSink
 from asyncmig.errors import UsageError
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
+from asyncmig.vimarsh.dimensions import DimensionTally
 from asyncmig.vimarsh.plan import EMBEDDING_PATH, SOURCE_CONTAINERS, SOURCE_VECTORS
 
 __all__ = [
@@ -118,8 +118,9 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         for spec in SOURCE_CONTAINERS
     }
     backup_dir = _choose_backup_dir(ctx, restart=restart)
+    read_ru = 0.0
     for container in containers.values():
-        await _back_up_container(ctx, container, backup_dir)
+        read_ru += await _back_up_container(ctx, container, backup_dir)
 
     entries: dict[str, ContainerEntry] = {}
     counts_now: dict[str, int] = {}
@@ -138,6 +139,7 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         phase=PHASE,
         status="done",
         documents=sum(e["count"] for e in entries.values()),
+        ru=read_ru,
         seconds=time.monotonic() - started,
         details={
             "backup_dir": str(backup_dir),
@@ -181,20 +183,23 @@ def _copied_marker(ctx: PhaseContext, container: str, backup_dir: Path) -> Path:
     return backup_checkpoint(ctx, container, backup_dir).with_suffix(".copied")
 
 
-async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> None:
-    """Copy the container into its file (resuming), then keep one entry per document, the newest."""
+async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> float:
+    """Copy the container into its file (resuming), then keep one entry per document, the newest;
+    returns the RU its reads cost (a resumed run's earlier ones included; 0 once copied before)."""
     name = container.id
     marker = _copied_marker(ctx, name, backup_dir)
     source = CosmosSource(container, page_size=ctx.options.pipeline.page_size, what=f"{ctx.database_name}/{name}")
     await source.open()
+    ru = 0.0
     if not await anyio.Path(marker).exists():
-        await _copy_container(ctx, source, backup_dir)
+        ru = await _copy_container(ctx, source, backup_dir)
         await anyio.to_thread.run_sync(atomic_write, marker, b"")
     path = backup_dir / container_file_name(name)
     await anyio.to_thread.run_sync(keep_newest, path, source.partition_key_definition)
+    return ru
 
 
-async def _copy_container(ctx: PhaseContext, source: CosmosSource, backup_dir: Path) -> None:
+async def _copy_container(ctx: PhaseContext, source: CosmosSource, backup_dir: Path) -> float:
     name = source.container.id
     transform = _verbatim(name)
     sink = FileSink(backup_dir, [name])
@@ -212,7 +217,7 @@ async def _copy_container(ctx: PhaseContext, source: CosmosSource, backup_dir: P
         options=ctx.options.pipeline,
     )
     try:
-        await run_transfer(job, ctx.stop)
+        return (await run_transfer(job, ctx.stop)).ru
     finally:
         await sink.close()
 
@@ -264,18 +269,13 @@ async def read_throughput(
 
 
 def detect_vector_dimensions(path: Path, field: str = EMBEDDING_PATH.lstrip("/")) -> int | None:
-    """The most common length of the non-empty ``field`` lists in a backup file (None: no vectors).
-
-    A tie goes to the longer length, so the answer never depends on the order of the documents.
+    """The embedding dimension of the ``field`` vectors in a backup file, by the rule of
+    :mod:`asyncmig.vimarsh.dimensions` (None: no vectors).
 
     :raises BackupCorrupt: when the file is missing or damaged.
     """
-    lengths: Counter[int] = Counter()
+    tally = DimensionTally()
     with JsonlGzReader(path) as reader:
         for document in reader:
-            vector = document.get(field)
-            if isinstance(vector, list) and vector:
-                lengths[len(vector)] += 1
-    if not lengths:
-        return None
-    return max(lengths.items(), key=lambda item: (item[1], item[0]))[0]
+            tally.add(document.get(field))
+    return tally.most_common()

@@ -22,6 +22,7 @@ class PhaseOptions:
     progress: bool | None = None
     serverless: bool | None = None  # None: detect from the account
     insecure: bool = False
+    strict: bool = False  # validate: findings about the source data (e.g. legacy embeddings) fail too
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
 
 

@@ -11,7 +11,6 @@ serverless account (detected from the service's refusal, or forced with ``--serv
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any, cast
 
 from azure.cosmos import ThroughputProperties
@@ -23,21 +22,22 @@ from asyncmig.errors import ControlPlaneRequired, PlanMismatch, ResourceMissing
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.dimensions import DimensionTally
 
 
 async def detect_vector_dimensions(database: DatabaseProxy) -> int:
-    """The most common embedding length in the legacy vectors (768 in production)."""
+    """The embedding dimension of the legacy vectors (768 in production), by the rule of
+    :mod:`asyncmig.vimarsh.dimensions`; the production value when there are none."""
     container = database.get_container_client(plan.SOURCE_VECTORS)
-    lengths: Counter[int] = Counter()
+    tally = DimensionTally()
     query = "SELECT VALUE ARRAY_LENGTH(c.embedding) FROM c WHERE IS_ARRAY(c.embedding)"
     try:
         async for length in container.query_items(query, max_item_count=1000):
-            lengths[int(cast(int, length))] += 1
+            tally.add_length(int(cast(int, length)))
     except Exception as exc:  # noqa: BLE001 - translated at this boundary
         raise classify(exc).as_error(f"reading embedding sizes from {plan.SOURCE_VECTORS}") from exc
-    if not lengths:
-        return plan.PRODUCTION_VECTOR_DIMENSIONS
-    return lengths.most_common(1)[0][0]
+    detected = tally.most_common()
+    return plan.PRODUCTION_VECTOR_DIMENSIONS if detected is None else detected
 
 
 async def create_containers(ctx: PhaseContext) -> PhaseResult:

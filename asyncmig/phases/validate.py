@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +70,7 @@ from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, fir
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.vimarsh import plan
+from asyncmig.vimarsh.dimensions import DimensionTally, vector_length
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 from asyncmig.vimarsh.transforms import transform_user
 
@@ -142,6 +142,7 @@ class ContainerCheck:
     differences: list[str] = field(default_factory=list)  # settings vs the plan
     critical: list[str] = field(default_factory=list)  # the subset that cannot be fixed in place
     problems: list[str] = field(default_factory=list)  # document-level findings beyond the digests
+    ru: float = 0.0  # what reading the container cost
 
     @property
     def settings_ok(self) -> bool:
@@ -217,6 +218,7 @@ class MappingCheck:
     target_count: int = 0
     problems: list[str] = field(default_factory=list)
     count_checked: bool = True  # False: users on a live source (created and deleted since the backup)
+    ru: float = 0.0  # what reading the source container cost (0 from a backup file)
 
     @property
     def expected_count(self) -> int:
@@ -296,7 +298,21 @@ class EmbeddingCheck:
     dimensions_from: str  # "state", "data" or "unknown"
     with_embedding: int = 0
     without_embedding: int = 0
+    # Vectors of numbers of another length than the index's: a finding about the source data (legacy
+    # vectors), not a migration failure; the digests still check they were copied exactly.
     wrong_dimension: IdSample = field(default_factory=IdSample)
+    malformed: IdSample = field(default_factory=IdSample)  # not a non-empty list of numbers: a failure
+
+    def finding(self) -> str | None:
+        """What to tell the user about embeddings of another dimension (None when there are none)."""
+        if not self.wrong_dimension:
+            return None
+        return (
+            f"{self.wrong_dimension.describe()} in {plan.PERSONALITY_VECTORS} have an embedding of another "
+            f"dimension than the vector index's {self.dimensions}: the source holds them so (legacy vectors), "
+            "and vector search cannot use them; re-embed those documents with the current model and upsert "
+            "them (validate --strict fails on this)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -305,6 +321,7 @@ class EmbeddingCheck:
             "with_embedding": self.with_embedding,
             "without_embedding": self.without_embedding,
             "wrong_dimension": self.wrong_dimension.to_json(),
+            "malformed": self.malformed.to_json(),
         }
 
 
@@ -319,20 +336,34 @@ class ValidationReport:
     embeddings: EmbeddingCheck
     notes: list[str]
     seconds: float = 0.0
+    strict: bool = False  # findings about the source data fail validation too
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+        return (all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
+                and not (self.strict and self.findings()))
+
+    def findings(self) -> list[str]:
+        """What validation found about the source data itself (not failures unless :attr:`strict`)."""
+        finding = self.embeddings.finding()
+        return [finding] if finding else []
 
     @property
     def documents(self) -> int:
         """Target documents compared."""
         return sum(c.actual for c in self.containers)
 
+    @property
+    def ru(self) -> float:
+        """What the reads of validation cost."""
+        return sum(c.ru for c in self.containers) + sum(m.ru for m in self.mappings)
+
     def failures(self) -> list[tuple[str, str]]:
         """``(container, what is wrong)`` for each failing container, then each failing mapping."""
         found = [(c.container, c.summary()) for c in self.containers if not c.ok]
         found += [(m.source, m.summary()) for m in self.mappings if not m.ok]
+        if self.strict:
+            found += [(plan.PERSONALITY_VECTORS, finding) for finding in self.findings()]
         return found
 
     def failure_message(self, report_path: Path | None = None) -> str:
@@ -373,10 +404,12 @@ class ValidationReport:
         e = self.embeddings
         dims = f"{e.dimensions} numbers ({e.dimensions_from})" if e.dimensions else "dimension unknown"
         lines += ["", f"embeddings: {dims}; {e.with_embedding:,} with, {e.without_embedding:,} without, "
-                      f"{e.wrong_dimension.count:,} of another size"]
+                      f"{e.wrong_dimension.count:,} of another size, {e.malformed.count:,} not a vector"]
         failures = self.failures()
         if failures:
             lines += ["", "failures:", *(f"  {name}: {what}" for name, what in failures)]
+        if self.findings():
+            lines += ["", "findings:", *(f"  {finding}" for finding in self.findings())]
         if self.notes:
             lines += ["", "notes:", *(f"  {note}" for note in self.notes)]
         return "\n".join(lines)
@@ -387,11 +420,14 @@ class ValidationReport:
             "database": self.database,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
+            "ru": round(self.ru, 2),
             "containers": [c.to_json() for c in self.containers],
             "mappings": [m.to_json() for m in self.mappings],
             "figures": [f.to_json() for f in self.figures],
             "embeddings": self.embeddings.to_json(),
             "failures": [{"container": n, "problem": p} for n, p in self.failures()],
+            "findings": self.findings(),
+            "strict": self.strict,
             "notes": self.notes,
         }
 
@@ -406,6 +442,7 @@ class ValidationReport:
             phase=PHASE,
             status="done" if self.ok else "failed",
             documents=self.documents,
+            ru=self.ru,
             seconds=self.seconds,
             details=self.to_json(),
         )
@@ -461,9 +498,10 @@ async def _read_properties(container: ContainerProxy) -> dict[str, Any] | None:
             await anyio.sleep(delay)
 
 
-async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> None:
+async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> float:
     """Every document of ``container``, page by page, feed ranges read concurrently, by query (one
-    snapshot per feed range), not through the change feed the copier reads.
+    snapshot per feed range), not through the change feed the copier reads; returns the RU the
+    reads cost.
 
     ``handle`` runs synchronously between awaits, so concurrent ranges never interleave inside it.
     """
@@ -482,6 +520,7 @@ async def _read_container(container: ContainerProxy, what: str, handle: PageHand
                 group.start_soon(read_range, feed_range)
     except BaseExceptionGroup as group_error:
         raise first_error(group_error) from None
+    return source.read_ru
 
 
 def _dead_lettered(path: Path) -> set[_Key]:
@@ -539,7 +578,7 @@ class _Expectations:
             spec.name: _definition(spec.partition_key_path) for spec in plan.VALIDATED_CONTAINERS
         }
         self.personalities = PersonalityAccumulator()
-        self.embedding_lengths: Counter[int] = Counter()
+        self.embedding_lengths = DimensionTally()
 
     def expect(self, target: str, document: Document, check: MappingCheck, source_ts: Any = None) -> None:
         key = _key(document, self.definitions[target])
@@ -553,15 +592,11 @@ class _Expectations:
         check.routed[target] = check.routed.get(target, 0) + 1
         if target == plan.PERSONALITY_VECTORS:
             self.personalities.add(document)
-            embedding = document.get("embedding")
-            if isinstance(embedding, list):
-                self.embedding_lengths[len(embedding)] += 1
+            self.embedding_lengths.add(document.get("embedding"))
 
     def detected_dimensions(self) -> int | None:
-        """The most common embedding length (ties: the larger count, then the smaller length)."""
-        if not self.embedding_lengths:
-            return None
-        return min(self.embedding_lengths.items(), key=lambda item: (-item[1], item[0]))[0]
+        """The embedding dimension, by the rule of :mod:`asyncmig.vimarsh.dimensions`."""
+        return self.embedding_lengths.most_common()
 
 
 def _mapping_handler(
@@ -633,7 +668,7 @@ async def _expect_mapping(
                 "(every document already transformed); its pre-migration bodies could not be compared"
             )
         handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
-        await _read_container(container, mapping.source, handle)
+        check.ru += await _read_container(container, mapping.source, handle)
         return check
 
     if backup_file is None or (not mapping.in_place and not backup_file.exists()):
@@ -791,7 +826,7 @@ async def _check_container(
                 if is_vectors:
                     _inspect_embedding(document, key[0], dimensions, embeddings)
 
-        await _read_container(container, spec.name, handle)
+        check.ru += await _read_container(container, spec.name, handle)
 
     for key in expected:
         written_at = source_ts.get(key)
@@ -803,11 +838,8 @@ async def _check_container(
             check.missing.add(key[0])
     expected.clear()
     source_ts.clear()
-    if spec.name == plan.PERSONALITY_VECTORS and embeddings.wrong_dimension:
-        size = f"{dimensions} " if dimensions is not None else ""
-        check.problems.append(
-            f"{embeddings.wrong_dimension.describe()} have an embedding that is not a list of {size}numbers"
-        )
+    if spec.name == plan.PERSONALITY_VECTORS and embeddings.malformed:
+        check.problems.append(f"{embeddings.malformed.describe()} have an embedding that is not a list of numbers")
     return check
 
 
@@ -817,9 +849,10 @@ def _inspect_embedding(document: Document, doc_id: str, dimensions: int | None, 
         check.without_embedding += 1
         return
     check.with_embedding += 1
-    if not isinstance(embedding, list) or (dimensions is not None and len(embedding) != dimensions) or not all(
-        _is_number(x) for x in embedding
-    ):
+    length = vector_length(embedding)
+    if length is None or not all(_is_number(x) for x in embedding):
+        check.malformed.add(doc_id)
+    elif dimensions is not None and length != dimensions:
         check.wrong_dimension.add(doc_id)
 
 
@@ -904,7 +937,7 @@ async def validate(ctx: PhaseContext, live: LiveSource | None = None) -> Validat
     ]
     report = ValidationReport(
         database=ctx.database_name, containers=rows, mappings=mappings, figures=figures,
-        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started,
+        embeddings=embeddings, notes=notes, seconds=time.monotonic() - started, strict=ctx.options.strict,
     )
     path = ctx.workdir.report(PHASE)
     write_json_report(path, report.to_json())

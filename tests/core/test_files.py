@@ -65,7 +65,11 @@ def _tricky_documents() -> list[Document]:
 
 
 def _big_integer_documents() -> list[Document]:
-    return [{"id": "big", "u64_plus_1": 2**64 + 1, "huge": 10**40 + 7, "negative": -(2**63) - 1}]
+    return [
+        {"id": "big", "u64_plus_1": 2**64 + 1, "huge": 10**40 + 7, "negative": -(2**63) - 1},
+        # alone on its line: no wider run of digits sends the line to the exact parser by luck
+        {"id": "negative-19-digits", "n": -9999999999999999999},
+    ]
 
 
 def _write(path: Path, pages: list[list[Document]], **kwargs: Any) -> int:
@@ -359,7 +363,7 @@ def test_edited_line_is_not_valid_json(tmp_path: Path) -> None:
             list(reader)
 
 
-@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1E309"])
 def test_nan_line(tmp_path: Path, constant: bytes) -> None:
     path = _raw_gz(tmp_path / "c.jsonl.gz", [b'{"id":"a"}', b'{"id":"b","v":[1,' + constant + b"]}"])
     with pytest.raises(

@@ -22,7 +22,13 @@ from asyncmig.config import CosmosEndpoint, register_secret
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, cosmos_client_kwargs
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
-from asyncmig.errors import AuthenticationFailed, ResourceMissing, TransientExhausted
+from asyncmig.errors import (
+    AsyncmigError,
+    AuthenticationFailed,
+    ControlPlaneRequired,
+    ResourceMissing,
+    TransientExhausted,
+)
 
 KEY = base64.b64encode(os.urandom(64)).decode()
 
@@ -97,7 +103,8 @@ def test_410_means_the_partition_layout_changed(sub_status: int | None) -> None:
 def test_permanent_statuses_name_status_and_message(status: int, cls: type[CosmosHttpResponseError]) -> None:
     failure = classify(cosmos_error(status, 1001, cls=cls, message="Entity is bad"))
     assert failure.kind == "permanent" and not failure.retryable
-    assert failure.reason == f"HTTP {status}/1001 Code{status}: Entity is bad"
+    assert failure.reason.startswith(f"HTTP {status}/1001 (")
+    assert failure.reason.endswith(f"): Code{status}: Entity is bad")
 
 
 def test_404_is_fatal_for_containers_and_permanent_for_documents() -> None:
@@ -114,7 +121,7 @@ def test_404_read_session_not_available_is_transient() -> None:
     assert classify(cosmos_error(404, 1002, cls=CosmosResourceNotFoundError)).kind == "transient"
 
 
-@pytest.mark.parametrize(("status", "sub_status"), [(401, None), (403, None), (403, 5300)])
+@pytest.mark.parametrize(("status", "sub_status"), [(401, None), (403, None)])
 def test_auth_failures_are_fatal(status: int, sub_status: int | None) -> None:
     failure = classify(cosmos_error(status, sub_status))
     assert failure.kind == "fatal"
@@ -286,3 +293,79 @@ def test_client_kwargs_skip_verification_for_loopback_and_insecure() -> None:
     assert cosmos_client_kwargs(local)["connection_verify"] is False
     remote = CosmosEndpoint("https://kwargs-insecure.documents.azure.com/", KEY)
     assert cosmos_client_kwargs(remote, insecure=True)["connection_verify"] is False
+
+
+# ------------------------------------------------------------------ status + sub-status table
+# (status, sub-status, document request?, expected kind, error class when it ends the run, words the
+# reason must hold so the user knows what is wrong and what to do)
+STATUS_TABLE: list[tuple[int, int | None, bool, str, type[Exception], str]] = [
+    (429, 3200, False, "throttled", TransientExhausted, "request rate"),
+    (429, 3092, False, "throttled", TransientExhausted, "request rate"),
+    (429, None, True, "throttled", TransientExhausted, "request rate"),
+    (408, None, True, "transient", TransientExhausted, "timed out"),
+    (449, None, True, "transient", TransientExhausted, "retry"),
+    (500, None, False, "transient", TransientExhausted, "server"),
+    (503, None, False, "transient", TransientExhausted, "unavailable"),
+    (503, 1007, False, "transient", TransientExhausted, "unavailable"),
+    (410, 1000, False, "split", TransientExhausted, "routing"),
+    (410, 1002, False, "split", TransientExhausted, "split"),
+    (410, 1007, True, "split", TransientExhausted, "split"),
+    (410, 1008, True, "split", TransientExhausted, "migrat"),
+    (404, 1002, True, "transient", TransientExhausted, "session"),
+    (404, 1013, False, "transient", TransientExhausted, "still being created"),
+    (404, 1013, True, "transient", TransientExhausted, "still being created"),
+    (404, 1003, True, "fatal", ResourceMissing, "database or container"),
+    (404, None, False, "fatal", ResourceMissing, "create them first"),
+    (404, None, True, "permanent", AsyncmigError, "does not exist"),
+    (401, None, False, "fatal", AuthenticationFailed, "AccountKey"),
+    (401, 5006, False, "fatal", AuthenticationFailed, "token"),
+    (401, 5202, False, "fatal", AuthenticationFailed, "local (key) authentication is disabled"),
+    (403, None, False, "fatal", AuthenticationFailed, "AccountKey"),
+    (403, 5300, False, "fatal", ControlPlaneRequired, "create them in advance"),
+    (403, 5301, False, "fatal", AuthenticationFailed, "role"),
+    (403, 5400, False, "fatal", AuthenticationFailed, "role"),
+    (403, 5307, False, "fatal", AuthenticationFailed, "network security perimeter"),
+    (403, 3, True, "transient", TransientExhausted, "write region"),
+    (403, 1008, False, "transient", TransientExhausted, "account"),
+    (403, 1014, True, "permanent", AsyncmigError, "logical partition"),
+    (403, 1028, True, "fatal", AsyncmigError, "throughput limit"),
+    (403, 1005, False, "fatal", AsyncmigError, "limit"),
+    (403, 1010, False, "fatal", AsyncmigError, "limit"),
+    (400, None, True, "permanent", AsyncmigError, "invalid"),
+    (400, 1001, True, "permanent", AsyncmigError, "partition key"),
+    (409, None, True, "permanent", AsyncmigError, "already exists"),
+    (409, 3302, True, "permanent", AsyncmigError, "same id"),
+    (412, None, True, "permanent", AsyncmigError, "changed"),
+    (413, None, True, "permanent", AsyncmigError, "2 MB"),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "sub_status", "document", "kind", "error_class", "advice"), STATUS_TABLE,
+    ids=[f"{s}/{sub}{'-doc' if d else ''}" for s, sub, d, *_ in STATUS_TABLE],
+)
+def test_status_and_sub_status_table(
+    status: int, sub_status: int | None, document: bool, kind: str, error_class: type[Exception], advice: str
+) -> None:
+    failure = classify(cosmos_error(status, sub_status, message="Server says so"), document=document)
+    assert failure.kind == kind
+    assert advice.lower() in failure.reason.lower()
+    assert "Server says so" in failure.reason
+    error = failure.as_error("writing to t")
+    assert type(error) is error_class
+    if status in (401, 403) and not issubclass(error_class, AuthenticationFailed):
+        assert "AccountKey" not in str(error)  # a full partition or a failover is not a key problem
+
+
+def test_a_full_logical_partition_goes_to_the_dead_letter_file_in_a_batch() -> None:
+    in_header = CosmosBatchOperationError(
+        error_index=1, headers={"x-ms-substatus": "1014"}, status_code=403,
+        message="partition key quota exceeded", operation_responses=[{"statusCode": 424}] * 3,
+    )
+    in_operation = batch_error(403, 1, responses=[
+        {"statusCode": 424}, {"statusCode": 403, "subStatusCode": 1014}, {"statusCode": 424},
+    ])
+    for exc in (in_header, in_operation):
+        failure = classify(exc)
+        assert failure.kind == "permanent" and "logical partition" in failure.reason
+        assert (failure.status, failure.sub_status) == (403, 1014)

@@ -112,6 +112,7 @@ async def test_backup_verify_restore_round_trip_is_exact(
         result = await backup(ctx)
         backup_dir = Path(ctx.state.backup_dir or "")
         assert result.status == "done" and result.documents == sum(COUNTS.values())
+        assert result.ru > 0  # the change feed reads are paid for, and reported
         assert backup_dir.parent == tmp_path / "backups" and backup_dir.name.startswith("backup_")
         saved = load_state(ctx.workdir.state, host=ctx.endpoint.host, database=database.id)
         assert saved.backup_dir == str(backup_dir) and saved.is_finished("backup")

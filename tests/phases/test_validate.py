@@ -24,7 +24,7 @@ from asyncmig.errors import ValidationFailed
 from asyncmig.phases.context import PhaseContext, PhaseOptions
 from asyncmig.phases.state import MigrationState
 from asyncmig.phases.validate import MappingCheck, ValidationMismatch, _Expectations, validate
-from asyncmig.vimarsh import plan
+from asyncmig.vimarsh import plan, transforms
 from tests.conftest import Cosmos
 from tests.phases.migrated import DIMENSIONS, MigratedLayout, build, context, first_with
 
@@ -91,6 +91,7 @@ async def test_correct_layout_validates(ctx: PhaseContext, layout: MigratedLayou
     ]
     result = report.phase_result()
     assert (result.phase, result.status, result.documents) == ("validate", "done", report.documents)
+    assert result.ru == report.ru > 0 and report.to_json()["ru"] == round(report.ru, 2)  # reads are paid for
     assert result.details == report.to_json()
     text = report.table()
     assert text.startswith(f"Validation of {ctx.database_name}: OK") and "6,514" in text
@@ -242,3 +243,53 @@ def test_expectations_keep_digests_not_documents() -> None:
         tracemalloc.stop()
     assert check.routed == {plan.PERSONALITY_VECTORS: count}
     assert retained / count < 600, retained / count
+
+
+async def _legacy_sized_vector(layout: MigratedLayout) -> str:
+    """Give one source vector a legacy 384-number embedding and migrate it faithfully (source and
+    target agree): the data set's history, not a migration fault. Returns its target id."""
+    from tests.phases.migrated import read_all
+
+    source = layout.database.get_container_client(plan.SOURCE_VECTORS)
+    document = strip_system(first_with(await read_all(source), "embedding"))
+    document["embedding"] = [round(0.001 * i, 3) for i in range(384)]
+    stored = await source.upsert_item(document)  # as the migration reads it (with _ts and friends)
+    [(target, migrated)] = transforms.VECTORS.apply(dict(stored))
+    await layout.database.get_container_client(target).upsert_item(migrated)
+    return str(migrated["id"])
+
+
+async def test_embeddings_of_another_dimension_are_a_finding_not_a_failure(
+    cosmos: Cosmos, client: CosmosClient, ctx: PhaseContext, layout: MigratedLayout, tmp_path: Path
+) -> None:
+    legacy_id = await _legacy_sized_vector(layout)
+
+    report = await validate(ctx)  # exit 0: the migration copied what the source holds
+    assert report.ok and report.embeddings.wrong_dimension.first == [legacy_id]
+    [finding] = report.findings()
+    assert f"1 ({legacy_id})" in finding and "384" not in finding.split("(")[0]
+    assert "re-embed" in finding and str(DIMENSIONS) in finding
+    assert report.to_json()["findings"] == [finding] and "findings:" in report.table()
+
+    strict = context(client, cosmos.connection_string, layout, tmp_path, options=PhaseOptions(strict=True))
+    with pytest.raises(ValidationMismatch) as caught:
+        await validate(strict)
+    assert caught.value.exit_code == 8 and legacy_id in str(caught.value) and "re-embed" in str(caught.value)
+
+
+async def test_an_embedding_that_is_not_a_vector_still_fails(ctx: PhaseContext, layout: MigratedLayout) -> None:
+    document = first_with(layout.targets[plan.PERSONALITY_VECTORS], "embedding")
+    await layout.database.get_container_client(plan.PERSONALITY_VECTORS).upsert_item(
+        {**document, "embedding": ["a"] * DIMENSIONS}
+    )
+    report, _ = await _fails(ctx, plan.PERSONALITY_VECTORS, document["id"])
+    assert report["embeddings"]["malformed"]["first"] == [document["id"]]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_strict_is_an_option_of_validate_and_run(command: str) -> None:
+    from asyncmig.cli import build_parser, phase_options
+
+    parser = build_parser()
+    assert phase_options(parser.parse_args([command, "--strict"])).strict is True
+    assert phase_options(parser.parse_args([command])).strict is False

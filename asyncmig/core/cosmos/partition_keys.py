@@ -43,12 +43,34 @@ def _value_at(document: dict[str, Any], path: str) -> Any:
 
 
 def partition_key_values(definition: dict[str, Any], document: dict[str, Any]) -> list[Any]:
-    """The partition key component values of a document, ``{}`` standing for undefined (as on the wire)."""
+    """The partition key component values of a document, as on the wire: ``{}`` stands for undefined.
+
+    A ``systemKey`` container (one migrated from the non-partitioned kind: its key path is the
+    system's ``/_partitionKey``) keeps documents without a key value in the "empty" partition,
+    whose value list is ``[]``; the SDK sends that too.
+    """
     values = []
     for path in definition["paths"]:
         value = _value_at(document, path)
+        if value is _MISSING and definition.get("systemKey"):
+            return []
         values.append({} if value is _MISSING else value)
     return values
+
+
+def partition_key_problem(definition: dict[str, Any], document: dict[str, Any]) -> str | None:
+    """Why Cosmos DB would refuse this document's partition key value, or ``None``.
+
+    A key value must be a string, number, boolean or null (or absent); an object or array is
+    refused by the service, so it is caught before a request is spent on it.
+    """
+    for path in definition["paths"]:
+        value = _value_at(document, path)
+        if isinstance(value, dict | list):
+            kind = "object" if isinstance(value, dict) else "array"
+            return (f"partition key {path} holds a JSON {kind}; a partition key value must be a string, "
+                    "number, boolean or null: fix the document (or the transform) and restore it from here")
+    return None
 
 
 def same_partition_key(a: list[Any], b: list[Any]) -> bool:

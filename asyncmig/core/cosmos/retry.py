@@ -2,13 +2,18 @@
 
 The SDK's own throttle retries are switched off (:func:`cosmos_client_kwargs`): it would sleep
 inside a request while holding a partition slot, hide the 429s the governor needs to see, and give
-up after 9 tries / 30 s. :func:`classify` sorts every failure into one of five kinds:
+up after 9 tries / 30 s. :func:`classify` sorts every failure into one of five kinds, by HTTP
+status and sub-status (the table ``_RULES``, documented in docs/reliability.md):
 
 * ``throttled`` — 429: wait ``x-ms-retry-after-ms`` (the partition gate pauses), then retry;
-* ``transient`` — timeouts, 408/449/5xx, dropped connections: back off with jitter, retry;
+* ``transient`` — timeouts, 408/449/5xx, dropped connections, a container still being created
+  (404/1013), a lagging replica (404/1002), a write-region failover (403/3, 403/1008): back off
+  with jitter, retry;
 * ``split`` — 410: the partition layout changed; refresh routing, then retry;
-* ``permanent`` — this document (or batch operation) can never succeed: dead-letter it;
-* ``fatal`` — the run cannot go on (bad key, missing container, anything unrecognised).
+* ``permanent`` — this document (or batch operation) can never succeed (400, 409, 412, 413, a full
+  logical partition 403/1014): dead-letter it with a reason that says what to do;
+* ``fatal`` — the run cannot go on (bad key or role, missing container, account limits, anything
+  unrecognised).
 
 Unknown exceptions are fatal on purpose: retrying what we do not understand risks looping forever.
 Upserting the source body is idempotent, so retrying a write whose outcome is unknown (408, a
@@ -49,13 +54,114 @@ FailureKind = Literal["throttled", "transient", "permanent", "fatal", "split"]
 HEADER_CHARGE = "x-ms-request-charge"
 HEADER_RETRY_AFTER = "x-ms-retry-after-ms"
 
-_TRANSIENT_STATUSES = frozenset({408, 449, 500, 502, 503, 504})
-_PERMANENT_STATUSES = frozenset({400, 409, 412, 413, 422})
-# 403 substatuses the SDK's endpoint discovery retries: a region failover in progress.
-_TRANSIENT_FORBIDDEN = frozenset({3, 1008})
-# 403/5300: an Entra ID token used for a management operation (create/delete/replace, throughput).
-_ENTRA_NOT_AUTHORIZED = 5300
-_READ_SESSION_NOT_AVAILABLE = 1002  # on a 404: the replica is behind the session token
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """What asyncmig does with one HTTP status (+ sub-status), and what the user is told."""
+
+    kind: FailureKind
+    advice: str
+    error: type[AsyncmigError] = AsyncmigError  # raised when this failure ends the run
+
+
+_KEY_ADVICE = (
+    f"check the AccountKey in {ENV_CONNECTION_STRING} (or, signed in with Microsoft Entra ID, that the "
+    "identity has the Cosmos DB Built-in Data Contributor role) and the account's firewall and network rules"
+)
+_ROLE_ADVICE = (
+    "the Microsoft Entra identity lacks a Cosmos DB data-plane role for this operation; assign one "
+    "(e.g. Cosmos DB Built-in Data Contributor) on the account or container"
+)
+_LIMIT_ADVICE = "an account or database limit was reached; raise it in the Azure portal or free capacity"
+
+# Looked up by (status, sub-status), then by (status, None). Sub-status 0 means none. The codes
+# are the service's published ones (REST "HTTP status codes" page and the SDKs' SubStatusCodes).
+_RULES: dict[tuple[int, int | None], _Rule] = {
+    (429, None): _Rule("throttled", "request rate too large", TransientExhausted),
+    (408, None): _Rule("transient", "the request timed out", TransientExhausted),
+    (449, None): _Rule("transient", "the service asked to retry (concurrent update)", TransientExhausted),
+    (500, None): _Rule("transient", "internal server error", TransientExhausted),
+    (502, None): _Rule("transient", "bad gateway", TransientExhausted),
+    (503, None): _Rule("transient", "service unavailable", TransientExhausted),
+    (504, None): _Rule("transient", "gateway timeout", TransientExhausted),
+    (410, None): _Rule("split", "the partition layout changed (split)", TransientExhausted),
+    (410, 1000): _Rule("split", "the routing (name) cache is stale", TransientExhausted),
+    (410, 1008): _Rule("split", "a partition is migrating", TransientExhausted),
+    (404, None): _Rule(
+        "fatal", "not found; check the database and container names, or create them first", ResourceMissing
+    ),
+    (404, 1002): _Rule("transient", "the replica has not caught up with the session yet", TransientExhausted),
+    (404, 1003): _Rule(
+        "fatal", "the database or container does not exist (deleted?); check the names or create them first",
+        ResourceMissing,
+    ),
+    (404, 1013): _Rule("transient", "the container is still being created", TransientExhausted),
+    (404, 1023): _Rule("transient", "the store is not ready yet", TransientExhausted),
+    (401, None): _Rule(
+        "fatal", f"the request signature or token was refused; {_KEY_ADVICE}", AuthenticationFailed
+    ),
+    (401, 5202): _Rule(
+        "fatal", "local (key) authentication is disabled on this account; use Microsoft Entra ID instead",
+        AuthenticationFailed,
+    ),
+    (403, None): _Rule("fatal", f"the account refused the request; {_KEY_ADVICE}", AuthenticationFailed),
+    (403, 3): _Rule(
+        "transient", "this region does not accept writes now (the write region is failing over)",
+        TransientExhausted,
+    ),
+    (403, 1008): _Rule(
+        "transient", "the database account was not found in this region (failover in progress)",
+        TransientExhausted,
+    ),
+    (403, 1014): _Rule(
+        "permanent", "the document's logical partition is full (20 GB per partition key value); "
+        "the target needs a partition key with more distinct values (or hierarchical keys)",
+    ),
+    (403, 1028): _Rule(
+        "fatal", "the account's total throughput limit is reached; raise the limit or lower the "
+        "target's provisioned throughput",
+    ),
+    (403, 1005): _Rule("fatal", _LIMIT_ADVICE),
+    (403, 1010): _Rule("fatal", _LIMIT_ADVICE),
+    (403, 1019): _Rule("fatal", _LIMIT_ADVICE),
+    (403, 1020): _Rule("fatal", _LIMIT_ADVICE),
+    (400, None): _Rule(
+        "permanent", "the service found the document invalid; fix it and restore it from the dead-letter file"
+    ),
+    (400, 1001): _Rule(
+        "permanent", "the document's partition key value does not match the one sent; check the "
+        "transform and the target's partition key path",
+    ),
+    (409, None): _Rule("permanent", "a document with this id already exists in its logical partition"),
+    (409, 3302): _Rule(
+        "permanent", "another document with the same id hashes to the same partition key; rename one id"
+    ),
+    (412, None): _Rule(
+        "permanent", "the document changed since it was read (etag precondition); re-run to copy the new version"
+    ),
+    (413, None): _Rule("permanent", "the document exceeds Cosmos DB's 2 MB item size limit; shrink or split it"),
+    (422, None): _Rule("permanent", "the service could not process the document"),
+}
+# Sub-statuses that share one rule: Entra token problems, RBAC and network security perimeter refusals.
+_RULES.update({(401, sub): _Rule(
+    "fatal", "the Microsoft Entra token was refused (expired, wrong tenant or audience); sign in again",
+    AuthenticationFailed,
+) for sub in range(5000, 5013)})
+_RULES.update({
+    (403, sub): _Rule("fatal", _ROLE_ADVICE, AuthenticationFailed) for sub in (*range(5301, 5307), 5400)
+})
+# 403/5300: a Microsoft Entra ID token used for a management operation (create/replace/delete, throughput).
+_RULES[(403, 5300)] = _Rule(
+    "fatal", "signed in with Microsoft Entra ID, asyncmig cannot create or change databases, containers "
+    "or throughput; create them in advance (portal, az cli, Bicep) or use an account key (--auth key)",
+    ControlPlaneRequired,
+)
+_RULES.update({(403, sub): _Rule(
+    "fatal", "the account's network security perimeter denied the request; allow this client in it",
+    AuthenticationFailed,
+) for sub in range(5307, 5314)})
+_DOCUMENT_NOT_FOUND = _Rule("permanent", "the document does not exist")
+_UNKNOWN = _Rule("fatal", "unexpected response; not retried")
 _MAX_REASON = 300
 
 
@@ -85,26 +191,17 @@ class Failure:
 
     def as_error(self, context: str) -> AsyncmigError:
         """The asyncmig error to raise when this failure ends the run; ``context`` names the operation."""
-        if self.status == 403 and self.sub_status == _ENTRA_NOT_AUTHORIZED:
-            return ControlPlaneRequired(
-                f"{context}: Microsoft Entra ID sign-in can read and write data but not create or change "
-                "databases, containers or throughput; create them in advance (Azure portal, az cli, Bicep) "
-                f"or run this step with an account key (AccountKey in {ENV_CONNECTION_STRING}, --auth key)"
-            )
-        if self.status in (401, 403):
-            return AuthenticationFailed(
-                f"{context}: the account refused the request ({self.reason}); check the AccountKey in "
-                f"{ENV_CONNECTION_STRING} (or, signed in with Microsoft Entra ID, that the identity has the "
-                "Cosmos DB Built-in Data Contributor role) and the account's firewall and network rules"
-            )
-        if self.kind == "fatal" and self.status == 404:
-            return ResourceMissing(
-                f"{context}: not found ({self.reason}); check the database and container names, "
-                "or create them first"
-            )
         if self.retryable:
             return TransientExhausted(f"{context}: {self.reason}; re-run the same command to resume")
-        return AsyncmigError(f"{context}: {self.reason}")
+        if self.status is None or self.kind == "permanent":
+            return AsyncmigError(f"{context}: {self.reason}")
+        return _rule(self.status, self.sub_status, document=False).error(f"{context}: {self.reason}")
+
+
+def _rule(status: int, sub_status: int | None, *, document: bool) -> _Rule:
+    if status == 404 and document and not sub_status:
+        return _DOCUMENT_NOT_FOUND
+    return _RULES.get((status, sub_status or None)) or _RULES.get((status, None)) or _UNKNOWN
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -124,6 +221,13 @@ def _float(text: str | None) -> float | None:
     try:
         return float(text)
     except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
         return None
 
 
@@ -150,32 +254,16 @@ def _reason(prefix: str, message: str) -> str:
 def _from_status(
     status: int, sub_status: int | None, headers: Any, message: str, *, document: bool
 ) -> Failure:
-    kind: FailureKind
-    if status == 429:
-        kind = "throttled"
-    elif status in _TRANSIENT_STATUSES:
-        kind = "transient"
-    elif status == 410:
-        kind = "split"
-    elif status in _PERMANENT_STATUSES:
-        kind = "permanent"
-    elif status == 403 and sub_status in _TRANSIENT_FORBIDDEN:
-        kind = "transient"
-    elif status == 404 and sub_status == _READ_SESSION_NOT_AVAILABLE:
-        kind = "transient"
-    elif status == 404 and document:
-        kind = "permanent"
-    else:
-        kind = "fatal"
+    rule = _rule(status, sub_status, document=document)
     retry_ms = _float(_header(headers, HEADER_RETRY_AFTER))
     code = f"{status}/{sub_status}" if sub_status else str(status)
     return Failure(
-        kind=kind,
+        kind=rule.kind,
         status=status,
         sub_status=sub_status,
         retry_after_s=retry_ms / 1000.0 if retry_ms is not None and retry_ms >= 0 else None,
         charge=_float(_header(headers, HEADER_CHARGE)),
-        reason=_reason(f"HTTP {code}", message),
+        reason=_reason(f"HTTP {code} ({rule.advice})" + (":" if message else ""), message),
     )
 
 
@@ -183,6 +271,8 @@ def _batch_failure(exc: BatchOperationFailed) -> Failure:
     """A transactional batch refused because one operation failed: unless that failure is worth a
     retry, it is the failed document's own problem (permanent), not the run's."""
     status, sub_status, index, responses = exc.status, exc.sub_status, exc.error_index, exc.operation_responses
+    if sub_status is None and index is not None and 0 <= index < len(responses):
+        sub_status = _int(responses[index].get("subStatusCode"))  # the failed operation's own
     failure = _from_status(status, sub_status, exc.headers, exc.message, document=True)
     kind: FailureKind = failure.kind if failure.retryable else "permanent"
     retry_after = failure.retry_after_s

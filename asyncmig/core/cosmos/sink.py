@@ -27,8 +27,13 @@ from azure.cosmos.partition_key import NonePartitionKeyValue
 
 from asyncmig.config import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
-from asyncmig.core.cosmos.partition_keys import effective_partition_key, partition_key_values
+from asyncmig.core.cosmos.partition_keys import (
+    effective_partition_key,
+    partition_key_problem,
+    partition_key_values,
+)
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
@@ -153,8 +158,12 @@ class CosmosSink:
         for doc in documents:
             # An exact-size copy: orjson's result can keep a much larger allocation alive (measured
             # ~120 KB for ~17 KB of JSON), and these bytes live until the unit is written.
-            encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
-            problem = document_problem(doc, len(encoded))
+            try:
+                encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
+            except jsoncodec.NonFiniteNumber as exc:
+                rejected.append(Rejection(doc, str(exc), 400))
+                continue
+            problem = document_problem(doc, len(encoded)) or partition_key_problem(spec.definition, doc)
             if problem:
                 rejected.append(Rejection(doc, problem, 413 if "bytes" in problem else 400))
                 continue
@@ -166,7 +175,7 @@ class CosmosSink:
         for key, members in groups.items():
             values = keys[key]
             lane = spec.lane(target, effective_partition_key(spec.definition, values))
-            if len(members) == 1 or {} in values:  # a lone document, or an undefined key: single upserts
+            if len(members) == 1 or not values or {} in values:  # alone, or an empty/undefined key: single upserts
                 units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
                 continue
             shared = values[0] if len(values) == 1 else values
@@ -232,7 +241,7 @@ class CosmosSink:
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 failure = classify(exc)
-                ticket.charge = failure.charge or 0.0
+                ticket.charge = failure.charge if failure.charge is not None else _unreported_charge(failure, unit)
                 self.stats.ru += ticket.charge
                 if failure.kind == "throttled":
                     self.stats.throttled += 1
@@ -311,6 +320,18 @@ async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float 
 def _charge(headers: Any) -> float | None:
     value = headers.get("x-ms-request-charge") if headers is not None else None
     return None if value is None else float(value)
+
+
+def _unreported_charge(failure: Failure, unit: WriteUnit) -> float:
+    """The RU of a failed request whose response named no charge. An error the service answered
+    costs nothing then; without an answer (a dropped connection) or after a timeout the writes may
+    have run, so they are counted at their published cost (:mod:`~asyncmig.core.cosmos.rucost`,
+    without the per-term surcharge, which needs the index policy)."""
+    in_transit = failure.status is None and failure.kind == "transient"
+    if not (in_transit or failure.status == 408):
+        return 0.0
+    encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
+    return sum(rucost.write(len(body), 0) for body in encoded)
 
 
 def _rid_reader(container: ContainerProxy) -> Callable[[], Awaitable[str]]:

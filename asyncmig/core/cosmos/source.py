@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import anyio
@@ -11,7 +11,7 @@ from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 
@@ -65,7 +65,14 @@ class CosmosSource:
         self.deletes = deletes and not snapshot
         self.deletes_available: bool | None = None  # None: not asked yet
         self.description = what or container.id
+        self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
+
+    def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
+        """The SDK's per-response hook: adds each page's (or count's) charge to :attr:`read_ru`."""
+        charge = headers.get(HEADER_CHARGE)
+        if charge is not None:
+            self.read_ru += float(charge)
 
     async def open(self) -> None:
         try:
@@ -154,15 +161,20 @@ class CosmosSource:
 
     def _pager(self, feed_range: Any, position: str | None, responses: _Responses) -> Any:
         if self.snapshot:
-            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size)
+            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
+                                               response_hook=self._charged)
             return query.by_page(position)
+
+        def hook(headers: Any, result: Any) -> None:  # the page's position and LSN, and its charge
+            responses.hook(headers, result)
+            self._charged(headers, result)
+
         if position:
             iterable = self.container.query_items_change_feed(
-                continuation=position, max_item_count=self.page_size, response_hook=responses.hook)
+                continuation=position, max_item_count=self.page_size, response_hook=hook)
         else:
             iterable = self.container.query_items_change_feed(
-                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
-                response_hook=responses.hook)
+                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size, response_hook=hook)
         return iterable.by_page()
 
     async def _changes_from_now(self, partition: Any) -> str | None:
@@ -231,7 +243,7 @@ class CosmosSource:
 
     async def _count(self, query: str, **scope: Any) -> int | None:
         try:
-            result = [n async for n in self.container.query_items(query, **scope)]
+            result = [n async for n in self.container.query_items(query, response_hook=self._charged, **scope)]
         except Exception as exc:  # noqa: BLE001 - a check only; a failure here must not stop a copy
             failure = classify(exc)
             if failure.kind == "fatal":

@@ -38,6 +38,7 @@ __all__ = [
     "Totals",
     "TrackerStatistics",
     "load_checkpoint",
+    "resume_key",
     "run_identity",
     "save_checkpoint",
 ]
@@ -60,7 +61,7 @@ class RangeState:
     after the last committed page (``None``: from the beginning); ``read``/``written`` count the
     documents covered by that position; ``done`` is set once the range is drained and committed.
     ``written_ahead`` names documents already written from pages *after* the committed position
-    (out-of-order completions), by target and source version, so a resume does not write them again.
+    (out-of-order completions) by :func:`resume_key`, so a resume does not write them again.
     ``bulk_done`` is set once the range's first pass reached its end; ``bulk_read`` is what that
     pass had read by then and ``bulk_count`` an independent count of the range's documents at that
     moment (None: not counted), for the end-of-copy cross-check.
@@ -75,6 +76,20 @@ class RangeState:
     bulk_done: bool = False
     bulk_read: int | None = None
     bulk_count: int | None = None
+
+
+def resume_key(target: str, source: Mapping[str, Any], output: Mapping[str, Any], partition_key: Any) -> str:
+    """The key under which a written document is remembered for resume: target, output id, which
+    source document (``_rid``, unique in its container; else its partition key and id) and which
+    version of it (``_etag``, else ``_lsn``), so a document changed at the source since is copied
+    again. Id and ``_lsn`` alone are not enough: after a split, two documents with the same id in
+    different logical partitions can share an ``_lsn``. ``partition_key`` is only read without
+    ``_rid``.
+    """
+    rid = source.get("_rid")
+    which = str(rid) if rid else jsoncodec.canonical([partition_key, source.get("id")]).decode("utf-8")
+    version = source.get("_etag") or source.get("_lsn") or ""
+    return f"{target}\x1f{output.get('id')}\x1f{which}\x1f{version}"
 
 
 @dataclass

@@ -15,6 +15,8 @@ from asyncmig.core.engine.transform import Document
 
 
 class IterableSource:
+    read_ru = 0.0  # made in this process: reading costs nothing
+
     def __init__(self, factory: Callable[[], Iterable[Document]], *, description: str,
                  count: int | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         self.factory = factory

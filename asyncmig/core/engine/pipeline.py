@@ -17,8 +17,8 @@ a checkpoint never covers a document that is not on disk.
 
 Replays: documents written from pages past the committed position are listed in the checkpoint
 (``written_ahead``) and, between saves, in the completion journal; a resume skips them. A
-document's key includes its source version (``_lsn``/``_etag``), so a document changed at the
-source since is copied again. What a killed run writes twice is therefore only what was in flight,
+document's key (:func:`~asyncmig.core.engine.checkpoint.resume_key`) names the source document
+(``_rid``) and its version (``_etag``), so a document changed at the source since is copied again. What a killed run writes twice is therefore only what was in flight,
 and upserts of the same bodies make even that harmless.
 """
 
@@ -36,7 +36,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, save_checkpoint
+from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeState, resume_key, save_checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.ordering import VersionGate, document_version
@@ -307,8 +307,10 @@ class Pipeline:
             if out is None:
                 superseded += 1
                 continue
-            version = str(source_doc.get("_lsn") or source_doc.get("_etag") or "")
-            doc_key = f"{target}\x1f{out.get('id')}\x1f{version}"
+            partition_key = None if source_doc.get("_rid") else self.source.partition_key(source_doc)
+            doc_key = resume_key(target, source_doc, out, partition_key)
+            if deleting:  # a tombstone may carry its last version's _etag: never skip it as that write
+                doc_key += "\x1fdeleted"
             if doc_key in self._skip[key]:
                 skipped.append(doc_key)  # written by a run that was killed before its checkpoint
                 if gated is not None:
@@ -469,7 +471,7 @@ class Pipeline:
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
         stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
         stats.dead_lettered = self.dead_letters.count
-        stats.ru = self._base.ru + sink.ru
+        stats.ru = self._base.ru + sink.ru + self.source.read_ru
         stats.requests = sink.requests
         stats.throttled = self._base.throttled + sink.throttled
         stats.retries = self._base.retries + sink.retries

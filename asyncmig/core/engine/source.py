@@ -32,6 +32,7 @@ class SourcePage:
 class Source(Protocol):
     description: str
     page_size: int
+    read_ru: float  # RU the reads have cost so far (0 for sources that do not pay per read)
 
     async def open(self) -> None:
         """Connect and read what is needed (e.g. the partition key definition)."""

@@ -63,20 +63,11 @@ def encode_document(document: Document) -> bytes:
 
     :raises TypeError: when ``document`` is not a dict (the reader accepts only objects, so the
         writer refuses to write anything else).
-    :raises jsoncodec.NonFiniteNumber: for NaN/Infinity, which orjson would silently write as
-        ``null``: when a ``null`` appears in the output, the document is checked properly (most
-        documents have none, so the costly walk is rarely needed).
+    :raises jsoncodec.NonFiniteNumber: for NaN/Infinity, naming the field.
     """
     if not isinstance(document, dict):
         raise TypeError(f"a backup document must be a JSON object, got {type(document).__name__}")
-    try:
-        line = jsoncodec.dumps(document)
-    except ValueError:  # the standard-library path refuses NaN/Infinity: name where it is
-        jsoncodec.ensure_finite(document)
-        raise
-    if b"null" in line:
-        jsoncodec.ensure_finite(document)
-    return line
+    return jsoncodec.dumps(document)
 
 
 class JsonlGzWriter:

@@ -32,6 +32,8 @@ class FileSource:
     """Documents of one backup file, page by page; ``partition_key`` follows the container's
     recorded definition (the manifest's ``properties.partitionKey``)."""
 
+    read_ru = 0.0  # a local file: reading costs nothing
+
     def __init__(
         self,
         path: Path,
