@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 import anyio
@@ -164,11 +164,7 @@ class CosmosSource:
             query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
                                                response_hook=self._charged)
             return query.by_page(position)
-
-        def hook(headers: Any, result: Any) -> None:  # the page's position and LSN, and its charge
-            responses.hook(headers, result)
-            self._charged(headers, result)
-
+        hook = self._observed(responses)
         if position:
             iterable = self.container.query_items_change_feed(
                 continuation=position, max_item_count=self.page_size, response_hook=hook)
@@ -206,8 +202,17 @@ class CosmosSource:
     def _now_pager(self, feed_range: Any, responses: _Responses) -> Any:
         return self.container.query_items_change_feed(
             feed_range=feed_range, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
-            response_hook=responses.hook,
+            response_hook=self._observed(responses),
         ).by_page()
+
+    def _observed(self, responses: _Responses) -> Callable[[Any, Any], None]:
+        """A response hook that records the response's position and LSN and adds its charge."""
+
+        def hook(headers: Any, result: Any) -> None:
+            responses.hook(headers, result)
+            self._charged(headers, result)
+
+        return hook
 
     def _changes(self, items: list[Any]) -> tuple[list[Document], list[Document]]:
         """Split all-versions items into current versions and deleted documents, each with its ``_lsn``."""
