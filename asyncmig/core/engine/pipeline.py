@@ -383,7 +383,7 @@ class Pipeline:
                 continue
             version = document_version(source_doc)
             source_id = source_doc.get("id") if isinstance(source_doc, dict) else None
-            source_pk = jsoncodec.dumps(self.source.partition_key(source_doc)).decode()
+            source_pk = _source_partition(self.source.partition_key(source_doc), source_doc)
             for target, out in outputs:
                 doc = (target, out.get("id"), source_pk, source_id)
                 index = len(transformed)
@@ -519,3 +519,11 @@ class Pipeline:
         save_checkpoint(self.checkpoint_path, self.checkpoint)
         self._journal.discard_previous()
 
+
+def _source_partition(partition_key: Any, document: Document) -> str:
+    """Which logical partition a source document is in, for the version gate: its partition key; a
+    source that does not know keys (None) falls back to ``_rid``, so that namesakes in different
+    partitions, which may share an ``_lsn`` after a split, are never ordered against each other."""
+    if partition_key is None and isinstance(document, dict) and document.get("_rid"):
+        return f"rid:{document['_rid']}"
+    return jsoncodec.dumps(partition_key).decode()
