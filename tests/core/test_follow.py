@@ -172,6 +172,7 @@ class CountedSource:
     description = "memory"
     read_ru = 0.0  # in memory: reading costs nothing
     page_size = 10
+    read_ru = 0.0
 
     def __init__(self, documents: list[Document], counted: int) -> None:
         self.documents = documents

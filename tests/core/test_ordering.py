@@ -28,6 +28,7 @@ class PagedSource:
     description = "memory"
     read_ru = 0.0  # in memory: reading costs nothing
     page_size = 100
+    read_ru = 0.0
 
     def __init__(self, pages: list[list[Document]]) -> None:
         self._pages = pages

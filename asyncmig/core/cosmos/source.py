@@ -80,11 +80,6 @@ class CosmosSource:
         except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
             raise classify(exc).as_error(f"opening source container {self.description!r}") from exc
 
-    @property
-    def partition_key_definition(self) -> dict[str, Any]:
-        """The container's partition key definition (as read by :meth:`open`)."""
-        return dict(self._definition)
-
     def partition_key(self, document: Document) -> Any:
         return partition_key_values(self._definition, document) if isinstance(document, dict) else None
 
@@ -119,7 +114,7 @@ class CosmosSource:
             return _format_position(continuation, then) if then is not None else continuation
 
         backoff = Backoff()
-        responses = _Responses()
+        responses = _Responses(self._charged)
         empty_moves = 0
         while True:
             started, read_any = token, False
@@ -164,13 +159,13 @@ class CosmosSource:
             query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
                                                response_hook=self._charged)
             return query.by_page(position)
-        hook = self._observed(responses)
         if position:
             iterable = self.container.query_items_change_feed(
-                continuation=position, max_item_count=self.page_size, response_hook=hook)
+                continuation=position, max_item_count=self.page_size, response_hook=responses.hook)
         else:
             iterable = self.container.query_items_change_feed(
-                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size, response_hook=hook)
+                feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
+                response_hook=responses.hook)
         return iterable.by_page()
 
     async def _changes_from_now(self, partition: Any) -> str | None:
@@ -180,7 +175,7 @@ class CosmosSource:
         backoff = Backoff()
         while True:
             try:
-                responses = _Responses()
+                responses = _Responses(self._charged)
                 async for _ in self._now_pager(partition, responses):  # "now" answers 304 (no page): the position is all we need
                     break
                 self.deletes_available = True
@@ -202,17 +197,8 @@ class CosmosSource:
     def _now_pager(self, feed_range: Any, responses: _Responses) -> Any:
         return self.container.query_items_change_feed(
             feed_range=feed_range, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
-            response_hook=self._observed(responses),
+            response_hook=responses.hook,
         ).by_page()
-
-    def _observed(self, responses: _Responses) -> Callable[[Any, Any], None]:
-        """A response hook that records the response's position and LSN and adds its charge."""
-
-        def hook(headers: Any, result: Any) -> None:
-            responses.hook(headers, result)
-            self._charged(headers, result)
-
-        return hook
 
     def _changes(self, items: list[Any]) -> tuple[list[Document], list[Document]]:
         """Split all-versions items into current versions and deleted documents, each with its ``_lsn``."""
@@ -269,11 +255,13 @@ class _Responses:
     encoded continuation; reading it after the response was processed gives that continuation.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, charged: Callable[[Mapping[str, Any], Any], None]) -> None:
         self.lsn: int | None = None
         self._headers: Any = None
+        self._charged = charged
 
-    def hook(self, headers: Any, _: Any) -> None:
+    def hook(self, headers: Any, result: Any) -> None:
+        self._charged(headers, result)
         self._headers = headers
         value = headers.get("lsn") if hasattr(headers, "get") else None
         if value is not None and str(value).isdigit():

@@ -309,7 +309,7 @@ class Pipeline:
                 continue
             partition_key = None if source_doc.get("_rid") else self.source.partition_key(source_doc)
             doc_key = resume_key(target, source_doc, out, partition_key)
-            if deleting:  # a tombstone may carry its last version's _etag: never skip it as that write
+            if deleting:  # the deleted version's _etag also names its last upsert: keep the two apart
                 doc_key += "\x1fdeleted"
             if doc_key in self._skip[key]:
                 skipped.append(doc_key)  # written by a run that was killed before its checkpoint
@@ -383,7 +383,11 @@ class Pipeline:
                 continue
             version = document_version(source_doc)
             source_id = source_doc.get("id") if isinstance(source_doc, dict) else None
-            source_pk = _source_partition(self.source.partition_key(source_doc), source_doc)
+            # Which source document: by partition key and id (a delete carries no _rid on Cosmos DB),
+            # or by _rid where the source knows no partition key.
+            partition_key = self.source.partition_key(source_doc)
+            source_pk = jsoncodec.dumps(partition_key).decode() if partition_key is not None else \
+                str(source_doc.get("_rid"))
             for target, out in outputs:
                 doc = (target, out.get("id"), source_pk, source_id)
                 index = len(transformed)
@@ -519,11 +523,3 @@ class Pipeline:
         save_checkpoint(self.checkpoint_path, self.checkpoint)
         self._journal.discard_previous()
 
-
-def _source_partition(partition_key: Any, document: Document) -> str:
-    """Which logical partition a source document is in, for the version gate: its partition key; a
-    source that does not know keys (None) falls back to ``_rid``, so that namesakes in different
-    partitions, which may share an ``_lsn`` after a split, are never ordered against each other."""
-    if partition_key is None and isinstance(document, dict) and document.get("_rid"):
-        return f"rid:{document['_rid']}"
-    return jsoncodec.dumps(partition_key).decode()
