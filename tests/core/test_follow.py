@@ -170,7 +170,6 @@ class CountedSource:
     """One partition of fixed documents whose independent count says ``counted``."""
 
     description = "memory"
-    read_ru = 0.0  # in memory: reading costs nothing
     page_size = 10
     read_ru = 0.0
 

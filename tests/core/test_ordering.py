@@ -26,7 +26,6 @@ class PagedSource:
     """One partition whose pages are given up front (as the change feed would hand them out)."""
 
     description = "memory"
-    read_ru = 0.0  # in memory: reading costs nothing
     page_size = 100
     read_ru = 0.0
 

@@ -80,6 +80,11 @@ class CosmosSource:
         except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
             raise classify(exc).as_error(f"opening source container {self.description!r}") from exc
 
+    @property
+    def partition_key_definition(self) -> dict[str, Any]:
+        """The container's partition key definition (as read by :meth:`open`)."""
+        return dict(self._definition)
+
     def partition_key(self, document: Document) -> Any:
         return partition_key_values(self._definition, document) if isinstance(document, dict) else None
 
