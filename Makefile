@@ -20,13 +20,24 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,fast]'
+	$(PY) -m pip install --quiet -e '.[test,fast,ray]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The JavaScript SDK for tests/emulator/test_js_sdk.py, reinstalled when its lock file changes;
+# without npm the step is skipped and those tests skip themselves.
+JS_STAMP := tests/js/node_modules/.installed-$(shell cat tests/js/package-lock.json 2>/dev/null | cksum | cut -d' ' -f1)
+
+$(JS_STAMP): tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		if npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; then \
+			rm -f tests/js/node_modules/.installed-* && touch $(JS_STAMP); \
+		else echo "npm ci failed: the JavaScript SDK tests will be skipped"; fi; \
+	else echo "npm not found: the JavaScript SDK tests will be skipped"; fi
+
+test: $(STAMP) $(JS_STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 faults: $(STAMP)

@@ -12,6 +12,7 @@ import argparse
 import logging
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,22 +22,22 @@ from typing import Any
 import anyio
 
 from asyncmig import __version__
-from asyncmig.config import (
-    AUTH_MODES,
-    ENV_AUTH,
-    ENV_CONNECTION_STRING,
-    CosmosEndpoint,
-    Settings,
-    install_redaction,
-    load_settings,
-    parse_connection_string,
-    redact,
-    register_secret,
-)
+from asyncmig.connection import AUTH_MODES, CosmosEndpoint, parse_connection_string
+from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
-from asyncmig.errors import AsyncmigError, Interrupted, StorageError, UsageError, first_error
+from asyncmig.errors import (
+    AsyncmigError,
+    ConnectionFailed,
+    DeadLettered,
+    Interrupted,
+    StorageError,
+    UsageError,
+    raise_first,
+)
+from asyncmig.redaction import install_redaction, redact, register_secret
 from asyncmig.report import duration, table, write_json_report
+from asyncmig.settings import ENV_AUTH, ENV_CONNECTION_STRING, Settings, load_settings
 
 STATE_DIR = Path(".asyncmig")
 log = logging.getLogger("asyncmig")
@@ -100,6 +101,16 @@ def _add_copy(sub: Any) -> None:
                    help="most source documents held in memory at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")
+    shared.add_argument("--cluster", metavar="local[N]|auto|ray://HOST:PORT",
+                        help="run the copy on Ray workers (pip install 'asyncmig[ray]'); progress lives in leases")
+    shared.add_argument("--workers", type=int, help="workers for --cluster auto or ray://... (default: one per CPU)")
+    shared.add_argument("--lease-container", metavar="NAME",
+                        help="share the copy through leases in this target-database container (default with "
+                        f"--cluster: {DEFAULT_LEASE_CONTAINER}); without --cluster this process is one worker")
+    shared.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL_SECONDS,
+                        help="seconds without a commit after which another worker takes a range over")
+    shared.add_argument("--max-leases", type=int, help="ranges one worker holds at a time (default: all it can get)")
     p.set_defaults(handler=_copy)
 
 
@@ -127,6 +138,8 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up,
                                 follow=args.follow, poll_interval=args.poll_interval),
     )
+    if args.cluster or args.lease_container:
+        return await _shared_copy(args, spec, stop)
     if args.dry_run:
         estimate = await dry_run(spec)
         print(table(["documents", "sampled", "mean size", "RU/write", "total RU", "budget RU/s", "estimated time"], [[
@@ -149,12 +162,42 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
     return 0
 
 
+async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -> int:
+    from asyncmig.cluster.command import cluster_copy, cluster_report, leased_copy, parse_cluster
+    from asyncmig.cluster.worker import LeaseOptions
+
+    if args.dry_run or args.catch_up or args.restart:
+        raise UsageError("--dry-run, --catch-up and --restart are not available with --cluster/--lease-container")
+    options = LeaseOptions(container=args.lease_container or DEFAULT_LEASE_CONTAINER, ttl_seconds=args.lease_ttl,
+                           max_leases=args.max_leases)
+    if args.cluster:
+        result = await cluster_copy(spec, parse_cluster(args.cluster, args.workers), options, stop)
+        p = result.progress
+        print(table(["documents", "written (incl. rewrites)", "dead-lettered", "RU", "RU/s", "429s", "workers replaced",
+                     "time"], [[result.documents, p.written, p.dead_lettered, round(p.ru, 1),
+                                round(p.ru / p.elapsed, 1) if p.elapsed else 0.0, p.throttled, p.workers_replaced,
+                                duration(p.elapsed)]]))
+        if args.report:
+            write_json_report(args.report, cluster_report(spec, result, "succeeded"))
+        dead = p.dead_lettered
+    else:
+        mine, (ranges, done, documents) = await leased_copy(spec, options, stop)
+        print(table(["ranges done", "documents (all workers)", "written here", "dead-lettered here", "RU here"],
+                    [[f"{done}/{ranges}", documents, mine.written, mine.dead_lettered, round(mine.ru, 1)]]))
+        dead = mine.dead_lettered
+    if dead and not args.allow_dead_letters:
+        raise DeadLettered(f"{dead} document(s) could not be copied; they are in the dead-letter files beside "
+                           f"{spec.dead_letter} (one per worker) with the reason")
+    return 0
+
+
 def _finish_copy(args: argparse.Namespace, spec: Any, result: Any, status: str, error: BaseException | None) -> None:
     if result is not None:
         s = result.stats
         print(table(
-            ["documents read", "written", "dead-lettered", "RU", "RU/s", "429s", "retries", "time"],
-            [[s.read, s.written, s.dead_lettered, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
+            ["documents read", "written", "dead-lettered", "skipped (written before)", "RU", "RU/s", "429s",
+             "retries", "time"],
+            [[s.read, s.written, s.dead_lettered, s.skipped, round(s.ru, 1), round(s.ru / s.elapsed, 1) if s.elapsed else 0.0,
               s.throttled, s.retries, duration(s.elapsed)]],
         ))
         if args.report:
@@ -231,60 +274,42 @@ async def _phase_context(args: argparse.Namespace, stop: anyio.Event) -> AsyncIt
         yield PhaseContext(endpoint, client, database, workdir, state, options, stop)
 
 
-async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.phases.run import ask, run_migration, summary_table
-    from asyncmig.phases.state import save_state
+# The phase each command runs (the command line says create-containers for the create phase).
+_PHASE_OF_COMMAND = {"create-containers": "create"}
 
+
+async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.phases.run import ask, run_migration, run_single
+
+    confirm = (lambda _question: True) if getattr(args, "yes", False) else ask
     async with _phase_context(args, stop) as ctx:
         if args.command == "run":
-            await run_migration(ctx, confirm=(lambda _q: True) if args.yes else ask, live=args.live)
+            await run_migration(ctx, confirm=confirm, live=args.live)
             if args.live:
                 print(f"cutover complete at {ctx.state.cutover_at}: the new containers are caught up and validated; "
                       "it is safe to point the application at them now")
             else:
                 print("migration complete: every phase finished and validation passed")
             return 0
-        if args.command in ("create-containers", "migrate", "rollback") and not args.yes:
-            from asyncmig.phases.run import Declined
+        if args.command == "validate" and args.live:  # a look while `run --live` (holding the lock) follows
+            from asyncmig.phases.run import validate_and_show
 
-            if not ask(f"Run {args.command} against {ctx.database_name} on {ctx.endpoint.host}?"):
-                raise Declined(f"{args.command} not confirmed; nothing was changed")
-        result = await _single_phase(args, ctx)
-        save_state(ctx.workdir.state, ctx.state)
-        print(summary_table([result]))
+            await validate_and_show(ctx, print, following=True)
+            return 0
+        action = None
+        if args.command == "restore":
+            from asyncmig.phases.restore import restore
+
+            def action() -> Any:
+                return restore(ctx, args.backup_dir, args.container or None)
+        if args.command == "rollback":
+            from asyncmig.phases.rollback import rollback
+
+            def action() -> Any:
+                return rollback(ctx, force=args.force)
+
+        await run_single(_PHASE_OF_COMMAND.get(args.command, args.command), ctx, confirm=confirm, action=action)
         return 0
-
-
-async def _single_phase(args: argparse.Namespace, ctx: Any) -> Any:
-    if args.command == "backup":
-        from asyncmig.phases.backup import backup
-
-        result = await backup(ctx)
-        ctx.state.finish("backup")
-        return result
-    if args.command == "create-containers":
-        from asyncmig.phases.create import create_containers
-
-        result = await create_containers(ctx)
-        ctx.state.finish("create")
-        return result
-    if args.command == "migrate":
-        from asyncmig.phases.migrate import migrate
-
-        result = await migrate(ctx)
-        ctx.state.finish("migrate")
-        return result
-    if args.command == "validate":
-        from asyncmig.phases.run import validate_and_show
-
-        return await validate_and_show(ctx, print, following=args.live)
-    if args.command == "rollback":
-        from asyncmig.phases.rollback import rollback
-
-        return await rollback(ctx, force=args.force)
-    from asyncmig.phases.restore import restore
-
-    return await restore(ctx, args.backup_dir, args.container or None)
 
 
 async def _request_cutover(args: argparse.Namespace, stop: anyio.Event) -> int:
@@ -434,6 +459,22 @@ async def _reconcile(args: argparse.Namespace, stop: anyio.Event) -> int:
     return 0
 
 
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="what the migration and copies have done so far (reads local files only)",
+                       description="Show each phase of the migration (from its state file), every checkpoint "
+                       "and, per feed range, the saved position and the documents it covers. Works while a run "
+                       "is going on; it does not connect to Cosmos DB.")
+    p.add_argument("--workdir", type=Path, default=STATE_DIR, help="where state and checkpoints live")
+    p.set_defaults(handler=_status)
+
+
+async def _status(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.status import collect, render
+
+    print(render(collect(args.workdir)))
+    return 0
+
+
 def _add_emulator(sub: Any) -> None:
     p = sub.add_parser("emulator", help="run the local Cosmos DB emulator (see python -m asyncmig.emulator --help)",
                        add_help=False)
@@ -447,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast, RU-aware, resumable and provably lossless moves between Azure Cosmos DB (NoSQL) "
         f"containers. The account comes from {ENV_CONNECTION_STRING} (environment or .env).",
         epilog="Exit codes: 0 ok, 2 usage, 3 connection/auth, 4 missing resource or plan mismatch, "
-        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 74 local disk, 75 transient faults "
+        "5 checkpoint/state, 6 corrupt backup, 7 dead letters, 8 validation failed, 9 source changed during a backup, 74 local disk, 75 transient faults "
         "persisted (re-run to resume), 130 interrupted (re-run to resume).",
     )
     parser.add_argument("--version", action="version", version=f"asyncmig {__version__}")
@@ -460,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_copy(sub)
     _add_reconcile(sub)
     _add_phases(sub)
+    _add_status(sub)
     _add_emulator(sub)
     return parser
 
@@ -499,17 +541,41 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return anyio.run(_run, args.handler, args, backend_options={"use_uvloop": _has_uvloop()})
         except BaseExceptionGroup as group:
-            raise first_error(group) from None
-    except AsyncmigError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
-              "then re-run the same command to resume", file=sys.stderr)
-        return StorageError.exit_code
+            raise_first(group)
+    except (AsyncmigError, OSError) as exc:
+        message, code = failure_message(exc, verbose=args.verbose)
+        print(message, file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return Interrupted.exit_code
+
+
+# What the network raises is an OSError too; these never mean a local file could not be written.
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+
+
+def failure_message(exc: AsyncmigError | OSError, *, verbose: bool) -> tuple[str, int]:
+    """The ``error:`` line (after the redacted cause chain when ``verbose``) and the exit code."""
+    if isinstance(exc, AsyncmigError):
+        message, code = str(exc), exc.exit_code
+    elif isinstance(exc, _NETWORK_ERRORS):
+        message = (f"the connection to Cosmos DB failed: {exc.strerror or type(exc).__name__}; check the "
+                   "endpoint and the network, then re-run the same command to resume")
+        code = ConnectionFailed.exit_code
+    else:  # a local file: disk full, read-only, permissions; progress up to the last checkpoint is kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = (f"writing a local file failed: {exc.strerror or exc}{where}; free space or fix permissions, "
+                   "then re-run the same command to resume")
+        code = StorageError.exit_code
+    causes: list[str] = []
+    if verbose:  # innermost first, as Python prints a chain: the error line stays the last line
+        seen = {id(exc)}
+        cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            causes.insert(0, f"caused by: {type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return redact("\n".join([*causes, f"error: {message}"])), code
 
 
 def _has_uvloop() -> bool:

@@ -19,12 +19,12 @@ from typing import Any
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
 from asyncmig.core.cosmos.sink import CosmosSink
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
@@ -78,7 +78,7 @@ class CopyResult:
             "transform": {"name": spec.transform.name, "version": spec.transform.version},
             "ru_budget_per_s": self.budget, "target_provisioned_ru_per_s": self.provisioned,
             "documents": {"source_count": self.source_count, "read": s.read, "written": s.written,
-                          "dead_lettered": s.dead_lettered},
+                          "dead_lettered": s.dead_lettered, "skipped_as_written_before": s.skipped},
             "ru": {"total": round(s.ru, 2), "per_second": round(s.ru / s.elapsed, 1) if s.elapsed else 0.0},
             "requests": s.requests, "throttled": s.throttled,
             "throttled_share": round(s.throttled / s.requests, 4) if s.requests else 0.0,
@@ -115,8 +115,18 @@ def _most(lag: dict[str, dict[str, float | int | None]], what: str) -> float | i
     return max(values) if values else None  # type: ignore[type-var]
 
 
-def _targets(spec: CopySpec) -> list[str]:
+def target_names(spec: CopySpec) -> list[str]:
+    """The target containers' names, in the order of the transform's targets."""
     return [spec.target.container if t == DEFAULT_TARGET else t for t in spec.transform.targets]
+
+
+def copy_identity(spec: CopySpec) -> dict[str, Any]:
+    """What a checkpoint (or a lease container) of this copy is bound to: hosts and names, never keys."""
+    return run_identity(
+        source=spec.source.endpoint, source_database=spec.source.database,
+        source_container=spec.source.container, target=spec.target.endpoint,
+        target_database=spec.target.database, target_containers=target_names(spec), transform=spec.transform,
+    )
 
 
 async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
@@ -126,17 +136,13 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     :raises DeadLettered: when documents were rejected and ``allow_dead_letters`` is off.
     :raises AsyncmigError: for connection, resource, checkpoint and persistent-fault problems.
     """
-    identity = run_identity(
-        source=spec.source.endpoint, source_database=spec.source.database,
-        source_container=spec.source.container, target=spec.target.endpoint,
-        target_database=spec.target.database, target_containers=_targets(spec), transform=spec.transform,
-    )
+    identity = copy_identity(spec)
     async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
             cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
         source_container = await existing_container(
             source_client, spec.source.database, spec.source.container, role="source")
         targets: dict[str, ContainerProxy] = {}
-        for name, container in zip(spec.transform.targets, _targets(spec), strict=True):
+        for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
             targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
         first_target = next(iter(targets.values()))
         provisioned = await provisioned_throughput(first_target, target_client.get_database_client(spec.target.database))
@@ -144,14 +150,14 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
         source = CosmosSource(source_container, page_size=spec.options.page_size,
                               what=f"{spec.source.database}/{spec.source.container}", deletes=True)
         count = await source.count()
-        async with CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint, insecure=spec.insecure) as sink:
-            job = Transfer(
-                source=source, sink=sink, identity=identity,
-                checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
-                restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
-                label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
-            )
-            stats = await run_transfer(job, stop)
+        job = Transfer(
+            source=source, sink=CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint,
+                                           insecure=spec.insecure),
+            identity=identity, checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
+            restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
+            label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,
+        )
+        stats = await run_transfer(job, stop)
     return CopyResult(stats, budget, provisioned, count, source.deletes_available)
 
 
@@ -199,10 +205,9 @@ async def dry_run(spec: CopySpec, sample_pages: int = 4) -> DryRun:
         await source.open()
         documents = await source.count() or 0
         sizes: list[int] = []
-        for feed_range in list((await source.partitions()).values())[:sample_pages]:
-            async for page in source.pages(feed_range, None):
-                sizes.extend(len(jsoncodec.dumps(d)) for d in page.documents)
-                break
+        await scan_container(container, lambda page: sizes.extend(len(jsoncodec.dumps(d)) for d in page),
+                             what=spec.source.container, page_size=source.page_size, ranges=sample_pages,
+                             pages_per_range=1)
         provisioned = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
     mean = statistics.fmean(sizes) if sizes else 0.0
     per_write = rucost.write(int(mean), 0) if sizes else 0.0

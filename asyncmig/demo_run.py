@@ -1,7 +1,7 @@
 """``make migrate``: the whole Vimarsh migration, on the embedded default or on a configured account.
 
 With no ``.env`` naming an account, a local emulator is started (data kept in ``.emulator-data/``,
-so an interrupted ``make migrate`` resumes), the demo data set of spec A5 is seeded into the legacy
+so an interrupted ``make migrate`` resumes), the deterministic demo data set is seeded into the legacy
 layout once, and ``asyncmig run --yes`` runs every phase. With a ``.env`` naming an account, the
 same run asks before each phase that changes data.
 """
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from asyncmig import cli
-from asyncmig.config import ENV_CONNECTION_STRING, load_settings
 from asyncmig.emulator.process import EmulatorProcess
 from asyncmig.errors import AsyncmigError
+from asyncmig.settings import ENV_CONNECTION_STRING, load_settings
 
 DATA_DIR = Path(os.environ.get("ASYNCMIG_EMULATOR_DATA", ".emulator-data"))
 PORT = int(os.environ.get("ASYNCMIG_EMULATOR_PORT", "18081"))

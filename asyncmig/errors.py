@@ -15,15 +15,19 @@
     ├── BackupCorrupt                   a backup file does not match its manifest (6)
     ├── DeadLettered                    documents were rejected; see the dead-letter file (7)
     ├── ValidationFailed                target differs from source (8)
+    ├── SourceChanged                   the source changed while it was being read whole (9)
     ├── StorageError                    a local file could not be written: disk full, read-only (74)
     ├── TransientExhausted              faults persisted; checkpoint saved, re-run to resume (75)
+    ├── LeaseLost                       another worker took over a range's lease (75)
     └── Interrupted                     Ctrl-C / SIGTERM; checkpoint saved (130)
 
 Messages name the problem and what to do about it, and never contain secrets: build them with
-``asyncmig.config.redact`` when they include text that came from outside.
+``asyncmig.redaction.redact`` when they include text that came from outside.
 """
 
 from __future__ import annotations
+
+from typing import NoReturn
 
 
 class AsyncmigError(Exception):
@@ -89,11 +93,23 @@ class ValidationFailed(AsyncmigError):
     exit_code = 8
 
 
+class SourceChanged(AsyncmigError):
+    """The source was written to while an operation that needs it at rest (a backup) read it."""
+
+    exit_code = 9
+
+
 class StorageError(AsyncmigError):
     exit_code = 74
 
 
 class TransientExhausted(AsyncmigError):
+    exit_code = 75
+
+
+class LeaseLost(AsyncmigError):
+    """Another worker owns a range's lease now: this worker was fenced and stops copying it."""
+
     exit_code = 75
 
 
@@ -118,3 +134,10 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 
     walk(group)
     return next((exc for exc in flat if isinstance(exc, AsyncmigError)), flat[0])
+
+
+def raise_first(group: BaseExceptionGroup) -> NoReturn:
+    """Raise :func:`first_error` of ``group`` with its own cause kept (``-v`` prints that chain); the
+    group and the cancelled siblings are left out."""
+    error = first_error(group)
+    raise error from error.__cause__

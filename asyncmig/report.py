@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asyncmig.config import redact
 from asyncmig.core.files.fsutil import atomic_write
+from asyncmig.redaction import redact
 
 
 def duration(seconds: float) -> str:

@@ -1,5 +1,5 @@
 """``python -m bench [--quick] [--scenarios 1,2,...]``: asyncmig against the approaches users would
-otherwise take, side by side, on the same data and the same emulator (issue 5).
+otherwise take, side by side, on the same data and the same emulator (method: docs/benchmarks.md).
 
 Writes ``bench/results/bench-<time>[-quick].json`` (machine, versions, parameters, every figure,
 the targets met or missed), PNG charts beside it when matplotlib is installed, and prints markdown
@@ -42,6 +42,10 @@ TARGETS = (
      ("ratios", "peak_rss_large_vs_small"), "<=", 1.10),
     ("S4 written twice", "4", "documents written twice <= 1 % of the total",
      ("resume", "written_twice_share"), "<=", 0.01),
+    ("S6 budget held, 2 workers", "6", "server-metered RU/s over the write window within 5 % above the budget",
+     ("runs", "2", "server", "budget_ratio"), "<=", 1.05),
+    ("S6 429 share, 2 workers", "6", "429s <= 5 % of requests with 2 workers",
+     ("runs", "2", "server", "throttled_share"), "<=", 0.05),
 )
 
 
@@ -184,7 +188,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0].replace("\n", " "),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (~1 minute), e.g. for CI")
-    p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated scenario numbers")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers")
     p.add_argument("--docs", type=int, help="override every scenario's document count (scenario 3: N and 5N)")
     p.add_argument("--peers", default=",".join(PEERS), help="scenario 1 peers (scenario 2 never runs original)")
     p.add_argument("--s1-latency-ms", type=float, default=0.0,
@@ -276,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             failed |= any(not e["ok"] for e in entries if e["peer"] == "asyncmig")
         elif number == 4:
             failed |= not result.get("ok", False)
+        elif number == 6:
+            failed |= any(not run["ok"] for run in result.get("runs", {}).values())
     close_launcher()
     report["load_average_at_end"] = load_average()
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -3,8 +3,8 @@
 The emulator runs as a subprocess (``--no-rate-limit --in-memory``) pinned to CPU 0. The load comes
 from this process, pinned to the other CPUs when there are any, using aiohttp (on uvloop when
 installed) with hand-signed requests and orjson bodies: the same requests the SDK sends, at a small
-fraction of the SDK's client CPU (see shared/docs/measurements.md), with many requests in flight and
-100-operation transactional batches where the scenario says so. CPU time of both processes is
+fraction of the SDK's client CPU (the SDK's own request pipeline would be the bottleneck), with many
+requests in flight and 100-operation transactional batches where the scenario says so. CPU time of both processes is
 sampled from /proc, so the table shows whether the server (one core at ~100 %) or the client was
 the limit.
 
@@ -75,7 +75,8 @@ class Result:
 
 
 class Signer:
-    """The SDK's master-key signature (wire-protocol spec §2.3), for name-based links."""
+    """The SDK's master-key signature (HMAC-SHA256 over verb, resource type, link and date), for
+    name-based links."""
 
     def __init__(self, key: str) -> None:
         self.key = base64.b64decode(key)
@@ -242,7 +243,10 @@ def start_emulator(pin: bool) -> tuple[subprocess.Popen[str], str, str]:
     def pin_to_core_0() -> None:
         os.sched_setaffinity(0, {0})
 
-    command = [sys.executable, "-m", "asyncmig.emulator", "--port", "0", "--in-memory", "--no-rate-limit"]
+    # Four ranges per container, as in every earlier run (without --partitions the emulator would size
+    # these containers, which have no throughput, at one range, and the figures would not compare).
+    command = [sys.executable, "-m", "asyncmig.emulator", "--port", "0", "--in-memory", "--no-rate-limit",
+               "--partitions", "4"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                preexec_fn=pin_to_core_0 if pin else None)
     assert process.stdout is not None
@@ -278,7 +282,7 @@ async def main_async(seconds: float) -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds_per_scenario": seconds,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "server": "python -m asyncmig.emulator --in-memory --no-rate-limit, pinned to CPU 0",
+        "server": "python -m asyncmig.emulator --in-memory --no-rate-limit --partitions 4, pinned to CPU 0",
         "client": "aiohttp + orjson, hand-signed requests, one process on the other CPUs",
         "load_average_before": load_before,
         "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -122,12 +122,21 @@ def _signed_get(endpoint: str, key: str, path: str, resource_type: str, link: st
 
 
 def container_writes(endpoint: str, key: str, database: str, container: str) -> int:
-    """Document writes a container has taken (the emulator's container-wide LSN; 0 when empty).
+    """Document writes a container has taken (creates and replaces; 0 when empty).
 
-    One change-feed request over the whole container for a single item: its ``lsn`` header is the
-    container's current LSN, which the emulator advances once per document written (also inside a
-    transactional batch). On a fresh container that is the number of writes it has taken.
+    The local emulator counts them in its versions log and reports them on ``/_admin/writes``. Its
+    LSN no longer does (a transactional batch commits all its writes at one LSN, as on Cosmos DB).
+    Elsewhere the fallback is the container's current LSN from a one-item change-feed read, which
+    counts a batch once.
     """
+    admin = urllib.request.Request(
+        f"{endpoint.rstrip('/')}/_admin/writes", method="POST", headers={"x-asyncmig-admin-key": key},
+        data=json.dumps({"database": database, "container": container}).encode())
+    try:
+        with urllib.request.urlopen(admin, timeout=30) as response:
+            return int(json.loads(response.read())["writes"])
+    except (urllib.error.URLError, KeyError, ValueError):
+        pass  # not the local emulator
     link = f"dbs/{database}/colls/{container}"
     deadline = time.monotonic() + 60
     while True:  # the read is metered too: on a throttled target, wait as told and try again

@@ -1,4 +1,4 @@
-"""The benchmark scenarios (issue 5): the same data, the same emulator, peers side by side.
+"""The benchmark scenarios (method: docs/benchmarks.md): the same data, the same emulator, peers side by side.
 
 Every scenario starts its own emulator process (or uses the account in ``ASYNCMIG_BENCH_COSMOS``),
 seeds its source once through asyncmig's core, and gives every copier its own fresh target
@@ -67,16 +67,18 @@ class Sizes:
     # the emulator's default of 4 would meter 1,000 RU/s per range and let the demo set's skew
     # (43 % of its documents hash to one of 4 ranges) bound every copier instead.
     s2_partitions: int = 1
-    # Added by the emulator to every request (a network round trip); 0 = the issue's scenario 1.
+    # Added by the emulator to every request (a network round trip); 0: a local emulator, no latency.
     s1_latency_ms: float = 0.0
     s3_documents: tuple[int, ...] = (10_000, 50_000)
     s4_documents: int = 6514
     s5_seconds: float = 3.0
+    s6_documents: int = 6514
+    s6_budget: float = 4000.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(s1_documents=500, s2_documents=500, s2_budget=2000.0, s3_documents=(500, 2500),
-                   s4_documents=1500, s5_seconds=1.0)
+                   s4_documents=1500, s5_seconds=1.0, s6_documents=500, s6_budget=2000.0)
 
     def with_documents(self, n: int) -> Sizes:
         """Every scenario at ``n`` documents (scenario 3 at n and 5n): for smoke tests."""
@@ -123,7 +125,7 @@ class Context:
     @contextmanager
     def account(self, name: str, *emulator_args: str) -> Iterator[Account]:
         if self.external:
-            from asyncmig.config import parse_connection_string
+            from asyncmig.connection import parse_connection_string
 
             endpoint = parse_connection_string(self.external)
             account = Account(self.external, endpoint.url, endpoint.key, f"asyncmig-bench-{name}-{uuid.uuid4().hex[:6]}")
@@ -148,7 +150,7 @@ class Context:
 
 # -- seeding, containers, verification (in this process, through the SDK / asyncmig's core) -------
 def _endpoint(account: Account) -> Any:
-    from asyncmig.config import parse_connection_string
+    from asyncmig.connection import parse_connection_string
 
     return parse_connection_string(account.connection_string)
 
@@ -668,6 +670,63 @@ def scenario_5(ctx: Context, sizes: Sizes) -> dict[str, Any]:
     return _finish(result, started)
 
 
+# -- scenario 6 -------------------------------------------------------------------------------------
+def scenario_6(ctx: Context, sizes: Sizes) -> dict[str, Any]:
+    """1 vs 2 workers (``--cluster local[N]``, Ray) under one RU budget below what the target allows:
+    the budget must hold across workers (the server's meter over the write window), with few 429s."""
+    started = time.perf_counter()
+    n, budget = sizes.s6_documents, sizes.s6_budget
+    result = _scenario(6, "Workers: one copy on 1 and 2 Ray workers under one RU budget", documents=n,
+                       dimensions=DIMENSIONS, ru_budget=budget, target_provisioned_ru_per_s=int(2 * budget))
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        result["skipped"] = "Ray is not installed (pip install -e '.[ray]')"
+        return _finish(result, started)
+    if ctx.external:
+        result["skipped"] = "runs against the local emulator only (it reads the server's own RU meter)"
+        return _finish(result, started)
+    result["runs"] = {}
+    with ctx.account("s6") as account:
+        result["parameters"]["database"] = account.database
+        result["seed"] = seed(ctx, account, "source", n)
+        source_digest = digest(account, "source")
+        for workers in (1, 2):
+            target, run_dir = f"target-{workers}w", ctx.workdir / "s6" / f"{workers}w"
+            create_container(ctx, account, target, int(2 * budget))
+            sampler = StatsSampler(account.admin) if account.admin is not None else None
+            command = [sys.executable, "-m", "asyncmig", "copy", f"{account.database}/source",
+                       f"{account.database}/{target}", "--no-progress", "--cluster", f"local[{workers}]",
+                       "--ru-budget", str(budget), "--report", str(run_dir / "report.json")]
+            ctx.log(f"  {workers} worker(s): copying {n:,} documents under {budget:,.0f} RU/s")
+            run = run_measured(command, cwd=run_dir, env=subprocess_env(account.connection_string),
+                               timeout=ctx.timeout(n) + 60, sampler=sampler, emulator_pid=account.emulator_pid)
+            entry: dict[str, Any] = {"workers": workers, **run.summary()}
+            report_path = run_dir / "report.json"
+            report = json.loads(report_path.read_text()) if report_path.exists() else {}
+            entry["workers_detail"] = report.get("workers")
+            if sampler is not None:
+                timeline = sampler.timeline(f"{account.database}/{target}")
+                em = sampler.delta(f"{account.database}/{target}")
+                window = _write_window(timeline)
+                span = window[1] - window[0] if window else None
+                entry["server"] = {
+                    "ru": em["ru"], "requests": em["requests"], "throttled": em["throttled"],
+                    "throttled_share": round(em["throttled"] / em["requests"], 4) if em["requests"] else None,
+                    "write_window_s": round(span, 3) if span else None,
+                    "ru_per_s_in_write_window": round(em["ru"] / span, 1) if span else None,
+                    "budget_ratio": round(em["ru"] / span / budget, 4) if span else None,
+                }
+            entry["verification"] = verify(account, target, source_digest)
+            entry["ok"] = run.returncode == 0 and entry["verification"]["equal_to_source"]
+            server = entry.get("server", {})
+            ctx.log(f"  {workers} worker(s): {run.wall_s:.2f} s wall, budget ratio {server.get('budget_ratio')}, "
+                    f"429s {server.get('throttled')}/{server.get('requests')}, ok={entry['ok']}")
+            result["runs"][str(workers)] = entry
+            delete_container(account, target)
+    return _finish(result, started)
+
+
 SCENARIOS: dict[int, Callable[[Context, Sizes], dict[str, Any]]] = {
-    1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5,
+    1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5, 6: scenario_6,
 }

@@ -30,7 +30,7 @@ class Cosmos:
 @pytest.fixture(scope="session")
 def cosmos() -> Iterator[Cosmos]:
     if EXTERNAL:
-        from asyncmig.config import parse_connection_string
+        from asyncmig.connection import parse_connection_string
 
         endpoint = parse_connection_string(EXTERNAL)
         yield Cosmos(endpoint.url, endpoint.key, EXTERNAL, None)

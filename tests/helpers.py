@@ -31,7 +31,7 @@ async def raw_request(
     endpoint: str, key: str, method: str, path: str, *, headers: dict[str, str] | None = None,
     body: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One master-key-signed request, built by hand as the SDK builds it (wire-protocol spec §2.3).
+    """One master-key-signed request, built by hand as the SDK builds it (see asyncmig.core.cosmos.signing).
 
     For what the SDK refuses to send (an id with '/', a body whose partition key contradicts the
     header) and for raw protocol checks (pkranges 304, change-feed etags). Name-based paths only.

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument("--data-dir", type=Path, help="keep databases and documents in this folder")
     storage.add_argument("--in-memory", action="store_true", help="keep nothing after exit (the default "
                          "when --data-dir is not given)")
-    parser.add_argument("--partitions", type=int, default=4, help="physical ranges per new container (default 4)")
+    parser.add_argument("--partitions", type=int, help="physical ranges per new container, a test override "
+                        "(default: as Cosmos DB, one per 6,000 RU/s of the container's throughput, at least one)")
     parser.add_argument("--key", default=WELL_KNOWN_KEY, help="account key (default: the official emulator's key)")
     parser.add_argument("--no-rate-limit", action="store_true", help="never answer 429")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
-    if unknown or not 0 <= args.fault_rate <= 1 or args.partitions < 1:
+    if unknown or not 0 <= args.fault_rate <= 1 or (args.partitions is not None and args.partitions < 1):
         print(f"error: invalid arguments (faults {sorted(unknown)}, fault rate {args.fault_rate}, "
               f"partitions {args.partitions})", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from asyncmig.core.cosmos.rucost import point_read, write  # noqa: F401 - write 
 QUERY_BASE_RU = 2.0          # per page: compilation and index lookup
 QUERY_DOC_FRACTION = 0.25    # loading a document in a query costs a quarter of its point read
 CHANGE_FEED_EMPTY_RU = 1.0
+NOT_FOUND_READ_RU = 1.0      # a point read that finds nothing is still charged, as on Cosmos DB
 
 
 _SMALLEST = 1024
@@ -44,6 +45,15 @@ class IndexingPolicy:
     @staticmethod
     def _prefix(path: str) -> str:
         return path.removesuffix("/*").removesuffix("/?").replace('"', "") + "/"
+
+    def indexes(self, path: str) -> bool:
+        """Whether a property path (``/a/b``) is indexed under this policy."""
+        if self.none:
+            return False
+        prefix = path + "/"
+        if any(prefix.startswith(p) for p in self.excluded):
+            return False
+        return self.included is None or any(prefix.startswith(p) for p in self.included)
 
     def terms(self, document: dict[str, Any]) -> int:
         if self.none:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import costs, priority
+from asyncmig.emulator import bulk, costs, metrics, priority, query_plan
 from asyncmig.emulator.partitioning import (
     PhysicalRange,
     effective_partition_key,
@@ -26,9 +26,11 @@ from asyncmig.emulator.protocol import (
     MAX_BATCH_OPERATIONS,
     MAX_DOCUMENT_BYTES,
     MAX_PAGE_BYTES,
+    RAW_BODY,
     CosmosError,
     Reply,
     bad_request,
+    batch_body,
     feed_body,
     flag,
     loads,
@@ -38,7 +40,7 @@ from asyncmig.emulator.protocol import (
     partition_key_header,
 )
 from asyncmig.emulator.query import QueryError, compile_query
-from asyncmig.emulator.store import ContainerRecord, Store, new_rid
+from asyncmig.emulator.store import ContainerRecord, Store, StoredDoc, new_rid
 from asyncmig.emulator.throttle import Stats, Throttle
 
 _SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
@@ -162,14 +164,16 @@ class Documents:
             if state is None:
                 raise CosmosError(410, f"Partition key range {range_id} does not exist.", substatus=1002)
             assert isinstance(state, PhysicalRange)
-            low = max(state.min, headers.get("x-ms-start-epk", state.min))
-            high = min(state.max, headers.get("x-ms-end-epk", state.max))
+            # EPKs are upper-case hex; a client that sends lower case (the Python SDK's V1 hashes)
+            # would otherwise compare above every boundary.
+            low = max(state.min, headers.get("x-ms-start-epk", state.min).upper())
+            high = min(state.max, headers.get("x-ms-end-epk", state.max).upper())
             return [state], low, high
         if pk is not None:
             epk = effective_partition_key(container.partition_key, pk)
             return [self._range_for(container, epk)], epk, epk + "\x00"
-        low = headers.get("x-ms-start-epk", "")
-        high = headers.get("x-ms-end-epk", "FF")
+        low = headers.get("x-ms-start-epk", "").upper()
+        high = headers.get("x-ms-end-epk", "FF").upper()
         return [r for r in self.store.ranges(container.rid) if r.min < high and low < r.max], low, high
 
     def _point_target(self, container: ContainerRecord, headers: Any) -> tuple[list[Any], str, PhysicalRange]:
@@ -184,6 +188,11 @@ class Documents:
             values = partition_key_header(headers)
             if values is None:
                 raise bad_request("This operation needs a partition key (x-ms-documentdb-partitionkey).", 1001)
+            paths = container.partition_key.get("paths") or ()
+            if values and len(values) != len(paths):  # ([] is the "none" key of a system-key container)
+                raise bad_request(f"The partition key supplied has {len(values)} component(s) but the container's "
+                                  f"key has {len(paths)} ({', '.join(paths)}): a point operation needs all of them.",
+                                  1001)
             cached = (values, effective_partition_key(container.partition_key, values))
             if len(self._epks) >= 100_000:
                 self._epks.clear()
@@ -218,18 +227,20 @@ class Documents:
             raise bad_request("PartitionKey extracted from document doesn't match the one specified in the header.", 1001)
         return {k: v for k, v in document.items() if k not in _SYSTEM}
 
-    def _store(self, container: ContainerRecord, epk: str, user: dict[str, Any], rid: str | None) -> tuple[bytes, int, str, int]:
-        """Persist a validated document; returns (body, lsn, etag, indexed terms)."""
+    def _store(
+        self, container: ContainerRecord, epk: str, user: dict[str, Any], rid: str | None, lsn: int | None = None,
+    ) -> tuple[bytes, int, str, int]:
+        """Persist a validated document; returns (body, lsn, etag, indexed terms).
+
+        ``lsn`` is given for the writes of one transactional batch, which all commit at one LSN.
+        """
         ts = int(time.time())
         etag = f'"{os.urandom(8).hex()}"'
         rid = rid or new_rid(container.rid, 16)
         body = {**user, "_rid": rid, "_self": f"{container.body['_self']}docs/{rid}/", "_etag": etag,
                 "_attachments": "attachments/", "_ts": ts}
         encoded = jsoncodec.dumps(body)
-        if len(encoded) > MAX_DOCUMENT_BYTES:
-            raise CosmosError(413, f"Request size is too large: the document is {len(encoded)} bytes; "
-                                   f"the limit is {MAX_DOCUMENT_BYTES} bytes.")
-        lsn = self.store.next_lsn(container.rid)
+        lsn = self.store.next_lsn(container.rid) if lsn is None else lsn
         self.store.put_doc(container.rid, epk, user["id"], lsn, ts, encoded)
         return encoded, lsn, etag, self._policy(container).terms(user)
 
@@ -252,6 +263,7 @@ class Documents:
         return parsed["_rid"], parsed["_etag"]
 
     def write(self, container: ContainerRecord, headers: Any, raw: bytes, *, upsert: bool) -> Reply:
+        _check_size(len(raw))
         header_pk, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
         user = self._prepare(container, parse_body(raw), header_pk, epk)
@@ -263,8 +275,8 @@ class Documents:
             rid, etag = self._existing_meta(existing.body)
             self._check_if_match(headers, etag)
         body, lsn, etag, ru = self._write_committed(container, epk, user, rid, r, rate)
-        minimal = headers.get("prefer", "").lower() == "return=minimal"
-        return Reply(200 if existing else 201, b"" if minimal else body, ru, self._doc_headers(container, r, lsn, etag))
+        return Reply(200 if existing else 201, _unless_minimal(headers, body), ru,
+                     self._doc_headers(container, r, lsn, etag))
 
     def _write_committed(
         self, container: ContainerRecord, epk: str, user: dict[str, Any], rid: str | None, r: PhysicalRange,
@@ -305,17 +317,21 @@ class Documents:
         rate = self.admit(container, [r])
         existing = self.store.get_doc(container.rid, epk, doc_id)
         if existing is None:
-            self.charge(container, [r], rate, 1.0)
-            raise not_found("Entity with the specified id")
+            self.charge(container, [r], rate, costs.NOT_FOUND_READ_RU)
+            error = not_found("Entity with the specified id")
+            error.headers["x-ms-request-charge"] = f"{costs.NOT_FOUND_READ_RU:.2f}"
+            raise error
         ru = costs.point_read(len(existing.body))
         self.charge(container, [r], rate, ru)
         _, etag = self._existing_meta(existing.body)
-        doc_headers = self._doc_headers(container, r, existing.lsn, etag)
+        # The lsn header is the partition's (here: the container's) latest LSN, not the item's.
+        doc_headers = self._doc_headers(container, r, self.store.current_lsn(container.rid), etag)
         if headers.get("if-none-match") == etag:
             return Reply(304, b"", ru, doc_headers)
         return Reply(200, existing.body, ru, doc_headers)
 
     def replace(self, container: ContainerRecord, headers: Any, doc_id: str, raw: bytes) -> Reply:
+        _check_size(len(raw))
         header_pk, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
         user = self._prepare(container, parse_body(raw), header_pk, epk)
@@ -327,7 +343,7 @@ class Documents:
         rid, etag = self._existing_meta(existing.body)
         self._check_if_match(headers, etag)
         body, lsn, etag, ru = self._write_committed(container, epk, user, rid, r, rate)
-        return Reply(200, body, ru, self._doc_headers(container, r, lsn, etag))
+        return Reply(200, _unless_minimal(headers, body), ru, self._doc_headers(container, r, lsn, etag))
 
     def delete(self, container: ContainerRecord, headers: Any, doc_id: str) -> Reply:
         _, epk, r = self._point_target(container, headers)
@@ -344,7 +360,7 @@ class Documents:
     def patch(self, container: ContainerRecord, headers: Any, doc_id: str, raw: bytes) -> Reply:
         header_pk, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
-        request = parse_body(raw)
+        request = patch_request(parse_body(raw))
         existing = self.store.get_doc(container.rid, epk, doc_id)
         if existing is None:
             raise not_found("Entity with the specified id")
@@ -353,6 +369,7 @@ class Documents:
         self._check_condition(request.get("condition"), current)
         patched = apply_patch(current, request.get("operations", []))
         user = self._prepare(container, patched, header_pk, epk)
+        _check_size(len(jsoncodec.dumps(user)))
         self.store.begin()
         try:
             body, lsn, etag, terms = self._store(container, epk, user, current["_rid"])
@@ -362,7 +379,7 @@ class Documents:
         self.store.commit()
         ru = costs.write(len(body), terms)
         self.charge(container, [r], rate, ru)
-        return Reply(200, body, ru, self._doc_headers(container, r, lsn, etag))
+        return Reply(200, _unless_minimal(headers, body), ru, self._doc_headers(container, r, lsn, etag))
 
     def delete_partition(self, container: ContainerRecord, headers: Any) -> Reply:
         _, epk, r = self._point_target(container, headers)
@@ -381,15 +398,22 @@ class Documents:
             raise bad_request("A batch must be a non-empty JSON array of operations.")
         if len(operations) > MAX_BATCH_OPERATIONS:
             raise bad_request(f"Batch request has more operations than allowed ({len(operations)} > {MAX_BATCH_OPERATIONS}).")
+        if bulk.is_non_atomic(headers):
+            return bulk.run(self, container, headers, operations)
         header_pk, epk, r = self._point_target(container, headers)
         rate = self.admit(container, [r])
         results: list[dict[str, Any]] = []
         failed_at: int | None = None
         self.store.begin()
         try:
+            # Every write of a transactional batch commits at one LSN, as on Cosmos DB.
+            writes = any(not (isinstance(op, dict) and str(op.get("operationType", "")).lower() == "read")
+                         for op in operations)
+            lsn = self.store.next_lsn(container.rid) if writes else None
+            view = self.batch_view(container, epk, operations)
             for index, op in enumerate(operations):
                 try:
-                    results.append(self._batch_op(container, op, header_pk, epk))
+                    results.append(self._batch_op(container, op, header_pk, epk, lsn, view))
                 except CosmosError as exc:
                     results.append({"statusCode": exc.status, "requestCharge": 1.0,
                                     **({"subStatusCode": exc.substatus} if exc.substatus else {}),
@@ -408,13 +432,22 @@ class Documents:
             shaped = [{"statusCode": 424, "requestCharge": 0.0} for _ in operations]
             shaped[failed_at] = failed
             self.charge(container, [r], rate, ru)
-            return Reply(207, _batch_body(shaped), ru, self._doc_headers(container, r, 0, None))
+            return Reply(207, batch_body(shaped), ru, self._doc_headers(container, r, 0, None))
         self.store.commit()
         self.charge(container, [r], rate, ru)
-        lsn = self.store.current_lsn(container.rid)
-        return Reply(200, _batch_body(results), ru, self._doc_headers(container, r, lsn, None))
+        committed = self.store.current_lsn(container.rid)
+        return Reply(200, batch_body(results), ru, self._doc_headers(container, r, committed, None))
 
-    def _batch_op(self, container: ContainerRecord, op: Any, header_pk: list[Any], epk: str) -> dict[str, Any]:
+    def batch_view(self, container: ContainerRecord, epk: str, operations: list[Any]) -> dict[str, StoredDoc | None]:
+        """The stored documents a batch's operations address, read in one query; ``_batch_op``
+        keeps the view current as the operations write and delete."""
+        ids = [doc_id for op in operations if isinstance(doc_id := _operation_id(op), str)]
+        return dict(self.store.get_docs(container.rid, epk, ids))
+
+    def _batch_op(
+        self, container: ContainerRecord, op: Any, header_pk: list[Any], epk: str, lsn: int | None,
+        view: dict[str, StoredDoc | None],
+    ) -> dict[str, Any]:
         """One operation of a transactional batch; raises :class:`CosmosError` to fail the batch.
 
         ``ifMatch`` is honoured on every operation kind and a patch's ``condition`` (the SDK's
@@ -426,11 +459,9 @@ class Documents:
         kind = str(op.get("operationType", "")).lower()
         if kind not in ("create", "upsert", "replace", "read", "delete", "patch"):
             raise bad_request(f"unsupported batch operationType {op.get('operationType')!r}")
-        body = op.get("resourceBody")
-        if kind == "patch" and not (isinstance(body, dict) and isinstance(body.get("operations"), list)):
-            raise bad_request('A batch patch needs "resourceBody": {"operations": [...]}.')
-        doc_id = op.get("id") or (body.get("id") if isinstance(body, dict) else None)
-        existing = self.store.get_doc(container.rid, epk, doc_id) if isinstance(doc_id, str) else None
+        body = patch_request(op.get("resourceBody")) if kind == "patch" else op.get("resourceBody")
+        doc_id = _operation_id(op)
+        existing = view.get(doc_id) if isinstance(doc_id, str) else None
         if existing is not None:
             _, current_etag = self._existing_meta(existing.body)
             self._check_if_match({"if-match": op.get("ifMatch")}, current_etag)
@@ -441,30 +472,31 @@ class Documents:
             if kind == "replace" and not existing:
                 raise not_found("Entity with the specified id")
             rid = self._existing_meta(existing.body)[0] if existing else None
-            encoded, _, etag, terms = self._store(container, epk, user, rid)
+            encoded, stored_lsn, etag, terms = self._store(container, epk, user, rid, lsn)
+            view[user["id"]] = StoredDoc(epk, user["id"], stored_lsn, encoded)
             status = 200 if existing else 201
             return {"statusCode": status, "requestCharge": costs.write(len(encoded), terms),
-                    "eTag": etag, _RAW_BODY: encoded}
+                    "eTag": etag, RAW_BODY: encoded}
         if existing is None:
             raise not_found("Entity with the specified id")
         if kind == "read":
             return {"statusCode": 200, "requestCharge": costs.point_read(len(existing.body)),
-                    "eTag": self._existing_meta(existing.body)[1], _RAW_BODY: existing.body}
+                    "eTag": self._existing_meta(existing.body)[1], RAW_BODY: existing.body}
         if kind == "delete":
-            self.store.delete_doc(container.rid, epk, existing.id)
+            self.store.delete_doc(container.rid, epk, existing.id, lsn)
+            view[existing.id] = None
             return {"statusCode": 204, "requestCharge": costs.write(len(existing.body), 0)}
         assert isinstance(body, dict)  # patch: checked above
         current = loads(existing.body)
         self._check_condition(body.get("condition"), current)
         user = self._prepare(container, apply_patch(current, body["operations"]), header_pk, epk)
-        encoded, _, etag, terms = self._store(container, epk, user, current["_rid"])
+        encoded, stored_lsn, etag, terms = self._store(container, epk, user, current["_rid"], lsn)
+        view[existing.id] = StoredDoc(epk, existing.id, stored_lsn, encoded)
         return {"statusCode": 200, "requestCharge": costs.write(len(encoded), terms),
-                "eTag": etag, _RAW_BODY: encoded}
+                "eTag": etag, RAW_BODY: encoded}
 
     # -- queries and feeds -------------------------------------------------------------------
     def query(self, container: ContainerRecord, headers: Any, raw: bytes) -> Reply:
-        if flag(headers, "x-ms-cosmos-is-query-plan-request"):
-            raise bad_request("This emulator serves cross-partition queries directly and has no query plans.")
         request = parse_body(raw)
         if not isinstance(request, dict) or not isinstance(request.get("query"), str):
             raise bad_request('A query body must be {"query": "...", "parameters": [...]}.')
@@ -473,8 +505,18 @@ class Documents:
             compiled = compile_query(text, request.get("parameters") or [])
         except QueryError as exc:
             raise bad_request(f"Query is not supported or invalid: {exc}") from exc
+        if partition_key_header(headers) == []:
+            raise bad_request("The partition key of a query must not be an empty list; leave the header out for "
+                              "a cross-partition query.")
+        if flag(headers, "x-ms-cosmos-is-query-plan-request"):
+            try:
+                return Reply(200, jsoncodec.dumps(query_plan.plan(compiled)), 0.0)
+            except QueryError as exc:
+                raise bad_request(f"Query is not supported or invalid: {exc}") from exc
         ranges, low, high = self._scope(container, headers)
+        query_plan.check_cross_partition(compiled, headers, len(ranges))
         rate = self.admit(container, ranges)
+        started = time.perf_counter()
         limit = page_size(headers)
         continuation = headers.get("x-ms-continuation")
         if compiled.streamable:
@@ -496,6 +538,13 @@ class Documents:
             reply_headers["x-ms-continuation"] = token
         if len(ranges) == 1:
             reply_headers["x-ms-documentdb-partitionkeyrangeid"] = ranges[0].id
+        if flag(headers, "x-ms-documentdb-populatequerymetrics"):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            reply_headers[metrics.QUERY_METRICS] = metrics.query_metrics(
+                retrieved=loaded, output=items, elapsed_ms=elapsed_ms)
+        if flag(headers, "x-ms-cosmos-populateindexmetrics"):
+            reply_headers[metrics.INDEX_UTILIZATION] = metrics.index_utilization(
+                compiled.parsed, self._policy(container))
         return Reply(200, feed_body("Documents", container.rid, items), ru, reply_headers)
 
     def read_feed(self, container: ContainerRecord, headers: Any) -> Reply:
@@ -596,22 +645,28 @@ class Documents:
         return Reply(200, feed_body("Documents", container.rid, items), ru, reply_headers)
 
 
+def _operation_id(op: Any) -> Any:
+    """The id a batch operation addresses: its ``id``, else its body's."""
+    if not isinstance(op, dict):
+        return None
+    body = op.get("resourceBody")
+    return op.get("id") or (body.get("id") if isinstance(body, dict) else None)
+
+
+def _check_size(size: int) -> None:
+    """Cosmos DB's 2 MB item limit, measured on the JSON the client sent (system properties excluded)."""
+    if size > MAX_DOCUMENT_BYTES:
+        raise CosmosError(413, f"Request size is too large: the document is {size} bytes; "
+                               f"the limit is {MAX_DOCUMENT_BYTES} bytes.")
+
+
+def _unless_minimal(headers: Any, body: bytes) -> bytes:
+    """``Prefer: return=minimal`` asks for the status and headers only, as the SDK's no_response does."""
+    return b"" if headers.get("prefer", "").lower() == "return=minimal" else body
+
+
 def _match_all(body: bytes) -> tuple[bool, bytes]:
     return True, body
-
-
-_RAW_BODY = "\x00raw"  # a batch result's stored document bytes, spliced in as "resourceBody"
-
-
-def _batch_body(results: list[dict[str, Any]]) -> bytes:
-    """The batch response array, with each document's stored bytes spliced in unchanged (parsing
-    them only to encode them again was a third of a vector batch's server time)."""
-    parts = []
-    for result in results:
-        raw = result.pop(_RAW_BODY, None)
-        encoded = jsoncodec.dumps(result)
-        parts.append(encoded if raw is None else encoded[:-1] + b',"resourceBody":' + raw + b"}")
-    return b"[" + b",".join(parts) + b"]"
 
 
 def _parse_http_date(value: str) -> int:
@@ -621,6 +676,15 @@ def _parse_http_date(value: str) -> int:
         return int(parsedate_to_datetime(value).timestamp())
     except (TypeError, ValueError) as exc:
         raise bad_request(f"invalid If-Modified-Since {value!r}") from exc
+
+
+def patch_request(body: Any) -> dict[str, Any]:
+    """A patch body as ``{"operations": [...], "condition": ...}``; Cosmos also takes the bare array."""
+    if isinstance(body, list):
+        return {"operations": body}
+    if isinstance(body, dict) and isinstance(body.get("operations"), list):
+        return body
+    raise bad_request('A patch body must be {"operations": [...]} or a JSON array of operations.')
 
 
 def _pointer(path: str) -> list[str]:
@@ -642,6 +706,8 @@ def apply_patch(document: dict[str, Any], operations: list[dict[str, Any]]) -> d
     if not 0 < len(operations) <= 10:
         raise bad_request("A patch request needs between 1 and 10 operations.")
     for op in operations:
+        if not isinstance(op, dict):
+            raise bad_request(f"patch operation {op!r} is not a JSON object")
         kind = op.get("op")
         parts = _pointer(op.get("path", ""))
         try:

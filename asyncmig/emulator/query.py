@@ -19,11 +19,12 @@ Supported (keywords case-insensitive, ``true``/``false``/``null`` lowercase as i
   IS_PRIMITIVE, ARRAY_CONTAINS, ARRAY_LENGTH, ARRAY_CONCAT, CONTAINS, STARTSWITH, ENDSWITH,
   INDEX_OF, LOWER, UPPER, LENGTH, CONCAT, SUBSTRING, TRIM, LTRIM, RTRIM, ABS, FLOOR, CEILING, ROUND.
 * Aggregates COUNT, SUM, MIN, MAX, AVG in the SELECT list or in ``SELECT VALUE`` (also nested in
-  object/array constructors), as long as every document reference sits inside an aggregate.
+  object/array constructors), as long as every document reference sits inside an aggregate; an
+  ORDER BY beside them is accepted and changes nothing (the aggregate yields one row).
 
 Refused with :class:`QueryError` naming the construct, never answered wrongly: JOIN, ``FROM x IN``,
 FROM over a path or subquery, GROUP BY, LIKE, subqueries (EXISTS, ARRAY, ...), ``udf.*``, bitwise
-operators, ORDER BY with aggregates, queries without FROM and any function not listed above.
+operators, queries without FROM and any function not listed above.
 
 Cosmos semantics reproduced: a missing property is *undefined*; comparing undefined or values of
 different types gives undefined, as does ordering (``<`` ...) or ``!=`` between arrays or objects;
@@ -55,7 +56,7 @@ from typing import Any
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
-__all__ = ["UNDEFINED", "CompiledQuery", "QueryError", "compile_query"]
+__all__ = ["UNDEFINED", "CompiledQuery", "QueryError", "bound_count", "compile_query"]
 
 
 class QueryError(ValueError):
@@ -658,6 +659,8 @@ class _AstBuilder(Transformer):
                 raise QueryError(f"aggregate {name} takes exactly 1 argument, got {len(args)}")
             return ("agg", name, args[0])
         if name not in _FUNCTIONS:
+            if name.startswith("ST_"):
+                raise _unsupported(f"spatial function {name} (this emulator has no geospatial support)")
             raise QueryError(f"unsupported function: {name}")
         low, high, _ = _FUNCTIONS[name]
         if not low <= len(args) <= high:
@@ -684,6 +687,7 @@ class _Query:
     order: tuple[tuple[Node, bool], ...]  # (expression, descending)
     aggregate: bool
     params: frozenset[str]
+    alias: str = "root"  # the FROM alias, which rewritten queries (query plans) must reuse
 
 
 def _children(node: Node) -> tuple[Node, ...]:
@@ -791,8 +795,7 @@ def _build_query(clauses: list[Any]) -> _Query:
     if where is not None:
         validator.check(where, "WHERE")
     order: tuple[tuple[Node, bool], ...] = parts["order"][1] if "order" in parts else ()
-    if order and aggregate:
-        raise _unsupported("ORDER BY together with aggregates")
+    # ORDER BY beside aggregates is accepted and has no effect: the aggregate yields one row.
     for expr, _ in order:
         validator.check(expr, "ORDER BY")
     offset, limit = parts["offset_limit"][1:] if "offset_limit" in parts else (None, None)
@@ -801,7 +804,7 @@ def _build_query(clauses: list[Any]) -> _Query:
     return _Query(
         select=selection[0], value=value, items=tuple(items), distinct=distinct, top=top,
         offset=offset, limit=limit, where=where, order=order, aggregate=aggregate,
-        params=frozenset(validator.params),
+        params=frozenset(validator.params), alias=source,
     )
 
 
@@ -1230,6 +1233,8 @@ class CompiledQuery:
     aggregate, DISTINCT, TOP or OFFSET/LIMIT), so the server may page with its own continuation."""
 
     def __init__(self, query: _Query, params: dict[str, Any]) -> None:
+        self.parsed = query  # the validated AST and the bound parameters, for query plans
+        self.params = params
         compiler = _Compiler(params)
         where = compiler.compile(query.where) if query.where is not None else _Const(True)
         self._matches_nothing = isinstance(where, _Const) and where.value is not True
@@ -1244,8 +1249,8 @@ class CompiledQuery:
         self._aggregates = compiler.aggregates
         self._is_aggregate = query.aggregate
         self._distinct = query.distinct
-        self._offset = _bound_count(query.offset, params, "OFFSET") or 0
-        top, limit = _bound_count(query.top, params, "TOP"), _bound_count(query.limit, params, "LIMIT")
+        self._offset = bound_count(query.offset, params, "OFFSET") or 0
+        top, limit = bound_count(query.top, params, "TOP"), bound_count(query.limit, params, "LIMIT")
         counts = [n for n in (top, limit) if n is not None]
         self._count: int | None = min(counts) if counts else None
         self.streamable = not (query.order or query.aggregate or query.distinct) and not (
@@ -1306,7 +1311,7 @@ class CompiledQuery:
         return [row[-1] for row in rows]
 
 
-def _bound_count(count: int | str | None, params: dict[str, Any], clause: str) -> int | None:
+def bound_count(count: int | str | None, params: dict[str, Any], clause: str) -> int | None:
     if not isinstance(count, str):
         return count
     value = params[count]

@@ -24,8 +24,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from asyncmig.core import jsoncodec
-from asyncmig.emulator import auth, priority, versions
+from asyncmig.emulator import auth, definitions, metrics, priority, rids, validation, versions
 from asyncmig.emulator.items import Documents
+from asyncmig.emulator.partitioning import PhysicalRange, partitions_for_throughput
 from asyncmig.emulator.protocol import (
     CosmosError,
     Reply,
@@ -46,18 +47,13 @@ FAULT_KINDS = ("503", "408", "reset")
 log = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 16 * 1024 * 1024  # documents and batches are refused at 2 MB by the handlers
 
-_DEFAULT_INDEXING = {
-    "indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": '/"_etag"/?'}],
-}
-
 
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = 8081
     data_dir: Path | None = None          # None: in memory
-    partitions: int = 4
+    partitions: int | None = None         # None: from the container's throughput, as Cosmos DB does
     key: str = WELL_KNOWN_KEY
     rate_limit: bool = True
     latency_ms: float = 0.0
@@ -69,7 +65,8 @@ class EmulatorConfig:
     tls: tuple[Path, Path] | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs even though this one is public
-        return f"EmulatorConfig(host={self.host!r}, port={self.port}, data_dir={self.data_dir}, partitions={self.partitions})"
+        partitions = "from throughput" if self.partitions is None else self.partitions
+        return f"EmulatorConfig(host={self.host!r}, port={self.port}, data_dir={self.data_dir}, partitions={partitions})"
 
 
 @dataclass(slots=True)
@@ -180,8 +177,12 @@ class Emulator:
             return self._offers(method, s, headers, raw)
         if s[0] != "dbs":
             raise not_found(f"Resource /{'/'.join(s)}")
+        s = rids.to_names(self.store, s, headers)
         if n == 1:
             return self._databases(method, headers, raw)
+        for position in (2, 4, 6):  # /dbs/d/users, /dbs/d/colls/c/sprocs, /dbs/d/colls/c/docs/x/attachments
+            if n > position and s[position] in validation.UNSUPPORTED_RESOURCES:
+                raise validation.unsupported_resource(s[position])
         db = self.store.get_database(s[1])
         if n == 2:
             return self._database(method, s[1], db)
@@ -200,6 +201,8 @@ class Emulator:
         docs = self.documents
         if n == 5 and s[4] == "pkranges":
             return self._pkranges(container, headers)
+        if n == 6 and s[4] == "pkranges" and method == "GET":
+            return self._pkrange(container, s[5])
         if n == 6 and s[4:] == ["operations", "partitionkeydelete"] and method == "POST":
             return docs.delete_partition(container, headers)
         if n == 5 and s[4] == "docs":
@@ -262,6 +265,8 @@ class Emulator:
         name = body.get("id") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
             raise bad_request("A database needs an id.")
+        _check_resource_id(name)
+        validation.check_throughput_headers(headers)
         if self.store.get_database(name):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
         created = self.store.create_database(name)
@@ -303,18 +308,42 @@ class Emulator:
         body = parse_body(raw)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
             raise bad_request("A container needs an id.")
-        definition = body.get("partitionKey")
-        if not isinstance(definition, dict) or not definition.get("paths"):
-            raise bad_request("A container needs a partitionKey definition with paths.")
+        _check_resource_id(body["id"])
+        validation.check_container(body)  # before the conflict check, as Cosmos DB orders them
+        validation.check_throughput_headers(headers)
         if self.store.get_container(db["id"], body["id"]):
             raise CosmosError(409, "Entity with the specified id already exists in the system.")
-        body.setdefault("indexingPolicy", _DEFAULT_INDEXING)
+        body["partitionKey"] = definitions.partition_key_definition(body["partitionKey"])
+        body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
         body.setdefault("conflictResolutionPolicy", {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts"})
         body.setdefault("geospatialConfig", {"type": "Geography"})
-        partitions = int(headers.get("x-asyncmig-partition-count", self.config.partitions))
+        partitions = self._initial_partitions(db, headers)
         record = self.store.create_container(db["_rid"], db["id"], body, partitions)
         self._maybe_offer(record.rid, record.body["_self"], headers)
         return Reply(201, jsoncodec.dumps(record.body), headers={"x-ms-alt-content-path": f"dbs/{db['id']}"})
+
+    def _initial_partitions(self, db: dict[str, Any], headers: Any) -> int:
+        """Physical ranges of a new container: a test override (the ``x-asyncmig-partition-count``
+        header, then ``--partitions``), else from its own or its database's throughput."""
+        override = headers.get("x-asyncmig-partition-count")
+        if override is not None:
+            try:
+                return max(1, int(override))
+            except ValueError as exc:
+                raise bad_request(f"x-asyncmig-partition-count must be an integer, got {override!r}") from exc
+        if self.config.partitions is not None:
+            return self.config.partitions
+        autopilot = headers.get("x-ms-cosmos-offer-autopilot-settings")
+        if autopilot:
+            return partitions_for_throughput(int(jsoncodec.loads(autopilot)["maxThroughput"]))
+        if headers.get("x-ms-offer-throughput"):
+            return partitions_for_throughput(int(headers["x-ms-offer-throughput"]))
+        shared = self.store.offer_for(db["_rid"])
+        if shared is None:
+            return 1
+        content = shared["content"]
+        autoscale = content.get("offerAutopilotSettings")
+        return partitions_for_throughput(autoscale["maxThroughput"] if autoscale else content.get("offerThroughput"))
 
     def _container(self, method: str, db: str, name: str, record: ContainerRecord | None, headers: Any,
                    raw: bytes) -> Reply:
@@ -322,32 +351,50 @@ class Emulator:
             raise not_found("Resource")
         alt = {"x-ms-alt-content-path": f"dbs/{db}"}
         if method == "GET":
-            return Reply(200, jsoncodec.dumps(record.body), headers=alt)
+            # Index changes apply at once here, so a transformation is always complete.
+            extra = {metrics.INDEX_TRANSFORMATION_PROGRESS: "100"}
+            if flag(headers, "x-ms-documentdb-populatequotainfo"):
+                count, size = self.store.usage(record.rid)
+                extra |= metrics.quota_headers(count, size, len(self.store.ranges(record.rid)))
+            return Reply(200, jsoncodec.dumps(record.body), headers=alt | extra)
         if method == "DELETE":
             self.throttle.forget(record.rid)
             self.store.delete_container(db, name)
             return Reply(204)
         if method == "PUT":
             body = parse_body(raw)
-            if body.get("partitionKey", record.partition_key) != record.partition_key:
+            if not isinstance(body, dict):
+                raise bad_request("A container definition must be a JSON object.")
+            given = body.get("partitionKey")
+            if given is not None and definitions.partition_key_definition(given) != record.partition_key:
                 raise bad_request("The partition key of a container cannot be changed.")
             body["partitionKey"] = record.partition_key
+            validation.check_container(body)
+            body["indexingPolicy"] = definitions.indexing_policy(body.get("indexingPolicy"))
             return Reply(200, jsoncodec.dumps(self.store.replace_container(record, body)), headers=alt)
         raise bad_request(f"{method} on a container is not supported")
+
+    @staticmethod
+    def _pkrange_body(container: ContainerRecord, r: PhysicalRange) -> dict[str, Any]:
+        return {
+            "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
+            "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
+            "_rid": container.rid, "_etag": f'"{container.routing_version}"', "_ts": 0,
+            "_self": f"{container.body['_self']}pkranges/{r.id}/",
+        }
+
+    def _pkrange(self, container: ContainerRecord, range_id: str) -> Reply:
+        """One online range, as its ``_self`` link addresses it."""
+        for r in self.store.ranges(container.rid):
+            if r.id == range_id:
+                return Reply(200, jsoncodec.dumps(self._pkrange_body(container, r)))
+        raise not_found("Resource")
 
     def _pkranges(self, container: ContainerRecord, headers: Any) -> Reply:
         etag = f'"{container.routing_version}"'
         if headers.get("if-none-match") == etag:
             return Reply(304, headers={"etag": etag})
-        ranges = [
-            jsoncodec.dumps({
-                "id": r.id, "minInclusive": r.min, "maxExclusive": r.max, "parents": list(r.parents),
-                "status": "online", "ridPrefix": int(r.id), "throughputFraction": 1, "lsn": 0,
-                "_rid": container.rid, "_etag": etag, "_ts": 0,
-                "_self": f"{container.body['_self']}pkranges/{r.id}/",
-            })
-            for r in self.store.ranges(container.rid)
-        ]
+        ranges = [jsoncodec.dumps(self._pkrange_body(container, r)) for r in self.store.ranges(container.rid)]
         return Reply(200, feed_body("PartitionKeyRanges", container.rid, ranges),
                      headers={"etag": etag, "x-ms-item-count": str(len(ranges))})
 
@@ -364,7 +411,16 @@ class Emulator:
             return Reply(200, jsoncodec.dumps(offer))
         if method == "PUT":
             body = parse_body(raw)
-            priority.validate_offer_content(body.get("content") if isinstance(body, dict) else None)
+            content = body.get("content") if isinstance(body, dict) else None
+            priority.validate_offer_content(content)
+            assert isinstance(content, dict)  # (validate_offer_content refuses anything else)
+            if "offerAutopilotSettings" in content:
+                validation.check_autoscale_maximum((content["offerAutopilotSettings"] or {}).get("maxThroughput"))
+            elif content.get("offerThroughput") is not None and (
+                    type(content["offerThroughput"]) is not int
+                    or content["offerThroughput"] < validation.MIN_MANUAL_THROUGHPUT):
+                raise bad_request(f"The offer throughput {content['offerThroughput']!r} is below the minimum of "
+                                  f"{validation.MIN_MANUAL_THROUGHPUT} RU/s.")
             updated = self.store.put_offer(offer["offerResourceId"], offer["resource"], body["content"])
             return Reply(200, jsoncodec.dumps(updated))
         raise bad_request(f"{method} on an offer is not supported")
@@ -389,6 +445,11 @@ class Emulator:
         if action == "throttle":
             self.throttle.enabled = bool(body.get("enabled", True))
             return web.json_response({"enabled": self.throttle.enabled})
+        if action == "writes":  # how many document writes a container took (a batch shares one LSN)
+            record = self.store.get_container(body.get("database", ""), body.get("container", ""))
+            if record is None:
+                return web.json_response({"error": "no such container"}, status=404)
+            return web.json_response({"writes": self.store.count_writes(record.rid)})
         if action == "split":
             record = self.store.get_container(body.get("database", ""), body.get("container", ""))
             if record is None:
@@ -401,6 +462,12 @@ class Emulator:
             self.throttle.forget(record.rid)
             return web.json_response({"split": targets, "created": created})
         return web.json_response({"error": f"unknown admin action {action!r}"}, status=404)
+
+
+def _check_resource_id(name: str) -> None:
+    if len(name) > 255 or any(c in name for c in "/\\?#"):
+        raise bad_request(f"The input name {name[:40]!r} is invalid: use a non-empty string of at most 255 "
+                          "characters without '/', '\\', '?' or '#'.")
 
 
 class RunningEmulator:

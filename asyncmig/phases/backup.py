@@ -2,9 +2,9 @@
 
 A backup is a copy into files: :class:`~asyncmig.core.cosmos.source.CosmosSource` to
 :class:`~asyncmig.core.files.sink.FileSink` through :func:`~asyncmig.core.engine.transfer.run_transfer`,
-one resumable transfer per container, so it streams with bounded memory and resumes after a kill
-(spec A4). The original backup held whole containers in memory, swallowed failures and listed
-containers whose export had failed (W-18); here any failure raises, and only a finished backup
+one resumable transfer per container, so it streams with bounded memory and resumes after a kill.
+The original backup held whole containers in memory, swallowed failures and listed
+containers whose export had failed; here any failure raises, and only a finished backup
 gets a manifest: every figure in it is computed from the finished files.
 
 On a live container (the application keeps writing while it is backed up) the change feed hands
@@ -37,7 +37,6 @@ from asyncmig.core.cosmos.connect import existing_container, read_offer
 from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
-from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.core.files.dedupe import keep_newest
 from asyncmig.core.files.fsutil import atomic_write
@@ -83,7 +82,11 @@ def _verbatim(target: str) -> Transform:
 
 def backup_checkpoint(ctx: PhaseContext, container: str, backup_dir: Path) -> Path:
     """The checkpoint of one container's backup into ``backup_dir`` (one per directory)."""
-    return ctx.workdir.checkpoint(PHASE, f"{container}@{backup_dir.name}")
+    return ctx.workdir.checkpoint(PHASE, _run_key(container, backup_dir))
+
+
+def _run_key(container: str, backup_dir: Path) -> str:
+    return f"{container}@{backup_dir.name}"
 
 
 async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
@@ -203,23 +206,14 @@ async def _copy_container(ctx: PhaseContext, source: CosmosSource, backup_dir: P
     name = source.container.id
     transform = _verbatim(name)
     sink = FileSink(backup_dir, [name])
-    checkpoint = backup_checkpoint(ctx, name, backup_dir)
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name,
         target=None, target_database=None, target_containers=[sink.path(name).name], transform=transform,
         backup_dir=str(backup_dir),
     )
-    job = Transfer(
-        source=source, sink=sink, identity=identity, checkpoint=checkpoint,
-        dead_letter=ctx.workdir.dead_letter(PHASE, name), transform=transform,
-        allow_dead_letters=False,  # a backup that lacks a document is not a backup
-        label=f"backup {name}", total=await source.count(), progress=ctx.options.progress,
-        options=ctx.options.pipeline,
-    )
-    try:
-        return (await run_transfer(job, ctx.stop)).ru
-    finally:
-        await sink.close()
+    stats = await ctx.transfer(PHASE, _run_key(name, backup_dir), source, sink, identity, transform=transform,
+                               allow_dead_letters=False)  # a backup that lacks a document is not a backup
+    return stats.ru
 
 
 async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> tuple[ContainerEntry, int]:

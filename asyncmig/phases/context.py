@@ -6,10 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from azure.cosmos.aio import CosmosClient, DatabaseProxy
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
-from asyncmig.core.engine.pipeline import PipelineOptions
+from asyncmig.connection import CosmosEndpoint
+from asyncmig.core.cosmos.connect import provisioned_throughput
+from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.engine.governor import Governor, budget_from
+from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
+from asyncmig.core.engine.sink import Sink
+from asyncmig.core.engine.source import Source
+from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.transform import IDENTITY, Transform
 from asyncmig.phases.state import MigrationState
 from asyncmig.phases.workdir import WorkDir
 
@@ -39,6 +46,31 @@ class PhaseContext:
     @property
     def database(self) -> DatabaseProxy:
         return self.client.get_database_client(self.database_name)
+
+    async def cosmos_sink(self, targets: dict[str, ContainerProxy]) -> CosmosSink:
+        """A sink into ``targets`` paced to the budget the options allow of the first target's throughput."""
+        provisioned = await provisioned_throughput(next(iter(targets.values())), self.database)
+        budget = budget_from(provisioned, self.options.ru_budget, self.options.ru_fraction)
+        return CosmosSink(targets, Governor(budget), endpoint=self.endpoint, insecure=self.options.insecure)
+
+    async def transfer(
+        self, phase: str, key: str, source: Source, sink: Sink, identity: dict[str, Any], *,
+        transform: Transform = IDENTITY, restart: bool = False, allow_dead_letters: bool | None = None,
+    ) -> RunStatistics:
+        """Run (or resume) one transfer of ``phase`` with its checkpoint and dead-letter file named
+        after ``key``, the run's options and stop event; closes ``sink``.
+
+        :param allow_dead_letters: overrides the option (a backup never accepts them).
+        """
+        job = Transfer(
+            source=source, sink=sink, identity=identity, transform=transform, restart=restart,
+            checkpoint=self.workdir.checkpoint(phase, key), dead_letter=self.workdir.dead_letter(phase, key),
+            allow_dead_letters=self.options.allow_dead_letters if allow_dead_letters is None else allow_dead_letters,
+            label=f"{phase} {key.partition('@')[0]}", total=await source.count(), progress=self.options.progress,
+            options=self.options.pipeline,
+            start_over=f"move it aside to start this step of {phase} over",
+        )
+        return await run_transfer(job, self.stop)
 
 
 @dataclass

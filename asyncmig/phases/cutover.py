@@ -85,26 +85,25 @@ async def _watch(ctx: PhaseContext, requested: anyio.Event) -> None:
         await anyio.sleep(WATCH_INTERVAL)  # a file has no event to wait for
 
 
-async def _mapping_pass(ctx: PhaseContext, mapping: plan.Mapping, options: PipelineOptions,
-                        stop: anyio.Event | None) -> RunStatistics:
+async def _mapping_pass(ctx: PhaseContext, mapping: plan.Mapping) -> RunStatistics:
+    """One mapping with the options and stop of ``ctx`` (a context derived for following or catching up)."""
+    options = ctx.options.pipeline
     source_container = await existing_container(ctx.client, ctx.database_name, mapping.source, role="source")
     targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target") for t in mapping.targets}
     if mapping.in_place:  # users: its change feed, transforming what is not migrated yet (a delete is done)
         source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source, deletes=True)
-        return await transfer(ctx, mapping.source, source, targets, USERS_FOLLOW, options=options,
-                              checkpoint=f"{mapping.source}-follow", stop=stop)
+        return await transfer(ctx, mapping.source, source, targets, USERS_FOLLOW, checkpoint=f"{mapping.source}-follow")
     source = CosmosSource(source_container, page_size=options.page_size, what=mapping.source, deletes=False)
-    return await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping), options=options,
-                          stop=stop)
+    return await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
 
 
-async def _all_mappings(
-    ctx: PhaseContext, options: PipelineOptions, stop: anyio.Event | None
-) -> dict[str, RunStatistics]:
+async def _all_mappings(ctx: PhaseContext, options: PipelineOptions, stop: anyio.Event | None) -> dict[str, RunStatistics]:
+    """Every mapping at once, with ``options`` and ``stop`` (a derived context)."""
+    ctx = replace(ctx, options=replace(ctx.options, pipeline=options), stop=stop)
     results: dict[str, RunStatistics] = {}
 
     async def one(mapping: plan.Mapping) -> None:
-        results[mapping.source] = await _mapping_pass(ctx, mapping, options, stop)
+        results[mapping.source] = await _mapping_pass(ctx, mapping)
 
     group: TaskGroup
     async with anyio.create_task_group() as group:

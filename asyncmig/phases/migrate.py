@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-import anyio
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from asyncmig.core.cosmos.connect import existing_container, provisioned_throughput
-from asyncmig.core.cosmos.retry import Backoff, classify
-from asyncmig.core.cosmos.sink import CosmosSink
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.connect import existing_container
+from asyncmig.core.cosmos.retry import retrying
+from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
-from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.iterable_source import IterableSource
-from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
-from asyncmig.core.engine.transfer import Transfer, run_transfer
+from asyncmig.core.engine.pipeline import RunStatistics
 from asyncmig.core.engine.transform import Document, Routed, Transform
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.marks import record_marks
@@ -36,32 +33,18 @@ from asyncmig.vimarsh import plan
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 
 
-async def _budget(ctx: PhaseContext, container: ContainerProxy) -> float | None:
-    provisioned = await provisioned_throughput(container, ctx.database)
-    return budget_from(provisioned, ctx.options.ru_budget, ctx.options.ru_fraction)
-
-
 async def transfer(
     ctx: PhaseContext, name: str, source: CosmosSource | IterableSource, targets: dict[str, ContainerProxy],
-    transform: Transform, *, options: PipelineOptions | None = None, checkpoint: str | None = None,
-    restart: bool = False, stop: anyio.Event | None = None,
+    transform: Transform, *, checkpoint: str | None = None, restart: bool = False,
 ) -> RunStatistics:
-    """One mapping's transfer into the new layout; ``options``, ``checkpoint`` (its name) and
-    ``stop`` let the live follower reuse it with follow or catch-up passes."""
-    budget = await _budget(ctx, next(iter(targets.values())))
+    """One mapping's transfer into the new layout; ``checkpoint`` (its name, default ``name``) lets
+    the live follower keep one of its own (it runs with its own options and stop: a derived context)."""
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name, target=ctx.endpoint,
         target_database=ctx.database_name, target_containers=list(targets), transform=transform, phase="migrate",
     )
-    async with CosmosSink(targets, Governor(budget), endpoint=ctx.endpoint, insecure=ctx.options.insecure) as sink:
-        job = Transfer(
-            source=source, sink=sink, identity=identity,
-            checkpoint=ctx.workdir.checkpoint("migrate", checkpoint or name),
-            dead_letter=ctx.workdir.dead_letter("migrate", name), transform=transform, restart=restart,
-            allow_dead_letters=ctx.options.allow_dead_letters, label=f"migrate {checkpoint or name}",
-            total=await source.count(), progress=ctx.options.progress, options=options or ctx.options.pipeline,
-        )
-        return await run_transfer(job, stop or ctx.stop)
+    return await ctx.transfer("migrate", checkpoint or name, source, await ctx.cosmos_sink(targets), identity,
+                              transform=transform, restart=restart)
 
 
 async def migrate(ctx: PhaseContext) -> PhaseResult:
@@ -82,7 +65,8 @@ async def migrate(ctx: PhaseContext) -> PhaseResult:
         targets = {t: await existing_container(ctx.client, ctx.database_name, t, role="target")
                    for t in mapping.targets}
         source = CosmosSource(source_container, page_size=ctx.options.pipeline.page_size,
-                              what=mapping.source, snapshot=mapping.in_place, deletes=ctx.state.live)
+                              what=mapping.source, snapshot=mapping.in_place,
+                              deletes=ctx.state.live)  # live: replay the changes made during the bulk pass
         stats = await transfer(ctx, mapping.source, source, targets, plan.transform_of(mapping))
         details[mapping.source] = {"read": stats.read, "written": stats.written,
                                    "dead_lettered": stats.dead_lettered, "ru": round(stats.ru, 2)}
@@ -105,12 +89,12 @@ async def personalities(ctx: PhaseContext, *, regenerate: bool = False) -> RunSt
         ctx.state.personalities_generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         save_state(ctx.workdir.state, ctx.state)
     accumulator = PersonalityAccumulator()
-    reader = CosmosSource(vectors, what=plan.PERSONALITY_VECTORS)
-    await reader.open()
-    for feed_range in (await reader.partitions()).values():
-        async for page in reader.pages(feed_range, None):
-            for doc in page.documents:
-                accumulator.add(doc)
+
+    def add_all(documents: list[Document]) -> None:
+        for doc in documents:
+            accumulator.add(doc)
+
+    await scan_container(vectors, add_all, what=plan.PERSONALITY_VECTORS)
     generated = accumulator.documents(ctx.state.personalities_generated_at)
     target = await existing_container(ctx.client, ctx.database_name, plan.PERSONALITIES, role="target")
     source = IterableSource(lambda: generated, description="generated personalities", count=len(generated))
@@ -123,27 +107,25 @@ async def personalities(ctx: PhaseContext, *, regenerate: bool = False) -> RunSt
 
 async def _delete_orphans(personalities: ContainerProxy, keep: set[str]) -> int:
     """Delete the personalities no vector refers to any more (all theirs were deleted meanwhile)."""
-    reader = CosmosSource(personalities, what=plan.PERSONALITIES, snapshot=True)
-    await reader.open()
-    orphans = [doc for feed_range in (await reader.partitions()).values()
-               async for page in reader.pages(feed_range, None) for doc in page.documents if doc["id"] not in keep]
+    orphans: list[Document] = []
+
+    def collect(documents: list[Document]) -> None:
+        orphans.extend(doc for doc in documents if doc["id"] not in keep)
+
+    await scan_container(personalities, collect, what=plan.PERSONALITIES, snapshot=True)
     for orphan in orphans:
-        values = reader.partition_key(orphan)
-        key = values[0] if len(values) == 1 else values
-        backoff = Backoff()
-        while True:
-            try:
-                await personalities.delete_item(orphan["id"], partition_key=key)
-                break
-            except CosmosResourceNotFoundError:
-                break
-            except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-                failure = classify(exc)
-                delay = backoff.next_delay(failure) if failure.retryable else None
-                if delay is None:
-                    raise failure.as_error(f"deleting personality {orphan['id']!r}") from exc
-                await anyio.sleep(delay)
+        await _delete(personalities, orphan["id"], orphan["personality_id"])
     return len(orphans)
+
+
+async def _delete(container: ContainerProxy, doc_id: str, partition_key: Any) -> None:
+    async def delete() -> None:
+        try:
+            await container.delete_item(doc_id, partition_key=partition_key)
+        except CosmosResourceNotFoundError:
+            return  # gone already
+
+    await retrying(delete, what=f"deleting {container.id} document {doc_id!r}")
 
 
 def _to_personalities(document: Document) -> Routed:

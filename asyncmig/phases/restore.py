@@ -4,7 +4,7 @@
 with the identity transform (which strips the system properties the backup kept), one resumable
 transfer per container. Nothing is written before the whole backup has been verified against its
 manifest, a container that is missing is created from the manifest's recorded properties (the
-original rollback recreated containers with wrong partition keys and fixed RU/s, W-19), and every
+original rollback recreated containers with wrong partition keys and fixed RU/s), and every
 restored container is then streamed back and its content digest compared with the manifest's.
 """
 
@@ -22,19 +22,16 @@ from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from asyncmig.core.cosmos.connect import provisioned_throughput, read_offer
+from asyncmig.core.cosmos.connect import read_offer
 from asyncmig.core.cosmos.partition_keys import partition_key_object
 from asyncmig.core.cosmos.retry import classify
-from asyncmig.core.cosmos.sink import CosmosSink
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.source import scan_container
 from asyncmig.core.digest import ContainerDigest
 from asyncmig.core.engine.checkpoint import load_checkpoint, run_identity
-from asyncmig.core.engine.governor import Governor, budget_from
-from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import DEFAULT_TARGET, IDENTITY, Document
 from asyncmig.core.files.manifest import ContainerEntry, Manifest, Throughput, read_manifest
 from asyncmig.core.files.source import FileSource
-from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed, first_error
+from asyncmig.errors import PlanMismatch, UsageError, ValidationFailed
 from asyncmig.phases.backup import verify
 from asyncmig.phases.context import PhaseContext, PhaseResult
 
@@ -156,24 +153,14 @@ async def restore_container(
     container, created = await ensure_container(ctx, target, entry)
     source = FileSource(backup_dir / entry["file"], entry["properties"]["partitionKey"], count=entry["count"],
                         page_size=ctx.options.pipeline.page_size, what=f"{backup_dir.name}/{entry['file']}")
-    provisioned = await provisioned_throughput(container, ctx.database)
-    governor = Governor(budget_from(provisioned, ctx.options.ru_budget, ctx.options.ru_fraction))
-    checkpoint = restore_checkpoint(ctx, phase, target, backup_dir)
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name,
         target=ctx.endpoint, target_database=ctx.database_name, target_containers=[target],
         transform=IDENTITY, backup=str(backup_dir), backup_sha256=entry["sha256"],
     )
-    restart = _finished(checkpoint, identity)
-    sink = CosmosSink({DEFAULT_TARGET: container}, governor, endpoint=ctx.endpoint, insecure=ctx.options.insecure)
-    async with sink:
-        job = Transfer(
-            source=source, sink=sink, identity=identity, checkpoint=checkpoint,
-            dead_letter=ctx.workdir.dead_letter(phase, _run_key(target, backup_dir)), restart=restart,
-            allow_dead_letters=ctx.options.allow_dead_letters, label=f"{phase} {target}", total=entry["count"],
-            progress=ctx.options.progress, options=ctx.options.pipeline,
-        )
-        stats = await run_transfer(job, ctx.stop)
+    restart = _finished(restore_checkpoint(ctx, phase, target, backup_dir), identity)
+    sink = await ctx.cosmos_sink({DEFAULT_TARGET: container})
+    stats = await ctx.transfer(phase, _run_key(target, backup_dir), source, sink, identity, restart=restart)
     return ContainerRestore(name, target, container, created, stats.written, stats.ru)
 
 
@@ -271,25 +258,15 @@ async def container_digest(container: ContainerProxy, ctx: PhaseContext) -> Cont
     Reads through :class:`CosmosSource` (the change feed, with its retries), several ranges at once
     as the pipeline would; hashing runs in worker threads. Memory: one page per range being read.
     """
-    source = CosmosSource(container, page_size=ctx.options.pipeline.page_size,
-                          what=f"{ctx.database_name}/{container.id}")
-    await source.open()
     total = ContainerDigest()
-    limiter = anyio.CapacityLimiter(ctx.options.pipeline.read_concurrency)
 
-    async def digest_range(feed_range: Any) -> None:
+    async def digest_page(documents: list[Document]) -> None:
         part = ContainerDigest()
-        async with limiter:
-            async for page in source.pages(feed_range, None):
-                await anyio.to_thread.run_sync(_add_all, part, page.documents)
+        await anyio.to_thread.run_sync(_add_all, part, documents)
         total.merge(part)
 
-    try:
-        async with anyio.create_task_group() as group:
-            for feed_range in (await source.partitions()).values():
-                group.start_soon(digest_range, feed_range)
-    except BaseExceptionGroup as errors:
-        raise first_error(errors) from None
+    await scan_container(container, digest_page, what=f"{ctx.database_name}/{container.id}",
+                         page_size=ctx.options.pipeline.page_size, concurrency=ctx.options.pipeline.read_concurrency)
     return total
 
 

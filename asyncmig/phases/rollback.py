@@ -149,7 +149,7 @@ async def rollback(ctx: PhaseContext, *, force: bool = False) -> PhaseResult:
 def _recorded_backup(ctx: PhaseContext) -> Path:
     if ctx.state.backup_dir is None:
         after = f" (it was rolled back at {ctx.state.rolled_back_at})" if ctx.state.rolled_back_at else ""
-        raise BackupCorrupt(
+        raise StateError(
             f"the migration state {ctx.workdir.state} records no backup{after}: a rollback needs the "
             "complete backup taken before the migration; nothing was changed"
         )

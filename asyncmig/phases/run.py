@@ -27,6 +27,8 @@ QUESTIONS = {
 }
 
 Confirm = Callable[[str], bool]
+# Phases that change containers; run alone, they ask first (``--yes`` answers for the user).
+CONFIRMED_ALONE = ("create", "migrate", "rollback")
 
 
 class Declined(AsyncmigError):
@@ -36,6 +38,11 @@ class Declined(AsyncmigError):
 
 
 async def run_phase(name: str, ctx: PhaseContext, say: Callable[[str], None]) -> PhaseResult:
+    """Run one phase (of :data:`PHASES`, or ``rollback``) and return its summary line."""
+    if name == "rollback":
+        from asyncmig.phases.rollback import rollback
+
+        return await rollback(ctx)
     if name == "backup":
         from asyncmig.phases.backup import backup
 
@@ -60,7 +67,8 @@ async def run_phase(name: str, ctx: PhaseContext, say: Callable[[str], None]) ->
 async def validate_and_show(ctx: PhaseContext, say: Callable[[str], None], *, following: bool = False) -> PhaseResult:
     """Validate and print the report table, also when validation fails (``following``: see
     :func:`asyncmig.phases.validate.live_source_of`)."""
-    from asyncmig.phases.validate import ValidationMismatch, live_source_of, validate
+    from asyncmig.phases.validate import live_source_of, validate
+    from asyncmig.phases.validation_report import ValidationMismatch
 
     try:
         report = await validate(ctx, live_source_of(ctx, following=following))
@@ -69,6 +77,31 @@ async def validate_and_show(ctx: PhaseContext, say: Callable[[str], None], *, fo
         raise
     say(report.table())
     return report.phase_result()
+
+
+async def run_single(
+    name: str, ctx: PhaseContext, *, confirm: Confirm, say: Callable[[str], None] = print,
+    action: Callable[[], Awaitable[PhaseResult]] | None = None,
+) -> PhaseResult:
+    """One phase as a command of its own, on the same terms as in ``asyncmig run``: under the work
+    directory's lock, asking first when it changes containers, recorded in the state when it is
+    one of the run's phases, with its JSON report.
+
+    :param action: what to run instead of :func:`run_phase` (``restore`` takes arguments of its own).
+    :raises LockHeld: another command holds this work directory.
+    :raises Declined: the confirmation was answered no.
+    """
+    with PidLock(ctx.workdir.root):
+        if name in CONFIRMED_ALONE and not confirm(
+                f"Run {name} against {ctx.database_name} on {ctx.endpoint.host}?"):
+            raise Declined(f"{name} not confirmed; nothing was changed")
+        result = await (action() if action is not None else run_phase(name, ctx, say))
+        if name in PHASES:
+            ctx.state.finish(name)
+        save_state(ctx.workdir.state, ctx.state)
+        write_json_report(ctx.workdir.report(name), result.as_dict())
+        say(summary_table([result]))
+    return result
 
 
 def summary_table(results: list[PhaseResult]) -> str:

@@ -54,6 +54,24 @@ def _seal(body: dict[str, Any]) -> str:
     return hashlib.sha256(jsoncodec.canonical(body)).hexdigest()
 
 
+def read_state(path: Path) -> MigrationState:
+    """The state stored at ``path``, whichever account it belongs to (``asyncmig status`` shows it).
+
+    :raises CorruptState: unreadable or tampered file.
+    :raises OSError: the file cannot be read.
+    """
+    data = path.read_bytes()
+    try:
+        body = jsoncodec.loads(data)
+        checksum = body.pop("checksum")
+        if body.pop("format") != FORMAT or _seal(body) != checksum:
+            raise ValueError("checksum mismatch")
+        return MigrationState(**body)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptState(f"the migration state file {path} is damaged ({exc}); move it away to start the "
+                           "migration over (containers it created are listed in it)") from None
+
+
 def load_state(path: Path, *, host: str, database: str) -> MigrationState:
     """The state for this account and database, fresh when none exists.
 
@@ -62,15 +80,7 @@ def load_state(path: Path, *, host: str, database: str) -> MigrationState:
     """
     if not path.exists():
         return MigrationState(host=host, database=database)
-    try:
-        body = jsoncodec.loads(path.read_bytes())
-        checksum = body.pop("checksum")
-        if body.pop("format") != FORMAT or _seal(body) != checksum:
-            raise ValueError("checksum mismatch")
-        state = MigrationState(**body)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptState(f"the migration state file {path} is damaged ({exc}); move it away to start the "
-                           "migration over (containers it created are listed in it)") from None
+    state = read_state(path)
     if (state.host, state.database) != (host, database):
         raise ForeignState(f"{path} belongs to {state.host}/{state.database}, not {host}/{database}; "
                            "use the matching account or another --workdir")

@@ -1,8 +1,8 @@
 """The validation phase: prove that the 12 target containers hold exactly the transform of the source.
 
-The original validator (B5.1, W-8, W-20) counted documents against hard-coded numbers and sampled
+The original validator counted documents against hard-coded numbers and sampled
 ``TOP 10`` rows, so a lost vector, a truncated embedding or a wrong partition key passed. Here the
-source is compared with the target, document by document (spec A4):
+source is compared with the target, document by document:
 
 1. **Expectations.** Every source container is streamed once; each document goes through its
    mapping's transform, and the :func:`~asyncmig.core.digest.document_digest` of every resulting
@@ -40,44 +40,47 @@ be a copy that is merely behind, so it is classified before it is called a failu
   (or is not in the backup) is *changed since the backup* when it is migrated (a fixed point of the
   users transform), and a backed-up user that is gone was deleted since: named, never failures.
 
-The report (a readable table and ``reports/validate.json``) is written before
+The report (:mod:`asyncmig.phases.validation_report`: a readable table and ``reports/validate.json``) is written before
 :class:`ValidationMismatch` (a :class:`~asyncmig.errors.ValidationFailed`, exit 8) is raised; its
 message names the first failing container and its first differing ids.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify
-from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.cosmos.retry import retrying
+from asyncmig.core.cosmos.source import scan_container
 from asyncmig.core.digest import ContainerDigest, document_digest
 from asyncmig.core.engine.transform import Document, Rejected, Transform
 from asyncmig.core.files.jsonl import AsyncJsonlGzReader
 from asyncmig.core.files.manifest import MANIFEST_NAME, container_file_name, read_manifest
-from asyncmig.errors import CorruptState, ResourceMissing, ValidationFailed, first_error
-from asyncmig.phases.context import PhaseContext, PhaseResult
-from asyncmig.report import duration, table, write_json_report
+from asyncmig.errors import CorruptState, ResourceMissing
+from asyncmig.phases.context import PhaseContext
+from asyncmig.phases.validation_report import (
+    PHASE,
+    ContainerCheck,
+    EmbeddingCheck,
+    FigureRow,
+    MappingCheck,
+    ValidationMismatch,
+    ValidationReport,
+)
+from asyncmig.report import write_json_report
 from asyncmig.vimarsh import plan
 from asyncmig.vimarsh.dimensions import DimensionTally, vector_length
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
 from asyncmig.vimarsh.transforms import transform_user
 
-PHASE = "validate"
-
-# Ids named per category in the report and the error message ("the first few").
-SAMPLE_SIZE = 5
 # Feed ranges of one container read at once, and documents per page: together they bound the
 # documents in memory at any moment (digests aside) to READ_CONCURRENCY * PAGE_SIZE.
 READ_CONCURRENCY = 4
@@ -89,372 +92,6 @@ _GENERATION_FIELDS = ("created_at", "updated_at")
 # (id as text, canonical JSON of the partition key values). Text, not the bytes orjson returns: each
 # of those keeps a ~4 KB allocation alive, which would multiply the memory per document by ~13.
 _Key = tuple[str, str]
-
-
-# --------------------------------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class IdSample:
-    """A count plus the alphabetically first :data:`SAMPLE_SIZE` ids.
-
-    Keeping the smallest ids rather than the first seen makes the report independent of the order
-    in which feed ranges answered, and bounds memory however many ids there are.
-    """
-
-    count: int = 0
-    first: list[str] = field(default_factory=list)
-
-    def add(self, doc_id: str) -> None:
-        self.count += 1
-        bisect.insort(self.first, doc_id)
-        del self.first[SAMPLE_SIZE:]
-
-    def __bool__(self) -> bool:
-        return self.count > 0
-
-    def describe(self) -> str:
-        """``"3 (a, b, c)"``, with ``...`` when more ids exist than are named."""
-        more = ", ..." if self.count > len(self.first) else ""
-        return f"{self.count} ({', '.join(self.first)}{more})"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "first": list(self.first)}
-
-
-@dataclass
-class ContainerCheck:
-    """One validated container: settings, document counts and the id-by-id comparison."""
-
-    container: str
-    source: str | None  # the source container whose mapping fills it (None: expected to be empty)
-    exists: bool = True
-    expected: int = 0
-    actual: int = 0
-    missing: IdSample = field(default_factory=IdSample)
-    extra: IdSample = field(default_factory=IdSample)
-    differing: IdSample = field(default_factory=IdSample)
-    changed_at_source: IdSample = field(default_factory=IdSample)  # copied, then changed at the source
-    changed_since_backup: IdSample = field(default_factory=IdSample)  # users on a live source (named only)
-    require_caught_up: bool = True
-    differences: list[str] = field(default_factory=list)  # settings vs the plan
-    critical: list[str] = field(default_factory=list)  # the subset that cannot be fixed in place
-    problems: list[str] = field(default_factory=list)  # document-level findings beyond the digests
-    ru: float = 0.0  # what reading the container cost
-
-    @property
-    def settings_ok(self) -> bool:
-        return self.exists and not self.differences
-
-    @property
-    def ok(self) -> bool:
-        behind = self.require_caught_up and self.changed_at_source
-        return self.settings_ok and not (self.missing or self.extra or self.differing or self.problems or behind)
-
-    def summary(self) -> str:
-        """What is wrong, first ids included (empty when :attr:`ok`)."""
-        parts: list[str] = []
-        if not self.exists:
-            parts.append("container does not exist")
-        parts.extend(
-            f"{d} (critical: cannot be changed in place)" if d in self.critical else d for d in self.differences
-        )
-        for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing)):
-            if sample:
-                parts.append(f"{label} {sample.describe()}")
-        if self.changed_at_source and self.require_caught_up:
-            parts.append(f"changed at the source after they were copied {self.changed_at_source.describe()}: "
-                         "not caught up")
-        parts.extend(self.problems)
-        return "; ".join(parts)
-
-    def first_ids(self) -> str:
-        parts = [
-            f"{label}: {', '.join(sample.first)}"
-            for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing),
-                                  ("changed at source", self.changed_at_source),
-                                  ("changed since backup", self.changed_since_backup))
-            if sample
-        ]
-        return "; ".join(parts) or "-"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "container": self.container,
-            "source": self.source,
-            "exists": self.exists,
-            "expected": self.expected,
-            "actual": self.actual,
-            "missing": self.missing.to_json(),
-            "extra": self.extra.to_json(),
-            "differing": self.differing.to_json(),
-            "changed_at_source": self.changed_at_source.to_json(),
-            "changed_since_backup": self.changed_since_backup.to_json(),
-            "settings_ok": self.settings_ok,
-            "differences": self.differences,
-            "critical_differences": self.critical,
-            "problems": self.problems,
-            "ok": self.ok,
-        }
-
-
-@dataclass
-class MappingCheck:
-    """One source container -> its targets: counts, rejections and where they went."""
-
-    source: str
-    read_from: str
-    targets: tuple[str, ...]
-    dead_letter_file: str
-    allow_dead_letters: bool
-    source_count: int = 0
-    routed: dict[str, int] = field(default_factory=dict)
-    rejected: IdSample = field(default_factory=IdSample)
-    dead_lettered: int = 0  # records in the migrate phase's dead-letter file
-    not_dead_lettered: IdSample = field(default_factory=IdSample)
-    collisions: IdSample = field(default_factory=IdSample)
-    target_count: int = 0
-    problems: list[str] = field(default_factory=list)
-    count_checked: bool = True  # False: users on a live source (created and deleted since the backup)
-    ru: float = 0.0  # what reading the source container cost (0 from a backup file)
-
-    @property
-    def expected_count(self) -> int:
-        return sum(self.routed.values())
-
-    @property
-    def ok(self) -> bool:
-        return (
-            (self.target_count == self.expected_count or not self.count_checked)
-            and not self.not_dead_lettered
-            and not self.collisions
-            and not self.problems
-            and (self.allow_dead_letters or not self.rejected)
-        )
-
-    def summary(self) -> str:
-        parts: list[str] = []
-        if self.target_count != self.expected_count and self.count_checked:
-            parts.append(
-                f"the targets hold {self.target_count} documents, the transform of the source gives "
-                f"{self.expected_count}"
-            )
-        if self.not_dead_lettered:
-            parts.append(
-                f"{self.not_dead_lettered.describe()} rejected by the transform but not in the dead-letter "
-                f"file {self.dead_letter_file}: lost silently"
-            )
-        elif self.rejected and not self.allow_dead_letters:
-            parts.append(
-                f"{self.rejected.describe()} rejected by the transform (see {self.dead_letter_file}); "
-                "fix them, or accept them knowingly with --allow-dead-letters"
-            )
-        if self.collisions:
-            parts.append(
-                f"{self.collisions.describe()} map to the same target id and partition key as another "
-                "source document: one overwrites the other"
-            )
-        parts.extend(self.problems)
-        return "; ".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "read_from": self.read_from,
-            "targets": list(self.targets),
-            "source_count": self.source_count,
-            "routed": dict(self.routed),
-            "rejected": self.rejected.to_json(),
-            "dead_letter_file": self.dead_letter_file,
-            "dead_lettered": self.dead_lettered,
-            "not_dead_lettered": self.not_dead_lettered.to_json(),
-            "collisions": self.collisions.to_json(),
-            "target_count": self.target_count,
-            "problems": self.problems,
-            "ok": self.ok,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FigureRow:
-    """A seed figure (B1.4) beside the actual counts; informational only."""
-
-    figure: str
-    seed: int
-    source: int
-    target: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"figure": self.figure, "seed": self.seed, "source": self.source, "target": self.target}
-
-
-@dataclass
-class EmbeddingCheck:
-    """The embeddings of ``personality_vectors`` as found in the target."""
-
-    dimensions: int | None
-    dimensions_from: str  # "state", "data" or "unknown"
-    with_embedding: int = 0
-    without_embedding: int = 0
-    # Vectors of numbers of another length than the index's: a finding about the source data (legacy
-    # vectors), not a migration failure; the digests still check they were copied exactly.
-    wrong_dimension: IdSample = field(default_factory=IdSample)
-    malformed: IdSample = field(default_factory=IdSample)  # not a non-empty list of numbers: a failure
-
-    def finding(self) -> str | None:
-        """What to tell the user about embeddings of another dimension (None when there are none)."""
-        if not self.wrong_dimension:
-            return None
-        return (
-            f"{self.wrong_dimension.describe()} in {plan.PERSONALITY_VECTORS} have an embedding of another "
-            f"dimension than the vector index's {self.dimensions}: the source holds them so (legacy vectors), "
-            "and vector search cannot use them; re-embed those documents with the current model and upsert "
-            "them (validate --strict fails on this)"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dimensions": self.dimensions,
-            "dimensions_from": self.dimensions_from,
-            "with_embedding": self.with_embedding,
-            "without_embedding": self.without_embedding,
-            "wrong_dimension": self.wrong_dimension.to_json(),
-            "malformed": self.malformed.to_json(),
-        }
-
-
-@dataclass
-class ValidationReport:
-    """Everything validation found; :attr:`ok` is the verdict."""
-
-    database: str
-    containers: list[ContainerCheck]
-    mappings: list[MappingCheck]
-    figures: list[FigureRow]
-    embeddings: EmbeddingCheck
-    notes: list[str]
-    seconds: float = 0.0
-    strict: bool = False  # findings about the source data fail validation too
-
-    @property
-    def ok(self) -> bool:
-        return (all(c.ok for c in self.containers) and all(m.ok for m in self.mappings)
-                and not (self.strict and self.findings()))
-
-    def findings(self) -> list[str]:
-        """What validation found about the source data itself (not failures unless :attr:`strict`)."""
-        finding = self.embeddings.finding()
-        return [finding] if finding else []
-
-    @property
-    def documents(self) -> int:
-        """Target documents compared."""
-        return sum(c.actual for c in self.containers)
-
-    @property
-    def ru(self) -> float:
-        """What the reads of validation cost."""
-        return sum(c.ru for c in self.containers) + sum(m.ru for m in self.mappings)
-
-    def failures(self) -> list[tuple[str, str]]:
-        """``(container, what is wrong)`` for each failing container, then each failing mapping."""
-        found = [(c.container, c.summary()) for c in self.containers if not c.ok]
-        found += [(m.source, m.summary()) for m in self.mappings if not m.ok]
-        if self.strict:
-            found += [(plan.PERSONALITY_VECTORS, finding) for finding in self.findings()]
-        return found
-
-    def failure_message(self, report_path: Path | None = None) -> str:
-        """Names the first failing container and its first differing ids (empty when ok)."""
-        failures = self.failures()
-        if not failures:
-            return ""
-        name, what = failures[0]
-        message = f"validation failed: {name}: {what}"
-        others = [n for n, _ in failures[1:]]
-        if others:
-            message += f"; also failing: {', '.join(dict.fromkeys(others))}"
-        if report_path is not None:
-            message += f"; details in {report_path}"
-        return message
-
-    def table(self) -> str:
-        """The readable report: containers, mappings, seed figures, embeddings, findings."""
-        lines = [f"Validation of {self.database}: {'OK' if self.ok else 'FAILED'} ({duration(self.seconds)})", ""]
-        lines.append(table(
-            ["container", "source", "expected", "actual", "missing", "extra", "differing", "settings", "first ids"],
-            [[c.container, c.source or "-", c.expected, c.actual, c.missing.count, c.extra.count,
-              c.differing.count, "ok" if c.settings_ok else ("MISSING" if not c.exists else "DIFFER"),
-              c.first_ids()] for c in self.containers],
-        ))
-        lines.append("")
-        lines.append(table(
-            ["source", "read from", "documents", "routed", "rejected", "dead-lettered", "in targets", "ok"],
-            [[m.source, m.read_from, m.source_count,
-              ", ".join(f"{t} {n:,}" for t, n in m.routed.items()) or "-",
-              m.rejected.count, m.dead_lettered, m.target_count, m.ok] for m in self.mappings],
-        ))
-        lines.append("")
-        lines.append(table(
-            ["figure", "seed", "source", "target"],
-            [[f.figure, f.seed, f.source, f.target] for f in self.figures],
-        ))
-        e = self.embeddings
-        dims = f"{e.dimensions} numbers ({e.dimensions_from})" if e.dimensions else "dimension unknown"
-        lines += ["", f"embeddings: {dims}; {e.with_embedding:,} with, {e.without_embedding:,} without, "
-                      f"{e.wrong_dimension.count:,} of another size, {e.malformed.count:,} not a vector"]
-        failures = self.failures()
-        if failures:
-            lines += ["", "failures:", *(f"  {name}: {what}" for name, what in failures)]
-        if self.findings():
-            lines += ["", "findings:", *(f"  {finding}" for finding in self.findings())]
-        if self.notes:
-            lines += ["", "notes:", *(f"  {note}" for note in self.notes)]
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "phase": PHASE,
-            "database": self.database,
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "ru": round(self.ru, 2),
-            "containers": [c.to_json() for c in self.containers],
-            "mappings": [m.to_json() for m in self.mappings],
-            "figures": [f.to_json() for f in self.figures],
-            "embeddings": self.embeddings.to_json(),
-            "failures": [{"container": n, "problem": p} for n, p in self.failures()],
-            "findings": self.findings(),
-            "strict": self.strict,
-            "notes": self.notes,
-        }
-
-    def phase_result(self) -> PhaseResult:
-        """This report as the run summary's line for the validate phase.
-
-        ``details`` carries the whole JSON report: the orchestrator writes each phase's
-        ``PhaseResult`` to ``reports/<phase>.json``, the same file :func:`validate` writes, so
-        nothing of the report may be lost when it does.
-        """
-        return PhaseResult(
-            phase=PHASE,
-            status="done" if self.ok else "failed",
-            documents=self.documents,
-            ru=self.ru,
-            seconds=self.seconds,
-            details=self.to_json(),
-        )
-
-
-class ValidationMismatch(ValidationFailed):
-    """:class:`~asyncmig.errors.ValidationFailed` (exit 8) carrying the report, so the orchestrator
-    can put the validate line in its summary without reading the JSON back."""
-
-    def __init__(self, message: str, report: ValidationReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,43 +121,13 @@ def _key(document: Document, definition: dict[str, Any]) -> _Key:
 async def _read_properties(container: ContainerProxy) -> dict[str, Any] | None:
     """``container.read()``, waiting out throttling (the client's own retries are off); ``None`` when
     the container does not exist."""
-    backoff = Backoff()
-    while True:
+    async def read() -> dict[str, Any] | None:
         try:
             return dict(await container.read())
         except CosmosResourceNotFoundError:
             return None
-        except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-            failure = classify(exc)
-            delay = backoff.next_delay(failure) if failure.retryable else None
-            if delay is None:
-                raise failure.as_error(f"reading the settings of {container.id}") from exc
-            await anyio.sleep(delay)
 
-
-async def _read_container(container: ContainerProxy, what: str, handle: PageHandler) -> float:
-    """Every document of ``container``, page by page, feed ranges read concurrently, by query (one
-    snapshot per feed range), not through the change feed the copier reads; returns the RU the
-    reads cost.
-
-    ``handle`` runs synchronously between awaits, so concurrent ranges never interleave inside it.
-    """
-    source = CosmosSource(container, page_size=PAGE_SIZE, what=what, snapshot=True)
-    await source.open()
-    limiter = anyio.CapacityLimiter(READ_CONCURRENCY)
-
-    async def read_range(feed_range: Any) -> None:
-        async with limiter:
-            async for page in source.pages(feed_range, None):
-                handle(page.documents)
-
-    try:
-        async with anyio.create_task_group() as group:
-            for feed_range in (await source.partitions()).values():
-                group.start_soon(read_range, feed_range)
-    except BaseExceptionGroup as group_error:
-        raise first_error(group_error) from None
-    return source.read_ru
+    return await retrying(read, what=f"reading the settings of {container.id}")
 
 
 def _dead_lettered(path: Path) -> set[_Key]:
@@ -668,7 +275,8 @@ async def _expect_mapping(
                 "(every document already transformed); its pre-migration bodies could not be compared"
             )
         handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
-        check.ru += await _read_container(container, mapping.source, handle)
+        check.ru += await scan_container(container, handle, what=mapping.source, page_size=PAGE_SIZE, snapshot=True,
+                                         concurrency=READ_CONCURRENCY)
         return check
 
     if backup_file is None or (not mapping.in_place and not backup_file.exists()):
@@ -826,7 +434,8 @@ async def _check_container(
                 if is_vectors:
                     _inspect_embedding(document, key[0], dimensions, embeddings)
 
-        check.ru += await _read_container(container, spec.name, handle)
+        check.ru += await scan_container(container, handle, what=spec.name, page_size=PAGE_SIZE, snapshot=True,
+                                         concurrency=READ_CONCURRENCY)
 
     for key in expected:
         written_at = source_ts.get(key)

@@ -6,7 +6,7 @@
         checkpoints/<phase>-<container>.json resumable positions of each transfer
         deadletters/<phase>-<container>.jsonl documents that could not be written, with reasons
         reports/<phase>.json                 per-phase reports; summary.json for the whole run
-    data/migration_backups/backup_YYYYMMDD_HHMMSS/   the backups (spec A4)
+    data/migration_backups/backup_YYYYMMDD_HHMMSS/   the backups
 """
 
 from __future__ import annotations

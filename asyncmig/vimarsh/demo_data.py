@@ -1,8 +1,8 @@
-"""Deterministic demo data in the legacy Vimarsh layout (spec A5), mess included.
+"""Deterministic demo data in the legacy Vimarsh layout, mess included.
 
 The real data cannot be shipped, so this module reproduces its *shape*: the production counts by
 default (6,514 vectors of 768 numbers, 18 users, 121 activity documents = 18 sessions + 103
-interactions), the B3.4 personality composition (13 ids after slugging), and the mess of A1/B1:
+interactions), the production mix of personalities (13 ids after slugging), and the mess the legacy data has:
 bodies only in ``text``, missing and null embeddings, "Krishna" and "krishna", null and missing
 ``source``, long titles sharing their first 50 characters, explicit nulls, metadata with keywords,
 tags and ``has_embedding`` flags, and fragile values (an integer above 2**53, the float
@@ -47,7 +47,7 @@ from asyncmig.vimarsh.plan import (
 from asyncmig.vimarsh.transforms import personality_id_for
 
 DEFAULT_SEED = 20250805
-DEFAULT_SESSIONS = 18  # B1.3: the split of the 121 is unrecorded; "about 18 + 103" is the spec's guess
+DEFAULT_SESSIONS = 18  # the split of the 121 activity documents was never recorded; 18 + 103 is an estimate
 DEFAULT_INTERACTIONS = 103
 
 # Fragile values placed in unmapped fields: they must come out of the migration bit for bit.
@@ -61,7 +61,7 @@ _POOL_SIZE = 65536
 _BASE_TIME = datetime(2025, 7, 1)
 
 # --------------------------------------------------------------------------------------------------
-# Composition (B1.1 / B3.4): (segment, personality, production count). Sums to 6,514.
+# Composition of production: (segment, personality, document count). Sums to 6,514.
 # --------------------------------------------------------------------------------------------------
 
 ORIGINAL, SOURCED, MANUAL, INTAKE = "original", "sourced", "manual", "intake"
@@ -104,7 +104,7 @@ _SOURCED_WORKS: dict[str, tuple[str, ...]] = {
     "Newton": ("Philosophiae Naturalis Principia Mathematica", "Opticks"),
     "Rumi": ("The Masnavi", "Divan-e Shams-e Tabrizi"),
 }
-# Long titles that share their first 50 characters: the original's source[:50] merged them (W-10).
+# Long titles that share their first 50 characters: the original's source[:50] partition key merged them.
 _LONG_WORKS: dict[str, tuple[str, ...]] = {
     "Jesus Christ": tuple(
         f"The Holy Bible, Authorized King James Version (1611): The Gospel According to Saint {book}"
@@ -621,47 +621,3 @@ def _timestamp(rng: random.Random, *, days: int, start: int = 0) -> str:
     """An ISO timestamp (naive UTC with microseconds, like the original ``utcnow().isoformat()``)."""
     offset = timedelta(days=start, microseconds=rng.randrange(days * 86_400_000_000))
     return (_BASE_TIME + offset).isoformat()
-
-
-def generate(
-    seed: int = DEFAULT_SEED,
-    *,
-    vectors: int = EXPECTED_VECTORS,
-    dimensions: int = PRODUCTION_VECTOR_DIMENSIONS,
-    users: int = EXPECTED_USERS,
-    sessions: int = DEFAULT_SESSIONS,
-    interactions: int = DEFAULT_INTERACTIONS,
-    missing_personality: int = 0,
-) -> dict[str, Iterator[dict[str, Any]]]:
-    """Fresh document streams for the three legacy containers (see :class:`DemoDataSet`)."""
-    return DemoDataSet(
-        seed,
-        vectors=vectors,
-        dimensions=dimensions,
-        users=users,
-        sessions=sessions,
-        interactions=interactions,
-        missing_personality=missing_personality,
-    ).containers()
-
-
-def expected_figures(
-    seed: int = DEFAULT_SEED,
-    *,
-    vectors: int = EXPECTED_VECTORS,
-    dimensions: int = PRODUCTION_VECTOR_DIMENSIONS,
-    users: int = EXPECTED_USERS,
-    sessions: int = DEFAULT_SESSIONS,
-    interactions: int = DEFAULT_INTERACTIONS,
-    missing_personality: int = 0,
-) -> DemoFigures:
-    """The figures :func:`generate` with the same arguments produces."""
-    return DemoDataSet(
-        seed,
-        vectors=vectors,
-        dimensions=dimensions,
-        users=users,
-        sessions=sessions,
-        interactions=interactions,
-        missing_personality=missing_personality,
-    ).figures

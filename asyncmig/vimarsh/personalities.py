@@ -1,4 +1,4 @@
-"""Generate the ``personalities`` container from the migrated ``personality_vectors`` (spec A3).
+"""Generate the ``personalities`` container from the migrated ``personality_vectors`` (one document per distinct ``personality_id``).
 
 The accumulator consumes migrated vector documents one at a time (a streamed read of the target),
 so memory is bounded by the number of distinct personalities, names and sources, never by the
@@ -21,8 +21,8 @@ from asyncmig.vimarsh.transforms import UNKNOWN
 
 DOCUMENT_TYPE = "personality_config"
 
-# A3's built-in domain table. Anything else is "general" (the original made every unknown figure
-# "spiritual"/"hindu", W-15).
+# The built-in domain table of the migration plan. Anything else is "general" (the original made every unknown figure
+# "spiritual"/"hindu", which mislabelled every figure it did not know).
 DOMAINS: dict[str, str] = {
     **dict.fromkeys(("krishna", "buddha", "jesus_christ", "muhammad", "rumi", "lao_tzu"), "spiritual"),
     **dict.fromkeys(("confucius", "marcus_aurelius", "chanakya"), "philosophical"),
@@ -74,7 +74,7 @@ _DOMAIN_DESCRIPTION = {
 
 
 def domain_of(personality_id: str) -> str:
-    """The A3 domain of a personality id ("general" when it is not in the built-in table)."""
+    """The domain of a personality id ("general" when it is not in the built-in table)."""
     return DOMAINS.get(personality_id, DEFAULT_DOMAIN)
 
 

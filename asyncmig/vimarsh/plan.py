@@ -1,7 +1,7 @@
 """The Vimarsh migration plan as data: source containers, target containers, mappings, expected figures.
 
 Everything the orchestrator, the creator, the validator and the rollback need to agree on lives here
-once (spec Part A1/A2), so a wrong partition key or TTL cannot creep in through a second copy of the
+once, so a wrong partition key or TTL cannot creep in through a second copy of the
 table. Nothing here talks to Cosmos DB: :func:`container_properties` builds the keyword arguments for
 ``DatabaseProxy.create_container`` and :func:`compare_container` checks what ``container.read()``
 returned, both as plain data.
@@ -27,12 +27,12 @@ from asyncmig.core.engine.transform import Transform, load_transform
 
 DEFAULT_DATABASE = "vimarsh-multi-personality"
 
-# Legacy source containers (A1).
+# Legacy source containers.
 SOURCE_VECTORS = "personality-vectors"
 SOURCE_USERS = "users"
 SOURCE_ACTIVITY = "user_activity"
 
-# Targets (A2).
+# Targets.
 USER_SESSIONS = "user_sessions"
 USER_INTERACTIONS = "user_interactions"
 PERSONALITIES = "personalities"
@@ -68,7 +68,7 @@ class ContainerSpec:
     managed: bool = True
 
 
-# A2, in the table's order.
+# The new containers, in the order of docs/vimarsh-migration.md.
 NEW_CONTAINERS: tuple[ContainerSpec, ...] = (
     ContainerSpec(USER_SESSIONS, "/user_id", 7_776_000, 2000),
     ContainerSpec(USER_INTERACTIONS, "/user_id", 15_552_000, 4000),
@@ -87,10 +87,10 @@ NEW_CONTAINERS: tuple[ContainerSpec, ...] = (
 # deleted by the migration.
 USERS_IN_PLACE = ContainerSpec(USERS, "/partition_key", None, None, managed=False)
 
-# The 12 containers validation checks (A2 heading, B5.1 check 5).
+# The 12 containers validation checks: the 11 new ones and ``users``, enriched in place.
 VALIDATED_CONTAINERS: tuple[ContainerSpec, ...] = (USERS_IN_PLACE, *NEW_CONTAINERS)
 
-# A1: the legacy layout, never deleted by the migration; a rollback recreates a missing one from the
+# The legacy layout, never deleted by the migration; a rollback recreates a missing one from the
 # backup manifest's recorded properties (these specs are the documented fallback).
 SOURCE_CONTAINERS: tuple[ContainerSpec, ...] = (
     ContainerSpec(SOURCE_VECTORS, "/personality", None, None, managed=False),
@@ -98,16 +98,7 @@ SOURCE_CONTAINERS: tuple[ContainerSpec, ...] = (
     ContainerSpec(SOURCE_ACTIVITY, "/partition_key", None, None, managed=False),
 )
 
-_BY_NAME: dict[str, ContainerSpec] = {spec.name: spec for spec in VALIDATED_CONTAINERS}
 _SOURCE_BY_NAME: dict[str, ContainerSpec] = {spec.name: spec for spec in SOURCE_CONTAINERS}
-
-
-def target_spec(name: str) -> ContainerSpec:
-    """The planned target container called ``name`` (one of the 12 validated).
-
-    :raises KeyError: for a name that is not a target of this migration.
-    """
-    return _BY_NAME[name]
 
 
 def source_spec(name: str) -> ContainerSpec:
@@ -153,19 +144,8 @@ def transform_of(mapping: Mapping) -> Transform:
     return load_transform(mapping.transform_ref)
 
 
-def mapping_for(source: str) -> Mapping:
-    """The mapping whose source container is ``source``.
-
-    :raises KeyError: for a container no mapping reads.
-    """
-    for mapping in MAPPINGS:
-        if mapping.source == source:
-            return mapping
-    raise KeyError(source)
-
-
 # --------------------------------------------------------------------------------------------------
-# Expected figures of the production seed (B1.4); shown beside the actual counts, never used alone.
+# Expected figures of the production data; shown beside the actual counts, never used alone.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -195,7 +175,7 @@ VECTOR_INDEX_TYPE = "quantizedFlat"
 
 
 def vector_embedding_policy(path: str, dimensions: int) -> dict[str, Any]:
-    """The vector embedding policy for one float32 cosine vector field (A2)."""
+    """The vector embedding policy for one float32 cosine vector field."""
     return {
         "vectorEmbeddings": [
             {"path": path, "dataType": "float32", "distanceFunction": "cosine", "dimensions": dimensions}
@@ -205,7 +185,7 @@ def vector_embedding_policy(path: str, dimensions: int) -> dict[str, Any]:
 
 def vector_indexing_policy(path: str) -> dict[str, Any]:
     """Consistent indexing with the vector's numbers excluded (indexing each of them multiplies write
-    RU, W-5) and a quantizedFlat vector index so ``VectorDistance`` queries are served."""
+    RU) and a quantizedFlat vector index so ``VectorDistance`` queries are served."""
     return {
         "indexingMode": "consistent",
         "automatic": True,

@@ -1,4 +1,4 @@
-"""Seeding the demo data set (spec A5) into the legacy 3-container layout, through the same engine.
+"""Seeding the deterministic demo data set into the legacy 3-container layout, through the same engine.
 
 Seeding is a transfer from generated documents into Cosmos DB, so it is paced, resumable and
 checked like any copy. A marker records a finished seed: seeding twice would overwrite the users
@@ -16,7 +16,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.sink import CosmosSink
@@ -45,17 +45,16 @@ async def seed_demo(client: CosmosClient, endpoint: CosmosEndpoint, database: st
         raise classify(exc).as_error(f"creating the demo database {database!r} and its containers") from exc
     for spec, container in zip(plan.SOURCE_CONTAINERS, containers, strict=True):
         source = IterableSource(partial(dataset.documents, spec.name), description=f"demo {spec.name}")
-        async with CosmosSink({"": container}, Governor(), endpoint=endpoint) as sink:
-            job = Transfer(
-                source=source, sink=sink,
-                identity=run_identity(source=endpoint, source_database="demo-generator", source_container=spec.name,
-                                      target=endpoint, target_database=database, target_containers=[spec.name],
-                                      transform=IDENTITY, seed=dataset.seed),
-                checkpoint=state_dir / f"seed-{database}-{spec.name}.checkpoint.json",
-                dead_letter=state_dir / f"seed-{database}-{spec.name}.deadletter.jsonl",
-                label=f"seed {spec.name}", progress=progress,
-            )
-            await run_transfer(job, stop)
+        job = Transfer(
+            source=source, sink=CosmosSink({"": container}, Governor(), endpoint=endpoint),
+            identity=run_identity(source=endpoint, source_database="demo-generator", source_container=spec.name,
+                                  target=endpoint, target_database=database, target_containers=[spec.name],
+                                  transform=IDENTITY, seed=dataset.seed),
+            checkpoint=state_dir / f"seed-{database}-{spec.name}.checkpoint.json",
+            dead_letter=state_dir / f"seed-{database}-{spec.name}.deadletter.jsonl",
+            label=f"seed {spec.name}", progress=progress,
+        )
+        await run_transfer(job, stop)
     figures = dataset.figures
     atomic_write(marker, jsoncodec.dumps({"database": database, "seed": dataset.seed,
                                           "figures": {k: v for k, v in asdict(figures).items() if isinstance(v, int)}}))

@@ -1,4 +1,4 @@
-"""The Vimarsh per-document transforms (spec A3), as pure functions wrapped in :class:`Transform`.
+"""The Vimarsh per-document transforms , as pure functions wrapped in :class:`Transform`.
 
 Each ``apply(doc)`` returns exactly one ``(target container, document)`` or raises
 :class:`~asyncmig.core.engine.transform.Rejected`. The functions read no clock and no randomness and never
@@ -10,7 +10,7 @@ Rules shared by the vectors and activity transforms:
 * Cosmos system properties are not copied; the source ``_ts`` goes to
   ``migrated_from = {"container": <source>, "_ts": <_ts>}`` (no ``_ts`` key when the source had none).
 * A top-level ``null`` of the *source* is treated as absent, whether or not the field is mapped: it
-  carries no value, and A3 drops top-level nulls. Nested nulls are never touched.
+  carries no value, and the plan drops top-level nulls. Nested nulls are never touched.
 * Nothing else is silently discarded: every top-level source field the transform does not map is
   copied, untouched, under ``legacy`` (present only when non-empty). Where a mapped field is only
   *partly* represented in the target, the remainder goes to ``legacy`` too (e.g. ``text`` that differs
@@ -22,7 +22,7 @@ Rules shared by the vectors and activity transforms:
 
 The users transform is different on purpose: it is an in-place enrichment of the ``users``
 container, so the user document keeps its whole body (explicit nulls included) and gains only the
-three A3 fields; it gets no ``migrated_from``/``legacy``, so a rollback or a diff against the backup
+three planned fields; it gets no ``migrated_from``/``legacy``, so a rollback or a diff against the backup
 sees exactly the three additions.
 """
 
@@ -47,7 +47,7 @@ from asyncmig.vimarsh.plan import USERS as USERS_CONTAINER
 UNKNOWN = "unknown"
 
 # Cosmos DB limit for a (version 2, "large") partition key value; a longer key cannot be written, so
-# it is dead-lettered with a reason rather than truncated (truncation merged partitions, W-10).
+# it is dead-lettered with a reason rather than truncated (truncation merged partitions).
 MAX_PARTITION_KEY_BYTES = 2048
 
 NO_USER_ID_REASON = (
@@ -91,7 +91,7 @@ def slug(value: Any) -> str:
 
 
 def _present(doc: Document, key: str) -> bool:
-    """A field counts as present when it exists and is not null (A3: top-level nulls are dropped)."""
+    """A field counts as present when it exists and is not null (top-level nulls are dropped)."""
     return doc.get(key) is not None
 
 
@@ -218,7 +218,7 @@ def personality_id_for(personality: Any) -> str:
 def source_key_for(source: Any) -> str:
     """The source half of the synthetic partition key: slug of the whole title, or ``"unknown"``.
 
-    Slugging removes ``:`` so the ``::`` separator stays unambiguous (W-10); nothing is truncated.
+    Slugging removes ``:`` so the ``::`` separator stays unambiguous; nothing is truncated.
     """
     if source is None:
         return UNKNOWN
@@ -226,7 +226,7 @@ def source_key_for(source: Any) -> str:
 
 
 def transform_vector(doc: Document) -> Routed:
-    """personality-vectors -> personality_vectors (A3)."""
+    """personality-vectors -> personality_vectors."""
     doc_id = _require_id(doc, SOURCE_VECTORS)
     personality = doc.get("personality")
     source = doc.get("source")
@@ -355,7 +355,7 @@ def _document_type(doc: Document) -> str:
 def activity_route(doc: Document) -> str:
     """Which target a user_activity document goes to.
 
-    Sessions: ``document_type`` contains "session" or ``session_data`` is non-null (A3). Analytics:
+    Sessions: ``document_type`` contains "session" or ``session_data`` is non-null. Analytics:
     ``document_type`` contains "analytics" (``analytics_snapshot``), or a document that is plainly
     neither (no "interaction" in its type, null ``interaction_data``) but carries ``analytics_data``.
     Everything else is an interaction.
@@ -471,7 +471,7 @@ def _analytics(doc: Document, user_id: Any) -> Document:
 
 
 def transform_activity(doc: Document) -> Routed:
-    """user_activity -> user_sessions / user_interactions / user_analytics (A3).
+    """user_activity -> user_sessions / user_interactions / user_analytics.
 
     :raises Rejected: when the document has no ``user_id`` (no partition to put it in) or no ``id``.
     """
@@ -497,7 +497,7 @@ USER_ADDED_FIELDS = ("user_id", *(key for key, _ in USER_ADDITIONS))
 
 
 def transform_user(doc: Document) -> Routed:
-    """users -> users, in place (A3): add ``user_id`` = ``id``, ``subscription_tier`` "free" and
+    """users -> users, in place: add ``user_id`` = ``id``, ``subscription_tier`` "free" and
     ``profile_version`` "1.0" where the key is absent.
 
     "Absent" means the key does not exist: an existing value wins, an explicit ``null`` included (the

@@ -1,4 +1,4 @@
-"""What the original Vimarsh script did (spec B7 W-6): the synchronous SDK, one ``create_item`` per
+"""What the original Vimarsh script did : the synchronous SDK, one ``create_item`` per
 document, in sequence, with the SDK's default retries (9 throttle retries / 30 s).
 
 ``migrate_personality_vectors.py`` read ``SELECT * FROM c`` across partitions, buffered 50 documents

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 from azure.cosmos.aio import ContainerProxy
 
@@ -65,12 +67,17 @@ async def contents(container: ContainerProxy) -> dict[tuple[str, bytes], bytes]:
 
 
 async def writes_to(container: ContainerProxy) -> int:
-    """How many document writes a container has taken: its highest change-feed LSN (one per write)."""
-    highest = 0
-    async for feed_range in container.read_feed_ranges():
-        async for doc in container.query_items_change_feed(feed_range=feed_range, start_time="Beginning"):
-            highest = max(highest, int(doc["_lsn"]))
-    return highest
+    """How many document writes (creates and replaces) a container has taken, as the emulator logged
+    them. (Its highest LSN no longer counts them: a transactional batch commits at one LSN.)"""
+    connection = container.client_connection
+    database = container.database_link.split("/")[-1]
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{connection.url_connection.rstrip('/')}/_admin/writes",
+        json={"database": database, "container": container.id},
+        headers={"x-asyncmig-admin-key": connection.master_key or ""},
+    ) as response:
+        response.raise_for_status()
+        return int((await response.json())["writes"])
 
 
 def copier(connection_string: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
@@ -89,3 +96,12 @@ def run_copier(connection_string: str, *args: str, cwd: Path) -> subprocess.Comp
         process.kill()
         out, err = process.communicate(timeout=10)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def account_key() -> str:
+    """A fresh random account key (64 bytes, base64), as the portal shows one."""
+    return base64.b64encode(os.urandom(64)).decode("ascii")
+
+
+def connection_string(key: str, url: str = "https://acct.documents.azure.com:443/") -> str:
+    return f"AccountEndpoint={url};AccountKey={key};"

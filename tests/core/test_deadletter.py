@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from asyncmig.config import register_secret
 from asyncmig.core import jsoncodec
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.errors import CorruptState
+from asyncmig.redaction import register_secret
 
 DOC_BYTES = b'{"id":"v1","user_id":null,"embedding":[2100.607537417505,-0.0,1e-320,0.1],"n":1180591620717411303424}'
 

@@ -33,7 +33,7 @@ def test_system_properties_do_not_count() -> None:
 
 
 def test_user_fields_starting_with_underscore_count() -> None:
-    # The original backup removed every key starting with "_" (B4); only Cosmos's own are ignored.
+    # The original backup removed every key starting with "_"; only Cosmos's own are ignored.
     assert document_digest({"id": "a", "_ttl": 60}) != document_digest({"id": "a"})
 
 

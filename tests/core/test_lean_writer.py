@@ -18,7 +18,7 @@ from aiohttp import web
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import signing
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter

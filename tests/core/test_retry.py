@@ -18,7 +18,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from asyncmig.config import CosmosEndpoint, register_secret
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, cosmos_client_kwargs
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
@@ -29,6 +29,7 @@ from asyncmig.errors import (
     ResourceMissing,
     TransientExhausted,
 )
+from asyncmig.redaction import register_secret
 
 KEY = base64.b64encode(os.urandom(64)).decode()
 
@@ -256,19 +257,6 @@ def test_throttles_wait_what_the_server_asked_and_have_their_own_limit() -> None
     assert backoff.next_delay(throttled) is None
     no_header = Failure("throttled", 429, None, None, None, "HTTP 429")
     assert 0 <= (Backoff(rng=random.Random(0)).next_delay(no_header) or 0) <= 0.1
-
-
-def test_exhausted_error_tells_the_user_how_to_resume() -> None:
-    backoff = Backoff(max_attempts=3, rng=random.Random(0))
-    failure = transient()
-    while backoff.next_delay(failure) is not None:
-        pass
-    error = backoff.exhausted_error(failure, what="writing to personality-vectors", checkpoint="state/cp.json")
-    assert isinstance(error, TransientExhausted) and error.exit_code == 75
-    assert str(error) == (
-        "writing to personality-vectors failed: HTTP 503 ServiceUnavailable; the fault persisted after 3 "
-        "attempts; progress is saved in state/cp.json; re-run the same command to resume"
-    )
 
 
 # -------------------------------------------------------------------------------- client kwargs

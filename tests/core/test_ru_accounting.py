@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.sink import CosmosSink
@@ -20,36 +19,10 @@ from asyncmig.core.engine.checkpoint import Checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.governor import Governor
 from asyncmig.core.engine.pipeline import Pipeline
-from asyncmig.core.engine.sink import SinkStatistics, WriteOutcome, WriteUnit
-from asyncmig.core.engine.transform import Document
+from asyncmig.core.engine.sink import SinkStatistics
 from tests.conftest import Cosmos
+from tests.core.memory import MemorySink
 from tests.helpers import EmulatorProcess, unique
-
-
-class CountingSink:
-    """A durable in-process sink that only counts: its writes cost no RU."""
-
-    description = "count"
-    durable_writes = True
-
-    def __init__(self) -> None:
-        self.stats = SinkStatistics()
-
-    async def open(self, state: dict[str, Any]) -> None:
-        return None
-
-    def plan(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Any]]:
-        return [WriteUnit(target, "one", documents)], []
-
-    async def write(self, unit: WriteUnit) -> WriteOutcome:
-        self.stats.written += len(unit.documents)
-        return WriteOutcome(written=len(unit.documents))
-
-    async def flush(self) -> dict[str, Any]:
-        return {}
-
-    async def close(self) -> None:
-        return None
 
 
 def _charged(emulator: EmulatorProcess | None, database: str, container: str) -> float | None:
@@ -64,7 +37,7 @@ async def test_reads_of_a_copy_count_in_its_ru_total(cosmos: Cosmos, database: D
         await container.upsert_item({"id": f"d{i}", "pk": f"p{i % 5}", "text": "x" * 200})
     before = _charged(cosmos.emulator, database.id, container.id)
     source = CosmosSource(container, page_size=7)
-    sink = CountingSink()
+    sink = MemorySink()  # in-process: its writes cost no RU
     with DeadLetterFile(tmp_path / "dead.jsonl") as dead_letters:
         stats = await Pipeline(source, sink, Checkpoint(identity={"t": 1}), tmp_path / "cp.json",
                                dead_letters).run()
@@ -102,7 +75,7 @@ async def test_writes_lost_in_transit_are_charged_their_estimated_cost(dropping:
                 [unit], _ = sink.plan("t", [document])
                 await sink.write(unit)
             dropped = dropping.admin("stats")["faults_injected"] - before
-            paced = sink.governor.statistics().budget.consumed  # the governor paid the same
+            paced = sink.governor.budget.statistics().consumed  # the governor paid the same
     assert dropped > 0 and sink.stats.retries == dropped
     assert sink.stats.ru == pytest.approx(len(documents) * answered + dropped * rucost.write(size, 0), abs=0.05)
     assert paced == pytest.approx(answered + sink.stats.ru, abs=0.05)

@@ -10,7 +10,7 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import (
     MIN_EPK,

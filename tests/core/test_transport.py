@@ -14,7 +14,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
-from asyncmig.config import CosmosEndpoint, redact
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
 from asyncmig.core.cosmos.retry import classify
@@ -29,6 +29,7 @@ from asyncmig.core.cosmos.transport import (
     token_scope,
 )
 from asyncmig.errors import AuthenticationFailed, ControlPlaneRequired
+from asyncmig.redaction import redact
 from tests.entra_issuer import Issuer, MintingCredential, audience_of, entra_emulator_arguments
 from tests.helpers import EmulatorProcess, unique
 

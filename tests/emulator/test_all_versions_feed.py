@@ -163,7 +163,7 @@ async def test_survives_a_split_and_a_restart(tmp_path: Path) -> None:
                         for c in changes)
         return seen
 
-    process = EmulatorProcess(data_dir=tmp_path / "data").start()
+    process = EmulatorProcess("--partitions", "4", data_dir=tmp_path / "data").start()
     try:
         async with CosmosClient(process.endpoint, process.key) as client:
             db = await client.create_database("avad")

@@ -23,7 +23,7 @@ async def container(database: DatabaseProxy) -> AsyncIterator[ContainerProxy]:
 
 
 async def drain(container: ContainerProxy, **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
-    """Every change the feed has now, and the continuation to resume from (see spec §9.4 pitfall 1)."""
+    """Every change the feed has now, and the continuation to resume from (one token per feed range: a token spanning ranges cannot resume a half-read range)."""
     pager = container.query_items_change_feed(**kwargs).by_page()
     items: list[dict[str, Any]] = []
     async for page in pager:

@@ -468,7 +468,8 @@ def test_functions(text: str, expected: Any) -> None:
 
 
 def test_function_errors_name_the_function() -> None:
-    assert error("SELECT * FROM c WHERE ST_DISTANCE(c.loc, @p) < 10") == "unsupported function: ST_DISTANCE"
+    assert error("SELECT * FROM c WHERE ST_DISTANCE(c.loc, @p) < 10") == (
+        "unsupported: spatial function ST_DISTANCE (this emulator has no geospatial support)")
     assert error("SELECT VALUE REGEXMATCH(c.s, 'a') FROM c") == "unsupported function: REGEXMATCH"
     assert error("SELECT VALUE LOWER() FROM c") == "function LOWER takes 1 argument, got 0"
     assert error("SELECT VALUE CONTAINS('a') FROM c") == "function CONTAINS takes 2 to 3 arguments, got 1"
@@ -733,7 +734,12 @@ def test_aggregate_misuse_is_an_error() -> None:
     assert error("SELECT * FROM c WHERE COUNT(1) > 1") == "aggregate COUNT is not allowed in WHERE"
     assert error("SELECT * FROM c ORDER BY MAX(c.n)") == "aggregate MAX is not allowed in ORDER BY"
     assert error("SELECT VALUE SUM(COUNT(1)) FROM c") == "unsupported: aggregate COUNT nested inside another aggregate"
-    assert error("SELECT VALUE COUNT(1) FROM c ORDER BY c.n") == "unsupported: ORDER BY together with aggregates"
+
+
+def test_order_by_beside_an_aggregate_changes_nothing() -> None:
+    docs = [{"n": 3}, {"n": 1}, {"n": 2}]
+    assert compile_query("SELECT VALUE COUNT(1) FROM c ORDER BY c.n").run(docs) == [3]
+    assert compile_query("SELECT MAX(c.n) AS top FROM c ORDER BY c.n DESC").run(docs) == [{"top": 3}]
 
 
 def test_evaluate_one_refuses_aggregate_queries() -> None:

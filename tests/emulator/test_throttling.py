@@ -58,7 +58,7 @@ async def test_hammering_400_rus_gets_429_with_retry_after() -> None:
 
 
 async def test_buckets_are_per_physical_range() -> None:
-    with EmulatorProcess() as process:
+    with EmulatorProcess("--partitions", "4") as process:  # 400 RU/s alone would give one range
         async with no_retry_client(process) as client:
             container = await setup_container(client)
             results = await hammer(container, 60, pk="hot")  # one logical partition, one range

@@ -17,7 +17,7 @@ import anyio
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.core.engine.transform import Document
 from asyncmig.core.files.jsonl import JsonlGzWriter
 from asyncmig.core.files.manifest import container_file_name

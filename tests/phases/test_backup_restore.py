@@ -28,7 +28,7 @@ import pytest
 from azure.cosmos import PartitionKey, ThroughputProperties
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.connect import cosmos_client
 from asyncmig.core.engine.pipeline import PipelineOptions
@@ -38,6 +38,7 @@ from asyncmig.core.files.manifest import MANIFEST_NAME, read_manifest, verify_ba
 from asyncmig.core.files.sink import FileSink
 from asyncmig.core.files.source import FileSource
 from asyncmig.errors import BackupCorrupt, Interrupted, ResourceMissing, UsageError
+from asyncmig.phases.backup import _entry as backup_entry
 from asyncmig.phases.backup import backup, backup_checkpoint, verify
 from asyncmig.phases.context import PhaseContext, PhaseOptions
 from asyncmig.phases.restore import container_digest, restore
@@ -358,7 +359,7 @@ from pathlib import Path
 
 import anyio
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.core.cosmos.connect import cosmos_client
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.phases.backup import backup
@@ -504,3 +505,18 @@ async def test_file_source_pages_resume_after_the_documents_consumed(tmp_path: P
     assert source.partition_key(documents[4]) == [1] and await source.count() == 23
     with pytest.raises(BackupCorrupt, match="holds only 23 documents"):
         _ = [p async for p in source.pages(partition, "24")]
+
+
+async def test_a_container_that_changed_during_its_backup_reports_its_count_at_the_end(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    """A live container's backup is not refused: the entry is the file's, the count now is reported
+    beside it (docs/live-migration.md, "Backups of a live container")."""
+    sources = await seed_legacy(database)
+    async with phase_context(cosmos, database.id, tmp_path) as ctx:
+        await backup(ctx)
+        backup_dir = Path(ctx.state.backup_dir or "")
+        entry = read_manifest(backup_dir)["containers"][SOURCE_USERS]
+        await sources[SOURCE_USERS].upsert_item({"id": "late", "partition_key": "late"})
+        again, count_now = await backup_entry(ctx, sources[SOURCE_USERS], backup_dir / entry["file"])
+        assert again["count"] == entry["count"] == COUNTS[SOURCE_USERS] and count_now == COUNTS[SOURCE_USERS] + 1

@@ -1,7 +1,7 @@
 """Rollback end to end: after a simulated migration, back to the legacy layout, proven by digests.
 
 The original rollback deleted the live ``users`` and ``user_activity``, recreated containers with
-wrong partition keys and stopped half-way (W-19). These tests pin down the opposite: only what the
+wrong partition keys and stopped half-way. These tests pin down the opposite: only what the
 state says the migration created is deleted, and only after the legacy layout has been restored
 and verified; every refusal happens before anything changes.
 """
@@ -32,8 +32,9 @@ from asyncmig.vimarsh.plan import (
     SOURCE_USERS,
     SOURCE_VECTORS,
     USER_SESSIONS,
+    VALIDATED_CONTAINERS,
+    ContainerSpec,
     container_properties,
-    target_spec,
 )
 from tests.conftest import Cosmos, needs_emulator
 from tests.core.support import contents
@@ -41,6 +42,13 @@ from tests.phases.test_backup_restore import phase_context, seed_legacy
 
 CREATED = [USER_SESSIONS, PERSONALITIES, PERSONALITY_VECTORS]
 Snapshot = dict[str, dict[tuple[str, bytes], bytes]]
+
+
+PLANNED = {spec.name: spec for spec in VALIDATED_CONTAINERS}
+
+
+def target_spec(name: str) -> ContainerSpec:
+    return PLANNED[name]
 
 
 async def snapshot(containers: dict[str, ContainerProxy]) -> Snapshot:
@@ -112,7 +120,7 @@ async def test_rollback_restores_the_legacy_layout_and_deletes_only_what_the_mig
     state = load_state(ctx.workdir.state, host=ctx.endpoint.host, database=database.id)
     assert state.created == [] and state.finished == {} and state.rolled_back_at
     assert state.backup_dir is None  # a new migration takes a new backup of the data as it is then
-    with pytest.raises(BackupCorrupt, match="rolled back at"):  # a second rollback has nothing to use
+    with pytest.raises(StateError, match="rolled back at"):  # a second rollback has nothing to use
         async with phase_context(cosmos, database.id, tmp_path) as again:
             await rollback(again)
     assert await anyio.Path(backup_dir or "").is_dir()  # the backup itself is kept
@@ -131,18 +139,21 @@ def _damaged_file(ctx: PhaseContext) -> None:
     path.write_bytes(path.read_bytes()[:-40])
 
 
-@pytest.mark.parametrize("spoil", [_without_backup, _without_manifest, _damaged_file],
-                         ids=["no-backup", "no-manifest", "damaged-file"])
+@pytest.mark.parametrize(("spoil", "error", "exit_code"), [
+    (_without_backup, StateError, 5),  # the state records no backup: nothing is corrupt
+    (_without_manifest, BackupCorrupt, 6),
+    (_damaged_file, BackupCorrupt, 6),
+], ids=["no-backup", "no-manifest", "damaged-file"])
 async def test_rollback_without_a_complete_backup_refuses_and_changes_nothing(
-    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path, spoil: Any
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path, spoil: Any, error: type[Exception], exit_code: int
 ) -> None:
     legacy, _, _ = await prepared(cosmos, database, tmp_path)
     migrated = await contents(legacy[SOURCE_USERS])
     async with phase_context(cosmos, database.id, tmp_path) as ctx:
         spoil(ctx)
-        with pytest.raises(BackupCorrupt) as refused:
+        with pytest.raises(error) as refused:
             await rollback(ctx)
-        assert refused.value.exit_code == 6
+        assert getattr(refused.value, "exit_code", None) == exit_code
     assert await container_names(database) == {SOURCE_VECTORS, SOURCE_USERS, "keep_me", *CREATED}
     assert await contents(legacy[SOURCE_USERS]) == migrated
 

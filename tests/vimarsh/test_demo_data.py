@@ -13,7 +13,7 @@ import pytest
 
 from asyncmig.core import jsoncodec
 from asyncmig.vimarsh import demo_data
-from asyncmig.vimarsh.demo_data import DemoDataSet, expected_figures, generate
+from asyncmig.vimarsh.demo_data import DemoDataSet
 from asyncmig.vimarsh.transforms import ACTIVITY, USERS, VECTORS, slug
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -121,35 +121,23 @@ def test_default_vectors_digest_is_stable(vectors: list[dict[str, Any]]) -> None
 def test_sizes_are_parameters(
     vectors: int, dimensions: int, users: int, sessions: int, interactions: int
 ) -> None:
-    streams = generate(
-        seed=3,
-        vectors=vectors,
-        dimensions=dimensions,
-        users=users,
-        sessions=sessions,
-        interactions=interactions,
-    )
+    dataset = DemoDataSet(3, vectors=vectors, dimensions=dimensions, users=users, sessions=sessions,
+                          interactions=interactions)
+    streams = dataset.containers()
     vecs = list(streams["personality-vectors"])
     assert len(vecs) == vectors
     assert len(list(streams["users"])) == users
     acts = list(streams["user_activity"])
     assert len(acts) == sessions + interactions
     assert all(len(d["embedding"]) == dimensions for d in vecs if d.get("embedding") is not None)
-    f = expected_figures(
-        seed=3,
-        vectors=vectors,
-        dimensions=dimensions,
-        users=users,
-        sessions=sessions,
-        interactions=interactions,
-    )
+    f = dataset.figures
     assert f.personalities == len({slug(d["personality"]) for d in vecs})
     assert f.vectors_without_embedding == sum(1 for d in vecs if d.get("embedding") is None)
     assert len({d["id"] for d in vecs}) == vectors
 
 
 def test_scaled_up_keeps_all_personalities() -> None:
-    f = expected_figures(vectors=100_000, dimensions=1536)
+    f = DemoDataSet(vectors=100_000, dimensions=1536).figures
     assert f.personalities == 13
     assert f.vectors == 100_000
     assert sum(n for _, n in f.vectors_per_personality) == 100_000

@@ -1,4 +1,4 @@
-"""The plan as data: A2 container settings, creation kwargs, comparison, mappings."""
+"""The plan as data: container settings, creation kwargs, comparison, mappings."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from asyncmig.vimarsh.plan import (
     NEW_CONTAINERS,
     SOURCE_CONTAINERS,
     VALIDATED_CONTAINERS,
+    ContainerSpec,
     compare_container,
     container_properties,
     critical_differences,
-    target_spec,
 )
 
-# The A2 table, typed in again independently of the module.
-A2 = [
+# The table of new containers (docs/vimarsh-migration.md), typed in again independently of the module.
+PLANNED_TABLE = [
     ("user_sessions", "/user_id", 7_776_000, 2000),
     ("user_interactions", "/user_id", 15_552_000, 4000),
     ("personalities", "/personality_id", None, 1000),
@@ -36,8 +36,15 @@ A2 = [
 ]
 
 
+PLANNED = {spec.name: spec for spec in VALIDATED_CONTAINERS}
+
+
+def target_spec(name: str) -> ContainerSpec:
+    return PLANNED[name]
+
+
 def test_eleven_new_containers_exactly_as_a2() -> None:
-    assert [(s.name, s.partition_key_path, s.default_ttl, s.autoscale_max) for s in NEW_CONTAINERS] == A2
+    assert [(s.name, s.partition_key_path, s.default_ttl, s.autoscale_max) for s in NEW_CONTAINERS] == PLANNED_TABLE
     assert all(s.managed for s in NEW_CONTAINERS)
     assert [s.name for s in NEW_CONTAINERS if s.vector_embedding_path] == ["personality_vectors"]
     assert target_spec("personality_vectors").vector_embedding_path == "/embedding"
@@ -188,7 +195,7 @@ def test_wrong_and_missing_ttl_are_reported_but_fixable() -> None:
     assert "86400" in diffs[0] and "7776000" in diffs[0]
 
     missing = read_output(spec)
-    del missing["defaultTtl"]  # what the serverless creation script left behind (W-4)
+    del missing["defaultTtl"]  # what the serverless creation script left behind
     assert [d.setting for d in compare_container(spec, missing)] == ["defaultTtl"]
 
     no_ttl = target_spec("personalities")
@@ -251,11 +258,11 @@ def test_mappings() -> None:
     assert not by_source["personality-vectors"].in_place
     assert plan.transform_of(by_source["personality-vectors"]) is transforms.VECTORS
     assert plan.transform_of(by_source["user_activity"]) is transforms.ACTIVITY
-    assert plan.transform_of(plan.mapping_for("users")) is transforms.USERS
+    assert plan.transform_of(by_source["users"]) is transforms.USERS
     for mapping in plan.MAPPINGS:
         assert isinstance(plan.transform_of(mapping), Transform)
         for target in mapping.targets:
-            target_spec(target)  # every target is a planned container
+            assert target in PLANNED  # every target is a planned container
 
 
 def test_expected_figures() -> None:

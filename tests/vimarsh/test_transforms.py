@@ -1,4 +1,4 @@
-"""The A3 transforms, one messy case at a time."""
+"""The Vimarsh transforms, one messy case at a time."""
 
 from __future__ import annotations
 

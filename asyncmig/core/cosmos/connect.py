@@ -16,10 +16,11 @@ from azure.cosmos import ThroughputProperties
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from asyncmig.config import CosmosEndpoint, redact
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs
 from asyncmig.core.cosmos.transport import sdk_credential, sign_in_failed
 from asyncmig.errors import ConnectionFailed, ResourceMissing
+from asyncmig.redaction import redact
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ same batch request signed by hand with bytes orjson had already produced. The SD
 to change its encoder, so the sink sends its writes here and keeps the SDK for everything else
 (reads, metadata, container creation).
 
-What is sent is what ``azure-cosmos`` 4.17.1 sends (wire-protocol spec §1, §6, §11), to the same
+What is sent is what ``azure-cosmos`` 4.17.1 sends (its request headers, batch body and routing), to the same
 path, signed by the same algorithm (:mod:`asyncmig.core.cosmos.signing`):
 
 * ``POST /dbs/{db}/colls/{coll}/docs/`` with ``x-ms-version``, ``x-ms-date``, ``authorization``,
@@ -43,7 +43,7 @@ from typing import Any
 
 from azure.cosmos._base import GetPathFromLink
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core.cosmos.transport import Authorizer, CosmosHttpError, Transport
 
 __all__ = ["LeanContainer", "LeanWriter", "partition_key_header"]

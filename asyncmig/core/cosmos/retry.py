@@ -22,19 +22,19 @@ dropped connection) is safe even though the SDK refuses to.
 
 from __future__ import annotations
 
-import os
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
+import anyio
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos._retry_options import RetryOptions
 from azure.cosmos.documents import ConnectionPolicy
 from azure.cosmos.exceptions import CosmosClientTimeoutError
 
-from asyncmig.config import ENV_CONNECTION_STRING, CosmosEndpoint, redact, tls_verify
+from asyncmig.connection import CosmosEndpoint, tls_verify
 from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
@@ -46,8 +46,14 @@ from asyncmig.errors import (
     ResourceMissing,
     TransientExhausted,
 )
+from asyncmig.redaction import redact
+from asyncmig.settings import ENV_CONNECTION_STRING
 
-__all__ = ["Backoff", "Failure", "FailureKind", "classify", "cosmos_client_kwargs"]
+__all__ = [
+    "Backoff", "Failure", "FailureKind", "classify", "cosmos_client_kwargs", "retrying", "wait_to_retry",
+]
+
+T = TypeVar("T")
 
 FailureKind = Literal["throttled", "transient", "permanent", "fatal", "split"]
 
@@ -349,7 +355,7 @@ class Backoff:
 
     def next_delay(self, failure: Failure) -> float | None:
         """Seconds to wait before retrying after ``failure``, or ``None`` when retries are spent
-        (then raise :meth:`exhausted_error`).
+        (see :func:`wait_to_retry`).
 
         :raises ValueError: for a failure that must not be retried (permanent or fatal).
         """
@@ -367,15 +373,44 @@ class Backoff:
             return self._jitter(self.attempts)
         raise ValueError(f"a {failure.kind} failure must not be retried ({failure.reason})")
 
-    def exhausted_error(
-        self, failure: Failure, *, what: str, checkpoint: str | os.PathLike[str]
-    ) -> TransientExhausted:
-        """The error that ends the run once :meth:`next_delay` returned ``None``."""
-        attempts = self.throttled if failure.kind == "throttled" else self.attempts
-        return TransientExhausted(redact(
-            f"{what} failed: {failure.reason}; the fault persisted after {attempts} attempts; "
-            f"progress is saved in {os.fspath(checkpoint)}; re-run the same command to resume"
-        ))
+
+async def wait_to_retry(backoff: Backoff, failure: Failure, *, what: str, sleep: bool = True) -> None:
+    """Wait out ``failure`` before the next attempt, or raise the error that ends the run.
+
+    :param what: names the operation in the error, e.g. ``"reading users"``.
+    :param sleep: False when something else already does the waiting (a partition gate's pause
+        after a 429).
+    :raises AsyncmigError: ``failure.as_error(what)`` when it must not be retried or retries are spent.
+    """
+    delay = backoff.next_delay(failure) if failure.retryable else None
+    if delay is None:
+        raise failure.as_error(what)
+    if sleep:
+        await anyio.sleep(delay)
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]], *, what: str, backoff: Backoff | None = None,
+    before_retry: Callable[[], None] | None = None,
+) -> T:
+    """``await operation()`` until it succeeds, retrying throttled, transient and split failures.
+
+    Every failure is sorted by :func:`classify`; one that must not be retried, or one that outlasts
+    ``backoff``, ends in the asyncmig error it maps to, raised from the original exception.
+    Cancellation is never caught. ``before_retry`` runs before each new attempt (e.g. to reopen an
+    iterator the failure left broken).
+    """
+    backoff = backoff if backoff is not None else Backoff()
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
+            try:
+                await wait_to_retry(backoff, classify(exc), what=what)
+            except AsyncmigError as error:
+                raise error from exc
+        if before_retry is not None:
+            before_retry()
 
 
 def cosmos_client_kwargs(endpoint: CosmosEndpoint, *, insecure: bool = False) -> dict[str, Any]:

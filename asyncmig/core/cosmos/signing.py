@@ -1,4 +1,4 @@
-"""Master-key request signing, exactly as ``azure.cosmos`` 4.17.1 signs (wire-protocol spec §2.3).
+"""Master-key request signing, exactly as ``azure.cosmos`` 4.17.1 signs (``_auth_policy``/``auth.py``).
 
 One implementation for both ends: the lean write path signs requests with it and the emulator
 verifies signatures with it, so the two can only disagree with the SDK together, and the

@@ -25,7 +25,7 @@ from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 from azure.cosmos.partition_key import NonePartitionKeyValue
 
-from asyncmig.config import CosmosEndpoint
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
@@ -34,7 +34,7 @@ from asyncmig.core.cosmos.partition_keys import (
     partition_key_problem,
     partition_key_values,
 )
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import Document
@@ -217,11 +217,10 @@ class CosmosSink:
                 continue
             self.stats.retries += 1
             pending.append(current)
-            delay = backoff.next_delay(failure)  # counts 429s too: endless throttling ends the run
-            if delay is None:
-                raise failure.as_error(f"writing to {self._targets[current.target].container.id!r}")
-            if failure.kind != "throttled":  # for a 429 the partition gate's pause does the waiting
-                await anyio.sleep(delay)  # outside the partition slot, so other writers proceed
+            # Counts 429s too: endless throttling ends the run. For a 429 the partition gate's pause
+            # does the waiting; other waits happen outside the partition slot, so other writers proceed.
+            await wait_to_retry(backoff, failure, what=f"writing to {self._targets[current.target].container.id!r}",
+                                sleep=failure.kind != "throttled")
         return outcome
 
     async def _attempt(self, unit: WriteUnit, outcome: WriteOutcome, pending: list[WriteUnit]) -> Failure | None:
@@ -288,6 +287,18 @@ class _RefusedBySdk(Exception):
     """The SDK refused a request before sending it (its own client-side validation)."""
 
 
+# What the SDK's own check of a document's id raises (azure.cosmos._base._validate_resource) before
+# it sends anything: the one client-side verdict on a document, as opposed to a bug.
+_SDK_DOCUMENT_REFUSALS = frozenset({
+    "Id contains illegal chars.", "Id ends with a space or newline.", "Id type must be a string.",
+})
+
+
+def refused_by_sdk(exc: BaseException) -> bool:
+    """True when ``exc`` is the SDK refusing a document's id, which dead-letters that document."""
+    return isinstance(exc, ValueError | TypeError) and str(exc) in _SDK_DOCUMENT_REFUSALS
+
+
 async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | None:
     result: Any
     try:
@@ -296,7 +307,9 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | 
             result = await container.execute_item_batch(operations, partition_key=unit.partition_key)
         else:
             result = await container.upsert_item(unit.documents[0], no_response=True)
-    except ValueError as exc:  # e.g. an id it refuses
+    except (ValueError, TypeError) as exc:
+        if not refused_by_sdk(exc):
+            raise  # not a verdict on the document: a bug must not dead-letter every document
         raise _RefusedBySdk(str(exc)) from exc
     charge = result.get_response_headers().get("x-ms-request-charge")
     return None if charge is None else float(charge)

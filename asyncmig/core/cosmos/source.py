@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, cast
 
 import anyio
@@ -14,6 +15,7 @@ from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
+from asyncmig.errors import raise_first
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class CosmosSource:
         """The range's documents by an independent ``COUNT`` query (None when it failed)."""
         return await self._count("SELECT VALUE COUNT(1) FROM c", feed_range=partition)
 
-    async def pages(self, partition: Any, position: str | None) -> AsyncIterator[SourcePage]:
+    async def pages(self, partition: Any, position: str | None) -> AsyncGenerator[SourcePage, None]:
         latest, changes = _parse_position(position)
         if position is None and self.deletes and not self.snapshot:
             changes = await self._changes_from_now(partition)
@@ -300,3 +302,44 @@ def _behind(current: int | None, items: list[Any]) -> int | None:
     metadata = last.get("metadata") if isinstance(last, dict) else None
     value = metadata.get("lsn") if isinstance(metadata, dict) else last.get("_lsn") if isinstance(last, dict) else None
     return max(0, current - int(value)) if isinstance(value, int) else None
+
+
+PageHandler = Callable[[list[Document]], Awaitable[None] | None]
+
+
+async def scan_container(
+    container: ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
+    concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None, snapshot: bool = False,
+) -> float:
+    """Hand every document of ``container`` to ``handle``, a page at a time, ``concurrency`` feed
+    ranges at once; reads through :class:`CosmosSource` (with its retries).
+    Returns the RU the reads cost.
+
+    ``handle`` may be a coroutine function; a plain function runs between awaits, so pages of
+    concurrent ranges never interleave inside it. ``ranges`` and ``pages_per_range`` limit the scan
+    to a sample. Memory: one page per range being read. ``snapshot`` reads by query instead of the
+    change feed (validation's reads, independent of the copier's).
+    """
+    source = CosmosSource(container, page_size=page_size, what=what, snapshot=snapshot)
+    await source.open()
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def read_range(feed_range: Any) -> None:
+        async with limiter, aclosing(source.pages(feed_range, None)) as pages:
+            read = 0
+            async for page in pages:
+                handled = handle(page.documents)
+                if handled is not None:
+                    await handled
+                read += 1
+                if pages_per_range is not None and read >= pages_per_range:
+                    return
+
+    feed_ranges = list((await source.partitions()).values())[:ranges]
+    try:
+        async with anyio.create_task_group() as group:
+            for feed_range in feed_ranges:
+                group.start_soon(read_range, feed_range)
+    except BaseExceptionGroup as errors:
+        raise_first(errors)
+    return source.read_ru

@@ -41,10 +41,11 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from asyncmig import __version__
-from asyncmig.config import CosmosEndpoint, redact, register_secret, tls_verify
+from asyncmig.connection import CosmosEndpoint, tls_verify
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import signing
 from asyncmig.errors import AuthenticationFailed
+from asyncmig.redaction import redact, register_secret
 
 __all__ = [
     "API_VERSION",
@@ -325,7 +326,8 @@ def entra_credential() -> AsyncTokenCredential:
     Azure CLI / PowerShell / developer sign-in, tried in that order (close it when done)."""
     from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - only Entra runs pay for the import
 
-    return DefaultAzureCredential()
+    credential: AsyncTokenCredential = DefaultAzureCredential()
+    return credential
 
 
 class RedactingCredential:

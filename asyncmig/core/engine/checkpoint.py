@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asyncmig.config import CosmosEndpoint, redact
+from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.engine.transform import Transform
 from asyncmig.core.files.fsutil import atomic_write, ensure_dir
 from asyncmig.errors import CorruptState, ForeignState, StateError
+from asyncmig.redaction import redact
 
 __all__ = [
     "FORMAT",
@@ -36,7 +37,6 @@ __all__ = [
     "CommitTracker",
     "RangeState",
     "Totals",
-    "TrackerStatistics",
     "load_checkpoint",
     "resume_key",
     "run_identity",
@@ -46,7 +46,8 @@ __all__ = [
 FORMAT = "asyncmig-checkpoint"
 VERSION = 1
 
-_RESTART_HINT = "pass --restart to start over"
+# What a command with a --restart option tells the user to do about a checkpoint it cannot use.
+RESTART_HINT = "pass --restart to start over (the old file is kept as <name>.old), or use a different --checkpoint path"
 
 
 def _now() -> str:
@@ -181,7 +182,7 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
 
 
 def _count(value: Any, what: str) -> int:
-    number = _expect(value, int, what)
+    number: int = _expect(value, int, what)
     if number < 0:
         raise _Invalid(f"{what} is negative")
     return number
@@ -248,8 +249,50 @@ def _identity_differences(stored: Mapping[str, Any], current: Mapping[str, Any])
     return differences
 
 
-def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool) -> Checkpoint:
+def read_checkpoint(path: str | os.PathLike[str], *, start_over: str = RESTART_HINT) -> Checkpoint:
+    """The checkpoint stored at ``path``, whichever run it belongs to (``asyncmig status`` shows it).
+
+    :raises CorruptState: unreadable JSON, another format or version, a checksum mismatch
+        (truncated or edited file) or a malformed structure.
+    :raises FileNotFoundError: there is no checkpoint at ``path``.
+    :raises StateError: the file cannot be read (permissions, I/O error).
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
+                         f"{start_over}") from exc
+
+    def corrupt(problem: str) -> CorruptState:
+        return CorruptState(f"checkpoint {file} is damaged ({problem}); {start_over}")
+
+    try:
+        document = jsoncodec.loads(data)
+    except ValueError:
+        raise corrupt("not valid JSON: truncated or edited") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise corrupt(f"not an {FORMAT} file")
+    if document.get("version") != VERSION:
+        raise corrupt(f"format version {document.get('version')!r}, this asyncmig reads {VERSION}")
+    checksum = document.pop("checksum", None)
+    if checksum != _digest(document):
+        raise corrupt("checksum mismatch: truncated or edited")
+    try:
+        checkpoint = _from_json(document)
+    except _Invalid as exc:
+        raise corrupt(str(exc)) from None
+    return checkpoint
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], identity: Mapping[str, Any], *, restart: bool, start_over: str = RESTART_HINT
+) -> Checkpoint:
     """The checkpoint at ``path`` for this run, or a fresh one.
+
+    ``start_over`` ends the error messages: how the command at hand starts over.
 
     A missing file gives a fresh checkpoint. ``restart=True`` also gives a fresh one and keeps any
     existing file as ``<path>.old`` (evidence is never deleted).
@@ -267,37 +310,14 @@ def load_checkpoint(path: str | os.PathLike[str], identity: Mapping[str, Any], *
             os.replace(file, file.with_name(file.name + ".old"))
         return Checkpoint(identity=current)
     try:
-        data = file.read_bytes()
+        checkpoint = read_checkpoint(file, start_over=start_over)
     except FileNotFoundError:
         return Checkpoint(identity=current)
-    except OSError as exc:
-        raise StateError(f"cannot read checkpoint {file}: {exc.strerror}; fix the permissions or "
-                         f"{_RESTART_HINT}") from exc
-
-    def corrupt(problem: str) -> CorruptState:
-        return CorruptState(f"checkpoint {file} is damaged ({problem}); {_RESTART_HINT} "
-                            f"(the damaged file is then kept as {file.name}.old)")
-
-    try:
-        document = jsoncodec.loads(data)
-    except ValueError:
-        raise corrupt("not valid JSON: truncated or edited") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise corrupt(f"not an {FORMAT} file")
-    if document.get("version") != VERSION:
-        raise corrupt(f"format version {document.get('version')!r}, this asyncmig reads {VERSION}")
-    checksum = document.pop("checksum", None)
-    if checksum != _digest(document):
-        raise corrupt("checksum mismatch: truncated or edited")
-    try:
-        checkpoint = _from_json(document)
-    except _Invalid as exc:
-        raise corrupt(str(exc)) from None
     differences = _identity_differences(checkpoint.identity, current)
     if differences:
         raise ForeignState(redact(
             f"checkpoint {file} belongs to a different run: {'; '.join(differences)}; "
-            f"{_RESTART_HINT} or use a different --checkpoint path"
+            f"{start_over}"
         ))
     return checkpoint
 
@@ -321,19 +341,6 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Non
 
 # --------------------------------------------------------------------------------------------
 # Commit tracking
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerStatistics:
-    """A snapshot of a :class:`CommitTracker` (documents counted since the tracker's start point)."""
-
-    committed_position: str | None
-    committed: int
-    read: int
-    written: int
-    in_flight: int
-    pending_pages: int
-    done: bool
 
 
 @dataclass(slots=True)
@@ -446,15 +453,3 @@ class CommitTracker:
     def done(self) -> bool:
         """The range is drained (:meth:`finish`) and every page is committed."""
         return self._finished and not self._pages
-
-    def statistics(self) -> TrackerStatistics:
-        """A snapshot for progress output."""
-        return TrackerStatistics(
-            committed_position=self._committed_position,
-            committed=self._committed,
-            read=self._read,
-            written=self._written,
-            in_flight=self.in_flight,
-            pending_pages=len(self._pages),
-            done=self.done,
-        )

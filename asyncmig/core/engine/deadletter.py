@@ -18,10 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from asyncmig.config import redact
 from asyncmig.core import jsoncodec
 from asyncmig.core.files.fsutil import ensure_dir, fsync_dir
 from asyncmig.errors import CorruptState
+from asyncmig.redaction import redact
 
 __all__ = ["DeadLetterFile"]
 

@@ -38,13 +38,13 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
+from asyncmig.core.engine.shared_budget import SharedBudget
 from asyncmig.errors import UsageError
 
 __all__ = [
     "BudgetStatistics",
     "GateStatistics",
     "Governor",
-    "GovernorStatistics",
     "PartitionGate",
     "RUBudget",
     "Slot",
@@ -397,24 +397,6 @@ class PartitionGate:
 # Governor
 
 
-@dataclass(frozen=True)
-class GovernorStatistics:
-    """The budget's snapshot and one per partition key range seen so far."""
-
-    budget: BudgetStatistics
-    partitions: dict[str, GateStatistics]
-
-    @property
-    def throttles(self) -> int:
-        """429s reported over all partitions."""
-        return sum(p.throttles for p in self.partitions.values())
-
-    @property
-    def in_flight(self) -> int:
-        """Requests holding a slot over all partitions."""
-        return sum(p.in_flight for p in self.partitions.values())
-
-
 class Ticket:
     """A request admitted by :meth:`Governor.request`; set :attr:`charge` from the response."""
 
@@ -441,7 +423,10 @@ class Governor:
         initial_concurrency: int = DEFAULT_INITIAL_CONCURRENCY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
+        shared: SharedBudget | None = None,
     ) -> None:
+        """``shared`` caps the sum of several workers' sinks (see :mod:`asyncmig.core.engine.shared_budget`)."""
+        self.shared = shared
         self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
         self._burst = burst_seconds
         self._initial = initial_concurrency
@@ -462,39 +447,36 @@ class Governor:
                 self._lane_budgets[lane] = RUBudget(share, burst_seconds=self._burst,
                                                     initial_credit_seconds=INITIAL_CREDIT_SECONDS)
 
-    def gate(self, partition_key_range_id: str) -> PartitionGate:
-        """The gate for a partition key range, created on first use."""
-        gate = self._gates.get(partition_key_range_id)
+    def gate(self, lane: str) -> PartitionGate:
+        """The gate of a lane (one target physical range, see :meth:`share_budget`), created on first use."""
+        gate = self._gates.get(lane)
         if gate is None:
             gate = PartitionGate(initial=self._initial, maximum=self._maximum)
-            self._gates[partition_key_range_id] = gate
+            self._gates[lane] = gate
         return gate
 
     @asynccontextmanager
-    async def request(self, partition_key_range_id: str, estimated_ru: float) -> AsyncIterator[Ticket]:
-        """Admit one request: a partition slot first, then the RU; settle the charge on exit.
+    async def request(self, lane: str, estimated_ru: float) -> AsyncIterator[Ticket]:
+        """Admit one request to ``lane``: a slot of its gate first, then the RU; settle the charge on exit.
 
         The slot comes first so that RU are not paid for while the partition is paused. On exit
         the budget is settled with :attr:`Ticket.charge`, or with the estimate when no charge is
         known (a request that failed in transit may still have been executed).
         """
-        lane_budget = self._lane_budgets.get(partition_key_range_id)
-        async with self.gate(partition_key_range_id).slot() as slot:
+        lane_budget = self._lane_budgets.get(lane)
+        async with self.gate(lane).slot() as slot:
             if lane_budget is not None:
                 await lane_budget.acquire(estimated_ru)
             await self.budget.acquire(estimated_ru)
+            if self.shared is not None:
+                await self.shared.acquire(estimated_ru)
             ticket = Ticket(slot, estimated_ru)
             try:
                 yield ticket
             finally:
                 charge = ticket.charge if ticket.charge is not None else estimated_ru
                 self.budget.settle(estimated_ru, charge)
+                if self.shared is not None:
+                    self.shared.settle(estimated_ru, charge)
                 if lane_budget is not None:
                     lane_budget.settle(estimated_ru, charge)
-
-    def statistics(self) -> GovernorStatistics:
-        """The budget's and every partition's snapshot (call from the event loop)."""
-        return GovernorStatistics(
-            budget=self.budget.statistics(),
-            partitions={key: gate.statistics() for key, gate in self._gates.items()},
-        )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.ordering import VersionGate, document_version
 from asyncmig.core.engine.sink import DeletingSink, Rejection, Sink, WriteUnit
 from asyncmig.core.engine.source import CountsPartitions, Source, SourcePage
-from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Transform
-from asyncmig.errors import Interrupted, first_error
+from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Routed, Transform
+from asyncmig.core.jsoncodec import NonFiniteNumber
+from asyncmig.errors import AsyncmigError, Interrupted, UsageError, raise_first
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 _Gated = tuple[tuple[str, Any, str, Any], int]  # (target, target id, source pk, source id), version
@@ -65,11 +66,19 @@ class PipelineOptions:
 
 @dataclass(slots=True)
 class RunStatistics:
-    """What a run did; ``read``/``written`` include the documents covered by a resumed checkpoint."""
+    """What a run did, including what the earlier runs of the same checkpoint did.
+
+    ``written`` counts documents the sink acknowledged (a killed run's writes are recovered from
+    its journal), ``dead_lettered`` those rejected into the dead-letter file; ``processed`` (their
+    sum) is what the progress bar shows. ``skipped`` counts, for this run only, the documents an
+    earlier run had already written and this one did not write again (they are in ``written``).
+    """
 
     read: int = 0
     written: int = 0
     dead_lettered: int = 0
+    skipped: int = 0
+    processed: int = 0
     ru: float = 0.0
     requests: int = 0
     throttled: int = 0
@@ -81,7 +90,6 @@ class RunStatistics:
     interrupted: bool = False
     deleted: int = 0  # deletes applied (a document already gone counts)
     superseded: int = 0  # versions dropped because a newer version of the document was in flight
-    lanes: dict[str, int] = field(default_factory=dict)
     # range -> how far reading is behind the source: {"documents": changes left or None, "seconds": ...}
     lag: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     # range -> {"read": documents its bulk pass read, "count": independent count at its end}
@@ -127,8 +135,12 @@ class Pipeline:
         transform: Transform = IDENTITY,
         options: PipelineOptions = PipelineOptions(),
         on_progress: Callable[[RunStatistics], None] | None = None,
+        on_commit: Callable[[Checkpoint], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_commit`` runs after every checkpoint save, e.g. to store range progress in leases
+        (an error it raises, such as a lost lease, ends the run)."""
         self.source = source
+        self.on_commit = on_commit
         self.sink = sink
         self.checkpoint = checkpoint
         self.checkpoint_path = checkpoint_path
@@ -142,7 +154,9 @@ class Pipeline:
         self._registered: dict[str, int] = {}  # range -> pages registered so far
         self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
         self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
-        self._keys: dict[int, str] = {}  # id(document in flight) -> its key
+        self._written = 0  # documents the sink acknowledged in this run
+        self._skipped = 0  # documents an earlier run wrote that this run did not write again
+        self._recovered = 0  # writes of a killed run that only its journal recorded
         self._gate = VersionGate()
         self._gated: dict[int, _Gated] = {}  # id(document in flight) -> what it holds in the gate
         self._journal: Journal | None = None
@@ -176,7 +190,9 @@ class Pipeline:
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
-            self._skip[key] = set(state.written_ahead) | replayed.get(key, set())
+            journaled = replayed.get(key, set()) - set(state.written_ahead)
+            self._recovered += len(journaled)
+            self._skip[key] = set(state.written_ahead) | journaled
             self._ahead[key] = {}
             self._registered[key] = 0
         self._journal = Journal(self.checkpoint_path, self.checkpoint.journal, enabled=durable)
@@ -184,7 +200,7 @@ class Pipeline:
             try:
                 await self._run(pending, stop)
             except BaseExceptionGroup as group:
-                raise first_error(group) from None
+                raise_first(group)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._save()
@@ -227,7 +243,7 @@ class Pipeline:
     async def _monitor(self) -> None:
         last_save = time.monotonic()
         while True:
-            await anyio.sleep(0.5)
+            await anyio.sleep(min(0.5, self.options.checkpoint_interval))
             self._refresh()
             if self.on_progress:
                 self.on_progress(self.stats)
@@ -293,8 +309,8 @@ class Pipeline:
 
     async def _dispatch(self, key: str, tracker: CommitTracker, page: SourcePage, held: int) -> None:
         rejected: list[tuple[Document, Rejection]] = []
-        routed: dict[str, list[Document]] = defaultdict(list)
-        removed: dict[str, list[Document]] = defaultdict(list)
+        routed: dict[str, list[tuple[Document, str]]] = defaultdict(list)
+        removed: dict[str, list[tuple[Document, str]]] = defaultdict(list)
         skipped: list[str] = []
         superseded = 0
         changes = [(doc, False) for doc in page.documents] + [(doc, True) for doc in page.deleted]
@@ -316,25 +332,24 @@ class Pipeline:
                 if gated is not None:
                     self._gate.release(*gated)
                 continue
-            self._keys[id(out)] = doc_key
             if gated is not None:
                 self._gated[id(out)] = gated
-            (removed if deleting else routed)[target].append(out)
+            (removed if deleting else routed)[target].append((out, doc_key))
         units: list[WriteUnit] = []
-        for target, docs in routed.items():
-            planned, refused = self.sink.plan(target, docs)
-            units.extend(planned)
+        for target, pairs in routed.items():
+            planned, refused = self.sink.plan(target, [out for out, _ in pairs])
+            units.extend(_with_keys(planned, pairs))
             rejected.extend((r.document, r) for r in refused)
-        for target, docs in removed.items():
+        for target, pairs in removed.items():
             if not isinstance(self.sink, DeletingSink):
                 raise TypeError(f"{self.sink.description} cannot delete; the source reported deletes")
-            planned, refused = self.sink.plan_deletes(target, docs)
-            units.extend(planned)
+            planned, refused = self.sink.plan_deletes(target, [out for out, _ in pairs])
+            units.extend(_with_keys(planned, pairs))
             rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
-            self._keys.pop(id(source_doc), None)
             self._ungate(source_doc)
+        self._skipped += len(skipped)
         self.stats.superseded += superseded
         count = sum(len(u.documents) for u in units) + len(rejected) + len(skipped) + superseded
         page_id = tracker.register(page.position, count)
@@ -355,7 +370,6 @@ class Pipeline:
             if sent < len(units):  # a stop: the page stays uncommitted and is read again later
                 for unit in units[sent:]:
                     for doc in unit.documents:
-                        self._keys.pop(id(doc), None)
                         self._ungate(doc)
                 self._units_done(key, page_id, len(units) - sent)
 
@@ -372,11 +386,8 @@ class Pipeline:
         transformed: list[tuple[Document, Document, str, bool, tuple[str, Any, str, Any], int | None]] = []
         for source_doc, deleting in changes:
             try:
-                outputs = self.transform.apply(source_doc)
-                if self.transform is not IDENTITY:
-                    for _, out in outputs:
-                        jsoncodec.ensure_finite(out)
-            except (Rejected, ValueError) as exc:
+                outputs = self._apply(source_doc)
+            except (Rejected, NonFiniteNumber) as exc:  # this document's fault: dead-letter it
                 reason = exc.reason if isinstance(exc, Rejected) else str(exc)
                 what = "a deleted document's last version" if deleting else self.transform.name
                 rejected.append((source_doc, Rejection(source_doc, f"transform {what}: {reason}")))
@@ -415,6 +426,36 @@ class Pipeline:
         if gated is not None:
             self._gate.release(*gated)
 
+    def _apply(self, doc: Document) -> Routed:
+        """The transform's output for ``doc``, checked: declared targets, finite numbers.
+
+        :raises Rejected, NonFiniteNumber: the document cannot be copied (it is dead-lettered).
+        :raises UsageError: the transform routed to a target it did not declare.
+        :raises AsyncmigError: the transform failed in any other way: a bug, which must not be
+            mistaken for a bad document and dead-letter the whole source.
+        """
+        transform = self.transform
+        try:
+            outputs = transform.apply(doc)
+        except (Rejected, NonFiniteNumber):
+            raise
+        except Exception as exc:
+            doc_id = doc.get("id") if isinstance(doc, dict) else None
+            raise AsyncmigError(
+                f"transform {transform.name} failed on document {doc_id!r}: {type(exc).__name__}: {exc}; "
+                "fix the transform and re-run (the checkpoint is kept)"
+            ) from exc
+        for target, out in outputs:
+            if target not in transform.targets:
+                declared = ", ".join(repr(t) for t in transform.targets)
+                raise UsageError(
+                    f"transform {transform.name} routed document {out.get('id')!r} to target {target!r}, but "
+                    f"declares only {declared}; add it to the transform's targets"
+                )
+            if transform is not IDENTITY:
+                jsoncodec.ensure_finite(out)
+        return outputs
+
     def _dead_letter(self, key: str, document: Document, rejection: Rejection, target: str | None = None) -> None:
         self.dead_letters.add(
             document, container=self.source.description, range_key=key,
@@ -451,9 +492,8 @@ class Pipeline:
         refused = {id(r.document) for r in outcome.rejected}
         for rejection in outcome.rejected:
             self._dead_letter(key, rejection.document, rejection, unit.target)
-        written = [self._keys.pop(id(d)) for d in unit.documents if id(d) not in refused]
-        for doc in unit.documents:
-            self._keys.pop(id(doc), None)
+        written = [k for d, k in zip(unit.documents, unit.keys, strict=True) if id(d) not in refused]
+        self._written += len(written)
         assert self._journal is not None
         self._journal.record(key, written)
         self._ahead[key].setdefault(page_id, []).extend(written)
@@ -473,7 +513,9 @@ class Pipeline:
         stats = self.stats
         sink = self.sink.stats
         stats.read = sum(t.read for t in self.trackers.values()) + self._done_counts()
-        stats.written = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.processed = sum(t.written for t in self.trackers.values()) + self._done_counts()
+        stats.written = self._base.written + self._recovered + self._written
+        stats.skipped = self._skipped
         stats.dead_lettered = self.dead_letters.count
         stats.ru = self._base.ru + sink.ru + self.source.read_ru
         stats.requests = sink.requests
@@ -517,9 +559,20 @@ class Pipeline:
             state.written_ahead = [] if done else ahead[key]
         self._refresh()
         totals = self.checkpoint.totals
-        totals.read = totals.written = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.read = sum(s.read for s in self.checkpoint.ranges.values())
+        totals.written = self.stats.written
         totals.dead_lettered = self.stats.dead_lettered
         totals.ru, totals.throttled, totals.retries = self.stats.ru, self.stats.throttled, self.stats.retries
         save_checkpoint(self.checkpoint_path, self.checkpoint)
         self._journal.discard_previous()
+        if self.on_commit is not None:
+            await self.on_commit(self.checkpoint)
 
+
+def _with_keys(units: list[WriteUnit], pairs: list[tuple[Document, str]]) -> list[WriteUnit]:
+    """``units`` with each document's resume key (per target, so one dict routed to two targets
+    keeps a key for each)."""
+    keys = {id(out): doc_key for out, doc_key in pairs}
+    for unit in units:
+        unit.keys = [keys[id(d)] for d in unit.documents]
+    return units

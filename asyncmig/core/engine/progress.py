@@ -28,8 +28,8 @@ class CopyProgress:
             rate = (stats.ru - ru_then) / (now - then)
             self._ru_rate = rate if ru_then else 0.0
         self._last = (now, stats.ru)
-        if stats.written > self._bar.n:
-            self._bar.update(stats.written - self._bar.n)
+        if stats.processed > self._bar.n:
+            self._bar.update(stats.processed - self._bar.n)
         self._bar.set_postfix_str(
             f"{self._ru_rate:,.0f} RU/s, 429s {stats.throttled}, dead {stats.dead_lettered}{lag_text(stats)}",
             refresh=False,

@@ -27,6 +27,9 @@ class WriteUnit:
     # Delete the documents (each holds at least the id and partition key) instead of upserting them;
     # a document already gone counts as deleted.
     delete: bool = False
+    # Each document's resume key, in order (set by the pipeline after planning): what the journal
+    # records once the unit is written, so a resumed run knows what not to write again.
+    keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from asyncmig.core.engine.checkpoint import load_checkpoint
+from asyncmig.core.engine.checkpoint import RESTART_HINT, load_checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.pipeline import Pipeline, PipelineOptions, RunStatistics
 from asyncmig.core.engine.progress import CopyProgress
@@ -26,6 +26,9 @@ from asyncmig.errors import DeadLettered
 
 @dataclass(frozen=True)
 class Transfer:
+    """One source-to-sink run with its checkpoint and dead-letter file; :func:`run_transfer` owns
+    (and closes) the sink."""
+
     source: Source
     sink: Sink
     identity: dict[str, Any]
@@ -38,25 +41,30 @@ class Transfer:
     total: int | None = None
     progress: bool | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
+    start_over: str = RESTART_HINT  # how the user starts over when the checkpoint cannot be used
 
 
 async def run_transfer(job: Transfer, stop: anyio.Event | None = None) -> RunStatistics:
-    """Run or resume ``job``.
+    """Run or resume ``job``; the job's sink is closed when it ends, however it ends.
 
     :raises Interrupted: after ``stop`` was set (the checkpoint is saved).
     :raises DeadLettered: documents were rejected and ``allow_dead_letters`` is off.
     :raises AsyncmigError: connection, resource, checkpoint and persistent-fault problems.
     """
-    checkpoint = load_checkpoint(job.checkpoint, job.identity, restart=job.restart)
-    progress = CopyProgress(job.label, job.total, enabled=job.progress)
-    with DeadLetterFile(job.dead_letter) as dead_letters:
-        pipeline = Pipeline(job.source, job.sink, checkpoint, job.checkpoint, dead_letters,
-                            transform=job.transform, options=job.options, on_progress=progress)
-        try:
-            stats = await pipeline.run(stop)
-        finally:
-            progress(pipeline.stats)
-            progress.close()
+    try:
+        checkpoint = load_checkpoint(job.checkpoint, job.identity, restart=job.restart, start_over=job.start_over)
+        progress = CopyProgress(job.label, job.total, enabled=job.progress)
+        with DeadLetterFile(job.dead_letter) as dead_letters:
+            pipeline = Pipeline(job.source, job.sink, checkpoint, job.checkpoint, dead_letters,
+                                transform=job.transform, options=job.options, on_progress=progress)
+            try:
+                stats = await pipeline.run(stop)
+            finally:
+                progress(pipeline.stats)
+                progress.close()
+    finally:
+        with anyio.CancelScope(shield=True):  # also on the way out of a cancelled run
+            await job.sink.close()
     if stats.dead_lettered and not job.allow_dead_letters:
         raise DeadLettered(
             f"{stats.dead_lettered} document(s) could not be copied and are in {job.dead_letter} with the "

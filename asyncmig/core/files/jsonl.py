@@ -3,7 +3,7 @@
 One file per container, ``<name>.jsonl.gz``: one exact JSON document per line (written with
 :func:`asyncmig.core.jsoncodec.dumps`, so every number keeps its bits), compressed with gzip. The
 original backup wrote one pretty-printed JSON array per container from memory and swallowed
-failures (W-18); this format streams with bounded memory and fails loudly.
+failures; this format streams with bounded memory and fails loudly.
 
 Crash safety comes from gzip's concatenated members. :meth:`JsonlGzWriter.commit` finishes the
 current member, fsyncs, and returns the file's byte offset; the pipeline stores that offset in its

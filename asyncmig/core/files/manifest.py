@@ -13,7 +13,7 @@ per source container and, written last and atomically, ``manifest.json``::
 
 The original backup listed containers it meant to export even when the export failed, had no
 counts, checksums or container settings, and used a manifest name and schema its own rollback could
-not read (W-18, W-19). Here every figure is computed from the finished file (:func:`build_container_entry`),
+not read. Here every figure is computed from the finished file (:func:`build_container_entry`),
 :func:`read_manifest` refuses anything incomplete or malformed, and :func:`verify_backup` recomputes
 everything from the files, so a truncated file, an edited line, a flipped bit, a missing file or a
 lost or extra document is reported before a restore relies on the backup.
