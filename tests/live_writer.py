@@ -23,7 +23,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.vimarsh.plan import SOURCE_ACTIVITY, SOURCE_USERS, SOURCE_VECTORS
 
 PAUSE_S = 0.01  # between writes: a steady rate, not a flood

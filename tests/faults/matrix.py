@@ -129,7 +129,7 @@ def record(outcome: Outcome) -> None:
 
 
 def _state_finished(trial: Trial, phase: str) -> bool:
-    from asyncmig.config import parse_connection_string
+    from asyncmig.connection import parse_connection_string
     from asyncmig.phases.state import load_state
 
     path = trial.work / ".asyncmig" / f"vimarsh-{DATABASE}" / "state.json"

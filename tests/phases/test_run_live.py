@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from azure.cosmos.aio import CosmosClient
 
-from asyncmig.config import parse_connection_string
+from asyncmig.connection import parse_connection_string
 from asyncmig.phases.state import load_state
 from asyncmig.vimarsh.plan import (
     DEFAULT_DATABASE,
