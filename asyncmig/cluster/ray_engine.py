@@ -32,8 +32,8 @@ class _BankActor:
     def __init__(self, budget: float) -> None:
         self._bank = BudgetBank(budget)
 
-    async def grant(self, worker: str, want: float) -> float:
-        return await self._bank.grant(worker, want)
+    async def grant(self, worker: str, lane: str, lanes: int, want: float) -> float:
+        return await self._bank.grant(worker, lane, lanes, want)
 
 
 class _RemoteBank:
@@ -42,8 +42,8 @@ class _RemoteBank:
     def __init__(self, actor: Any) -> None:
         self._actor = actor
 
-    async def grant(self, worker: str, want: float) -> float:
-        granted: float = await self._actor.grant.remote(worker, want)
+    async def grant(self, worker: str, lane: str, lanes: int, want: float) -> float:
+        granted: float = await self._actor.grant.remote(worker, lane, lanes, want)
         return granted
 
 

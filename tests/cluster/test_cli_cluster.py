@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import anyio
 import pytest
@@ -46,6 +46,21 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
         process.kill()
         out, err = process.communicate(timeout=10)
     return process.returncode, out, err
+
+
+async def _committed_progress(leases: ContainerProxy, driver: subprocess.Popen[Any], at_least: int) -> int:
+    """Documents the copy's leases cover, once at least ``at_least`` (or the driver ended).
+
+    The copy runs in other processes: its progress can only be polled, with a deadline."""
+    with anyio.fail_after(120):
+        while True:
+            try:
+                committed = sum([lease["state"]["read"] async for lease in leases.query_items("SELECT * FROM c")])
+            except CosmosResourceNotFoundError:  # not created yet
+                committed = 0
+            if committed >= at_least or driver.poll() is not None:
+                return committed
+            await anyio.sleep(0.1)
 
 
 def _start_in_own_session(connection_string: str, args: tuple[str, ...], cwd: Path
@@ -108,19 +123,9 @@ async def test_a_killed_driver_loses_nothing_and_the_same_command_resumes(
     args = (f"{database.id}/{source.id}", f"{database.id}/{target.id}", "--cluster", "local[2]",
             "--ru-budget", "3000", "--lease-container", leases, "--lease-ttl", "2")
     driver, log = _start_in_own_session(cosmos.connection_string, args, tmp_path)
-    lease_container = database.get_container_client(leases)
     try:
-        with anyio.fail_after(120):
-            while True:  # wait for committed progress (a condition, checked with a deadline)
-                try:
-                    committed = sum([lease["state"]["read"] async for lease in lease_container.query_items(
-                        "SELECT * FROM c")])
-                except CosmosResourceNotFoundError:  # not created yet
-                    committed = 0
-                assert driver.poll() is None, (tmp_path / "driver.log").read_text()
-                if committed >= n // 4:
-                    break
-                await anyio.sleep(0.1)
+        committed = await _committed_progress(database.get_container_client(leases), driver, n // 4)
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
         driver.wait(timeout=30)
@@ -142,16 +147,7 @@ async def test_ctrl_c_stops_every_worker_cleanly_and_the_copy_resumes(
             "--ru-budget", "2000", "--lease-container", leases)
     driver = copier(cosmos.connection_string, *args, cwd=tmp_path)
     lease_container = database.get_container_client(leases)
-    with anyio.fail_after(120):
-        while True:  # wait for committed progress (a condition, checked with a deadline)
-            try:
-                committed = sum([lease["state"]["read"] async for lease in lease_container.query_items(
-                    "SELECT * FROM c")])
-            except CosmosResourceNotFoundError:
-                committed = 0
-            if committed >= n // 5 or driver.poll() is not None:
-                break
-            await anyio.sleep(0.1)
+    await _committed_progress(lease_container, driver, n // 5)
     driver.send_signal(signal.SIGINT)
     code, _, err = await anyio.to_thread.run_sync(_finish, driver)
     assert code == 130, err

@@ -323,10 +323,13 @@ def classify(exc: BaseException, *, document: bool = False) -> Failure:
 
 
 class Backoff:
-    """Retry pacing for one operation: exponential backoff with full jitter.
+    """Retry pacing for one operation: exponential backoff with "equal" jitter.
 
-    Attempt *n* waits a uniform random time in ``[0, min(cap, base * 2**(n-1))]``, which spreads
-    retries of many tasks instead of synchronising them. Throttled failures wait what the server
+    Attempt *n* waits a uniform random time in ``[c/2, c]`` with ``c = min(cap, base * 2**(n-1))``:
+    the random half spreads the retries of many tasks instead of synchronising them, the fixed half
+    guarantees that the attempts span a minimum time (about 6 s with the defaults), so an outage of
+    a few seconds (a gateway restart, a failover) cannot use up every attempt by unlucky draws, as
+    full jitter could. Throttled failures wait what the server
     asked (``retry_after_s``) and are counted apart with their own, larger limit: a 429 means
     "slow down", not "broken".
     """
@@ -351,7 +354,8 @@ class Backoff:
         self._rng = rng if rng is not None else random.Random()
 
     def _jitter(self, attempt: int) -> float:
-        return self._rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        return self._rng.uniform(ceiling / 2, ceiling)
 
     def next_delay(self, failure: Failure) -> float | None:
         """Seconds to wait before retrying after ``failure``, or ``None`` when retries are spent

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -111,7 +111,7 @@ class CosmosSource:
 
     async def _pass(
         self, partition: Any, token: str | None, *, all_versions: bool, then: str | None = None
-    ) -> AsyncIterator[SourcePage]:
+    ) -> AsyncGenerator[SourcePage, None]:
         """One pass over the range from ``token``. While reading the latest versions, positions also
         carry ``then`` (where the all-versions reading starts), and the final page points there."""
 
@@ -302,7 +302,6 @@ def _behind(current: int | None, items: list[Any]) -> int | None:
     metadata = last.get("metadata") if isinstance(last, dict) else None
     value = metadata.get("lsn") if isinstance(metadata, dict) else last.get("_lsn") if isinstance(last, dict) else None
     return max(0, current - int(value)) if isinstance(value, int) else None
-
 
 PageHandler = Callable[[list[Document]], Awaitable[None] | None]
 

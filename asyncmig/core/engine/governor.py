@@ -425,7 +425,8 @@ class Governor:
         burst_seconds: float = DEFAULT_BURST_SECONDS,
         shared: SharedBudget | None = None,
     ) -> None:
-        """``shared`` caps the sum of several workers' sinks (see :mod:`asyncmig.core.engine.shared_budget`)."""
+        """``shared`` paces several workers' sinks together, in total and per target range (see
+        :mod:`asyncmig.core.engine.shared_budget`); it takes the place of ``budget``."""
         self.shared = shared
         self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
         self._burst = burst_seconds
@@ -441,6 +442,8 @@ class Governor:
         the number of partitions; a global bucket lets a hot range take more than that share and
         be throttled while the others idle. No budget: nothing to split (429 feedback alone).
         """
+        if self.shared is not None:
+            self.shared.lanes = max(len(lanes), 1)
         if self.budget.budget is not None and lanes:
             share = self.budget.budget / len(lanes)
             for lane in lanes:
@@ -469,7 +472,7 @@ class Governor:
                 await lane_budget.acquire(estimated_ru)
             await self.budget.acquire(estimated_ru)
             if self.shared is not None:
-                await self.shared.acquire(estimated_ru)
+                await self.shared.acquire(lane, estimated_ru)
             ticket = Ticket(slot, estimated_ru)
             try:
                 yield ticket
@@ -477,6 +480,6 @@ class Governor:
                 charge = ticket.charge if ticket.charge is not None else estimated_ru
                 self.budget.settle(estimated_ru, charge)
                 if self.shared is not None:
-                    self.shared.settle(estimated_ru, charge)
+                    self.shared.settle(lane, estimated_ru, charge)
                 if lane_budget is not None:
                     lane_budget.settle(estimated_ru, charge)

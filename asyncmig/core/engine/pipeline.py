@@ -20,6 +20,13 @@ Replays: documents written from pages past the committed position are listed in 
 document's key (:func:`~asyncmig.core.engine.checkpoint.resume_key`) names the source document
 (``_rid``) and its version (``_etag``), so a document changed at the source since is copied again. What a killed run writes twice is therefore only what was in flight,
 and upserts of the same bodies make even that harmless.
+
+Live sources: versions of one document are written in version order
+(:mod:`~asyncmig.core.engine.ordering`); deletes a source reports go out as delete units. With
+``follow`` a range that is caught up is polled again (at most every ``poll_interval`` seconds) until
+the stop request, which then ends the run normally once the writes in flight are done. The end of a
+range's first pass (the bulk pass) is recorded, with an independent count of the range's documents
+when the source can give one (:attr:`RangeState.bulk_read`, :attr:`RangeState.bulk_count`).
 """
 
 from __future__ import annotations
@@ -336,16 +343,21 @@ class Pipeline:
                 self._gated[id(out)] = gated
             (removed if deleting else routed)[target].append((out, doc_key))
         units: list[WriteUnit] = []
-        for target, pairs in routed.items():
-            planned, refused = self.sink.plan(target, [out for out, _ in pairs])
-            units.extend(_with_keys(planned, pairs))
-            rejected.extend((r.document, r) for r in refused)
-        for target, pairs in removed.items():
-            if not isinstance(self.sink, DeletingSink):
-                raise TypeError(f"{self.sink.description} cannot delete; the source reported deletes")
-            planned, refused = self.sink.plan_deletes(target, [out for out, _ in pairs])
-            units.extend(_with_keys(planned, pairs))
-            rejected.extend((r.document, r) for r in refused)
+        for deleting, by_target in ((False, routed), (True, removed)):
+            for target, pairs in by_target.items():
+                outs = [out for out, _ in pairs]
+                if not deleting:
+                    planned, refused = self.sink.plan(target, outs)
+                elif isinstance(self.sink, DeletingSink):
+                    planned, refused = self.sink.plan_deletes(target, outs)
+                else:
+                    raise TypeError(f"{self.sink.description} cannot delete; the source reported deletes")
+                # Per target, so one dict routed to two targets keeps a key for each.
+                keys = {id(out): doc_key for out, doc_key in pairs}
+                for unit in planned:
+                    unit.keys = [keys[id(d)] for d in unit.documents]
+                units.extend(planned)
+                rejected.extend((r.document, r) for r in refused)
         for source_doc, rejection in rejected:
             self._dead_letter(key, source_doc, rejection)
             self._ungate(source_doc)
@@ -568,11 +580,3 @@ class Pipeline:
         if self.on_commit is not None:
             await self.on_commit(self.checkpoint)
 
-
-def _with_keys(units: list[WriteUnit], pairs: list[tuple[Document, str]]) -> list[WriteUnit]:
-    """``units`` with each document's resume key (per target, so one dict routed to two targets
-    keeps a key for each)."""
-    keys = {id(out): doc_key for out, doc_key in pairs}
-    for unit in units:
-        unit.keys = [keys[id(d)] for d in unit.documents]
-    return units

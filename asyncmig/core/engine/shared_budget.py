@@ -25,71 +25,100 @@ from typing import Protocol
 import anyio
 
 DEFAULT_GRANT_SECONDS = 0.075
-DEFAULT_MAX_BANKED_SECONDS = 0.1
+DEFAULT_MAX_BANKED_SECONDS = 0.25
 
 
 class Bank(Protocol):
     """Where grants come from: in-process (:class:`BudgetBank`) or a remote actor wrapping one."""
 
-    async def grant(self, worker: str, want: float) -> float:
-        """Up to ``want`` RU for ``worker`` now (possibly 0 when the bank is empty)."""
+    async def grant(self, worker: str, lane: str, lanes: int, want: float) -> float:
+        """Up to ``want`` RU for ``worker`` to spend on target range ``lane`` (one of ``lanes``), now;
+        possibly 0 when the bank (or that range's share of it) is empty."""
         ...
 
 
+class _Bucket:
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = 0.0  # empty at start and after a restart: no burst
+        self.last: float | None = None
+
+    def refill(self, now: float) -> None:
+        if self.last is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+
+
 class BudgetBank:
-    """The central token bucket in RU/s; grants what it holds, up to what is asked."""
+    """The central token buckets: the whole budget, and each target range's even share of it.
+
+    Cosmos DB meters every physical partition on its own at the provisioned RU/s divided by the
+    number of partitions, and every worker writes to every partition; so the bank paces each range
+    too, across workers, as one process paces its own lanes.
+    """
 
     def __init__(self, budget: float, *, max_banked_seconds: float = DEFAULT_MAX_BANKED_SECONDS) -> None:
         if not (math.isfinite(budget) and budget > 0):
             raise ValueError(f"a shared RU budget must be positive and finite, got {budget}")
         self.budget = budget
-        self._capacity = budget * max_banked_seconds
-        self._tokens = 0.0  # empty at start and after a restart: no burst
-        self._last: float | None = None
+        self._banked = max_banked_seconds
+        self._total = _Bucket(budget, budget * max_banked_seconds)
+        self._lanes: dict[str, _Bucket] = {}
         self.granted = 0.0
         self.by_worker: dict[str, float] = {}
 
-    def _refill(self, now: float) -> None:
-        if self._last is not None:
-            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.budget)
-        self._last = now
+    def _lane(self, lane: str, lanes: int) -> _Bucket:
+        bucket = self._lanes.get(lane)
+        rate = self.budget / max(lanes, 1)
+        if bucket is None or bucket.rate != rate:  # first use, or the target's ranges changed (a split)
+            bucket = self._lanes[lane] = _Bucket(rate, rate * self._banked)
+        return bucket
 
-    async def grant(self, worker: str, want: float) -> float:
-        self._refill(anyio.current_time())
-        given = max(0.0, min(want, self._tokens))
-        self._tokens -= given
+    async def grant(self, worker: str, lane: str, lanes: int, want: float) -> float:
+        now = anyio.current_time()
+        share = self._lane(lane, lanes)
+        self._total.refill(now)
+        share.refill(now)
+        given = max(0.0, min(want, self._total.tokens, share.tokens))
+        self._total.tokens -= given
+        share.tokens -= given
         self.granted += given
         self.by_worker[worker] = self.by_worker.get(worker, 0.0) + given
         return given
 
 
 class SharedBudget:
-    """A worker's side of the shared budget: a reserve of granted RU, refilled ahead of need."""
+    """A worker's side of the shared budget: a reserve of granted RU per target range, refilled ahead of need."""
 
     def __init__(self, bank: Bank, worker: str, budget: float, *,
                  grant_seconds: float = DEFAULT_GRANT_SECONDS) -> None:
         self.bank = bank
         self.worker = worker
         self.budget = budget
-        self.grant_size = budget * grant_seconds
-        self._reserve = 0.0
-        self._lock = anyio.Lock()
+        self.grant_seconds = grant_seconds
+        self.lanes = 1  # the target's physical ranges; set when the sink knows them
+        self._reserve: dict[str, float] = {}
+        self._locks: dict[str, anyio.Lock] = {}
         self.consumed = 0.0
 
-    async def acquire(self, estimated_ru: float) -> None:
-        """Wait until the reserve can pay ``estimated_ru`` (a request larger than one grant waits
+    async def acquire(self, lane: str, estimated_ru: float) -> None:
+        """Wait until the range's reserve can pay ``estimated_ru`` (a request larger than one grant waits
         for a full grant, then runs the reserve into debt that later grants pay back)."""
-        async with self._lock:
-            need = min(estimated_ru, self.grant_size)
-            while self._reserve < need:
-                got = await self.bank.grant(self.worker, self.grant_size)
-                self._reserve += got
-                if self._reserve < need:
-                    # The bank is empty: wait about as long as the bank takes to refill the gap.
-                    await anyio.sleep(max((need - self._reserve) / self.budget, 0.001))
-            self._reserve -= estimated_ru
+        rate = self.budget / max(self.lanes, 1)
+        grant = rate * self.grant_seconds
+        lock = self._locks.setdefault(lane, anyio.Lock())
+        async with lock:
+            need = min(estimated_ru, grant)
+            reserve = self._reserve.get(lane, 0.0)
+            while reserve < need:
+                reserve += await self.bank.grant(self.worker, lane, self.lanes, grant)
+                if reserve < need:
+                    # The bank is empty: wait about as long as it takes to refill the gap.
+                    await anyio.sleep(max((need - reserve) / rate, 0.001))
+            self._reserve[lane] = reserve - estimated_ru
 
-    def settle(self, estimated_ru: float, actual_ru: float) -> None:
-        """Return the estimate's surplus to the reserve, or take the shortfall from it."""
+    def settle(self, lane: str, estimated_ru: float, actual_ru: float) -> None:
+        """Return the estimate's surplus to the range's reserve, or take the shortfall from it."""
         self.consumed += actual_ru
-        self._reserve += estimated_ru - actual_ru
+        self._reserve[lane] = self._reserve.get(lane, 0.0) + estimated_ru - actual_ru

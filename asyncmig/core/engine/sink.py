@@ -24,12 +24,12 @@ class WriteUnit:
     # Each document's compact JSON, in order, when the sink already encoded it while planning (to
     # measure it): a sink that sends bytes reuses them instead of encoding a second time.
     encoded: list[bytes] | None = None
-    # Delete the documents (each holds at least the id and partition key) instead of upserting them;
-    # a document already gone counts as deleted.
-    delete: bool = False
     # Each document's resume key, in order (set by the pipeline after planning): what the journal
     # records once the unit is written, so a resumed run knows what not to write again.
     keys: list[str] = field(default_factory=list)
+    # Delete the documents (each holds at least the id and partition key) instead of upserting them;
+    # a document already gone counts as deleted.
+    delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
