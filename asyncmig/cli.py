@@ -166,8 +166,9 @@ async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -
     from asyncmig.cluster.command import cluster_copy, cluster_report, leased_copy, parse_cluster
     from asyncmig.cluster.worker import LeaseOptions
 
-    if args.dry_run or args.catch_up or args.restart:
-        raise UsageError("--dry-run, --catch-up and --restart are not available with --cluster/--lease-container")
+    if args.dry_run or args.catch_up or args.restart or getattr(args, "follow", False):
+        raise UsageError("--dry-run, --catch-up, --follow and --restart are not available with "
+                         "--cluster/--lease-container (a shared copy is a bulk copy; follow it with one process)")
     options = LeaseOptions(container=args.lease_container or DEFAULT_LEASE_CONTAINER, ttl_seconds=args.lease_ttl,
                            max_leases=args.max_leases)
     if args.cluster:

@@ -12,12 +12,14 @@ checkpoint as :func:`copy`, so a follow can start after a plain copy, and a plai
 from __future__ import annotations
 
 import statistics
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
-from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
@@ -129,6 +131,36 @@ def copy_identity(spec: CopySpec) -> dict[str, Any]:
     )
 
 
+@dataclass
+class OpenedContainers:
+    """A copy's containers, checked to exist, and the RU budget its writes are paced to."""
+
+    source: ContainerProxy
+    targets: dict[str, ContainerProxy]  # by the transform's target name
+    target_database: DatabaseProxy
+    provisioned: float | None
+    budget: float | None
+
+
+@asynccontextmanager
+async def open_containers(spec: CopySpec) -> AsyncIterator[OpenedContainers]:
+    """Connect to both accounts, check the containers and read the target's throughput.
+
+    :raises ResourceMissing: a database or container does not exist.
+    :raises AsyncmigError: connection and authentication problems.
+    """
+    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
+            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
+        source = await existing_container(source_client, spec.source.database, spec.source.container, role="source")
+        targets: dict[str, ContainerProxy] = {}
+        for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
+            targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
+        database = target_client.get_database_client(spec.target.database)
+        provisioned = await provisioned_throughput(next(iter(targets.values())), database)
+        yield OpenedContainers(source, targets, database, provisioned,
+                               budget_from(provisioned, spec.ru_budget, spec.ru_fraction))
+
+
 async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     """Run (or resume) a copy.
 
@@ -137,21 +169,13 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     :raises AsyncmigError: for connection, resource, checkpoint and persistent-fault problems.
     """
     identity = copy_identity(spec)
-    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
-            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
-        source_container = await existing_container(
-            source_client, spec.source.database, spec.source.container, role="source")
-        targets: dict[str, ContainerProxy] = {}
-        for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
-            targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
-        first_target = next(iter(targets.values()))
-        provisioned = await provisioned_throughput(first_target, target_client.get_database_client(spec.target.database))
-        budget = budget_from(provisioned, spec.ru_budget, spec.ru_fraction)
-        source = CosmosSource(source_container, page_size=spec.options.page_size,
+    async with open_containers(spec) as opened:
+        budget, provisioned = opened.budget, opened.provisioned
+        source = CosmosSource(opened.source, page_size=spec.options.page_size,
                               what=f"{spec.source.database}/{spec.source.container}", deletes=True)
         count = await source.count()
         job = Transfer(
-            source=source, sink=CosmosSink(targets, Governor(budget), endpoint=spec.target.endpoint,
+            source=source, sink=CosmosSink(opened.targets, Governor(budget), endpoint=spec.target.endpoint,
                                            insecure=spec.insecure),
             identity=identity, checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
             restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,

@@ -18,10 +18,9 @@ import anyio
 
 from asyncmig.cluster.engine import Engine, WorkerDied, WorkerHandle
 from asyncmig.cluster.worker import LeaseOptions, WorkerProgress
-from asyncmig.copy import CopySpec, copy_identity
-from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
+from asyncmig.copy import CopySpec, copy_identity, open_containers
+from asyncmig.core.cosmos.connect import cosmos_client
 from asyncmig.core.cosmos.leases import LeaseStore, copy_id
-from asyncmig.core.engine.governor import budget_from
 from asyncmig.errors import AsyncmigError, Interrupted
 
 PROGRESS_INTERVAL = 0.5
@@ -52,10 +51,8 @@ class ClusterResult:
 
 async def shared_budget(spec: CopySpec) -> float | None:
     """The copy's RU/s budget, computed once by the driver for the whole cluster."""
-    async with cosmos_client(spec.target.endpoint, insecure=spec.insecure) as client:
-        container = await existing_container(client, spec.target.database, spec.target.container, role="target")
-        provisioned = await provisioned_throughput(container, client.get_database_client(spec.target.database))
-    return budget_from(provisioned, spec.ru_budget, spec.ru_fraction)
+    async with open_containers(spec) as opened:
+        return opened.budget
 
 
 async def lease_totals(spec: CopySpec, options: LeaseOptions) -> tuple[int, int, int]:

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
-from azure.cosmos.aio import ContainerProxy
 
-from asyncmig.copy import CopySpec, copy_identity, target_names
-from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
+from asyncmig.copy import CopySpec, copy_identity, open_containers
 from asyncmig.core.cosmos.leases import (
     DEFAULT_LEASE_CONTAINER,
     DEFAULT_TTL_SECONDS,
@@ -37,7 +35,7 @@ from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import Checkpoint, RangeState
 from asyncmig.core.engine.deadletter import DeadLetterFile
-from asyncmig.core.engine.governor import Governor, budget_from
+from asyncmig.core.engine.governor import Governor
 from asyncmig.core.engine.pipeline import Pipeline, RunStatistics
 from asyncmig.core.engine.shared_budget import Bank, SharedBudget
 from asyncmig.errors import Interrupted, LeaseLost, raise_first
@@ -121,23 +119,14 @@ class LeasedWorker:
         spec = self.spec
         identity = copy_identity(spec)
         self._cpu_started = time.process_time()
-        async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
-                cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
-            source_container = await existing_container(
-                source_client, spec.source.database, spec.source.container, role="source")
-            targets: dict[str, ContainerProxy] = {}
-            for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
-                targets[name] = await existing_container(
-                    target_client, spec.target.database, container, role="target")
-            database = target_client.get_database_client(spec.target.database)
-            leases = LeaseStore(await LeaseStore.ensure_container(database, self.options.container),
+        async with open_containers(spec) as opened:
+            leases = LeaseStore(await LeaseStore.ensure_container(opened.target_database, self.options.container),
                                 copy_id(identity), self.owner, ttl_seconds=self.options.ttl_seconds)
-            source = CosmosSource(source_container, page_size=spec.options.page_size,
+            source = CosmosSource(opened.source, page_size=spec.options.page_size,
                                   what=f"{spec.source.database}/{spec.source.container}")
             await source.open()
             await leases.seed(await source.partitions())
-            provisioned = await provisioned_throughput(next(iter(targets.values())), database)
-            budget = budget_from(provisioned, spec.ru_budget, spec.ru_fraction)
+            budget, targets = opened.budget, opened.targets
             governor = (Governor(None, shared=SharedBudget(self.bank, self.owner, budget))
                         if self.bank is not None and budget is not None else Governor(budget))
             local = spec.checkpoint.parent / f"{spec.checkpoint.name}.{self.owner}"

