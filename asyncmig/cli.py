@@ -307,8 +307,17 @@ async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
     confirm = (lambda _question: True) if getattr(args, "yes", False) else ask
     async with _phase_context(args, stop) as ctx:
         if args.command == "run":
-            await run_migration(ctx, confirm=confirm)
-            print("migration complete: every phase finished and validation passed")
+            await run_migration(ctx, confirm=confirm, live=args.live)
+            if args.live:
+                print(f"cutover complete at {ctx.state.cutover_at}: the new containers are caught up and validated; "
+                      "it is safe to point the application at them now")
+            else:
+                print("migration complete: every phase finished and validation passed")
+            return 0
+        if args.command == "validate" and args.live:  # a look while `run --live` (holding the lock) follows
+            from asyncmig.phases.run import validate_and_show
+
+            await validate_and_show(ctx, print, following=True)
             return 0
         action = None
         if args.command == "restore":
@@ -316,9 +325,36 @@ async def _run_phase(args: argparse.Namespace, stop: anyio.Event) -> int:
 
             def action() -> Any:
                 return restore(ctx, args.backup_dir, args.container or None)
+        if args.command == "rollback":
+            from asyncmig.phases.rollback import rollback
+
+            def action() -> Any:
+                return rollback(ctx, force=args.force)
 
         await run_single(_PHASE_OF_COMMAND.get(args.command, args.command), ctx, confirm=confirm, action=action)
         return 0
+
+
+async def _request_cutover(args: argparse.Namespace, stop: anyio.Event) -> int:
+    from asyncmig.core.files.fsutil import PidLock
+    from asyncmig.errors import LockHeld
+    from asyncmig.phases.cutover import request_cutover
+    from asyncmig.phases.workdir import WorkDir
+
+    database = args.database or load_settings(args.env_file).database
+    workdir = WorkDir.for_database(database, base=args.workdir)
+    running = False
+    if workdir.state.exists():
+        try:
+            with PidLock(workdir.root):  # taken: nobody holds it, so no run is waiting for a cutover
+                pass
+        except LockHeld:
+            running = True
+    if not running:
+        raise UsageError(f"no `asyncmig run --live` is running on {workdir.root}; nothing to cut over")
+    path = request_cutover(workdir)
+    print(f"cutover requested ({path}): the running `run --live` now catches up, validates and reports")
+    return 0
 
 
 async def _verify_backup(args: argparse.Namespace, stop: anyio.Event) -> int:
@@ -356,6 +392,15 @@ def _add_phases(sub: Any) -> None:
                          "skipped on a re-run and an interrupted phase resumes from its checkpoints; each phase that "
                          "changes data asks first unless --yes.")
     _phase_options(run, strict=True)
+    run.add_argument("--live", action="store_true",
+                     help="the application keeps writing: after migrate, follow the legacy containers until "
+                     "`asyncmig cutover` (or Ctrl-C), then catch up and validate")
+    cutover = sub.add_parser("cutover", help="ask a running `run --live` to catch up, validate and cut over",
+                             description="Writes the cutover request the running `asyncmig run --live` of this "
+                             "database watches for. Stop the application's writes to the legacy containers first.")
+    cutover.add_argument("--database", help="database (default: AZURE_COSMOS_DATABASE_NAME or vimarsh-multi-personality)")
+    cutover.add_argument("--workdir", type=Path, default=STATE_DIR, help="the work directory of the running run")
+    cutover.set_defaults(handler=_request_cutover)
     backup = sub.add_parser("backup", help="back up the legacy containers (or: backup verify [DIR])",
                             description="Stream the 3 legacy containers into compressed JSON lines with a manifest "
                             "(counts, SHA-256, content digests, container settings) written last.")
@@ -371,6 +416,13 @@ def _add_phases(sub: Any) -> None:
                        ("rollback", "restore the 3-container layout from the backup")):
         p = sub.add_parser(name, help=text, description=text)
         _phase_options(p, confirm=name != "validate", strict=name == "validate")
+    sub.choices["validate"].add_argument(
+        "--live", action="store_true",
+        help="the source is still being written (run --live is following): name documents changed at the source "
+        "after they were copied instead of failing on them")
+    sub.choices["rollback"].add_argument(
+        "--force", action="store_true",
+        help="delete created containers even when the application wrote to them after the migration")
     restore = sub.add_parser("restore", help="restore containers from a backup folder")
     restore.add_argument("backup_dir", type=Path)
     restore.add_argument("--container", action="append", help="only this container (repeatable)")

@@ -7,6 +7,14 @@ The original backup held whole containers in memory, swallowed failures and list
 containers whose export had failed; here any failure raises, and only a finished backup
 gets a manifest: every figure in it is computed from the finished files.
 
+On a live container (the application keeps writing while it is backed up) the change feed hands
+out a document again when it is updated after the reader passed it; each finished file is therefore
+rewritten to hold every document once, as its newest version (:mod:`asyncmig.core.files.dedupe`),
+before any figure of the manifest is computed. The backup is then a picture of each document as of
+the moment it was last read, not of one instant: documents inserted while it ran are in it,
+documents deleted while it ran may still be in it, and the phase reports how far the container's
+count had moved by the end.
+
 The backup directory is chosen once and recorded in the state file before any data moves, so a
 resumed backup continues into the same directory. Each container's checkpoint is named after that
 directory, so a later backup (after a rollback, say) starts afresh instead of resuming positions
@@ -30,6 +38,8 @@ from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.transform import Document, Routed, Transform
+from asyncmig.core.files.dedupe import keep_newest
+from asyncmig.core.files.fsutil import atomic_write
 from asyncmig.core.files.jsonl import JsonlGzReader
 from asyncmig.core.files.manifest import (
     ContainerEntry,
@@ -43,7 +53,7 @@ from asyncmig.core.files.manifest import (
     write_manifest,
 )
 from asyncmig.core.files.sink import FileSink
-from asyncmig.errors import SourceChanged, UsageError
+from asyncmig.errors import UsageError
 from asyncmig.phases.context import PhaseContext, PhaseResult
 from asyncmig.phases.state import save_state
 from asyncmig.vimarsh.dimensions import DimensionTally
@@ -90,7 +100,6 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         refused once the migration has created containers (a new backup would then capture
         migrated data, and a rollback would restore that).
     :raises ResourceMissing: when a source container (or the database) does not exist.
-    :raises SourceChanged: when a container's document count changed while it was backed up.
     :raises BackupCorrupt: when the finished backup the state names has lost its manifest.
     :raises UsageError: for ``restart`` after the migration created containers.
     :raises Interrupted: after ``ctx.stop`` was set; re-run to resume.
@@ -117,8 +126,9 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
         read_ru += await _back_up_container(ctx, container, backup_dir)
 
     entries: dict[str, ContainerEntry] = {}
+    counts_now: dict[str, int] = {}
     for name, container in containers.items():
-        entries[name] = await _entry(ctx, container, backup_dir / container_file_name(name))
+        entries[name], counts_now[name] = await _entry(ctx, container, backup_dir / container_file_name(name))
     dimensions = await anyio.to_thread.run_sync(
         detect_vector_dimensions, backup_dir / container_file_name(SOURCE_VECTORS)
     )
@@ -139,7 +149,8 @@ async def backup(ctx: PhaseContext, *, restart: bool = False) -> PhaseResult:
             "vector_dimensions": dimensions,
             "containers": {
                 name: {"count": e["count"], "bytes": e["size"], "sha256": e["sha256"],
-                       "content_digest": e["content_digest"], "throughput": dict(e["throughput"])}
+                       "content_digest": e["content_digest"], "throughput": dict(e["throughput"]),
+                       "container_count_at_end": counts_now[name]}
                 for name, e in entries.items()
             },
         },
@@ -169,11 +180,31 @@ def _choose_backup_dir(ctx: PhaseContext, *, restart: bool) -> Path:
     return backup_dir
 
 
+def _copied_marker(ctx: PhaseContext, container: str, backup_dir: Path) -> Path:
+    """Written once a container's transfer finished: from then on its file only gets deduplicated
+    (a deduplicated file is shorter than the checkpoint's offset, so the transfer must not reopen it)."""
+    return backup_checkpoint(ctx, container, backup_dir).with_suffix(".copied")
+
+
 async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backup_dir: Path) -> float:
-    """Back up one container; returns the RU its reads cost (a resumed run's earlier ones included)."""
+    """Copy the container into its file (resuming), then keep one entry per document, the newest;
+    returns the RU its reads cost (a resumed run's earlier ones included; 0 once copied before)."""
     name = container.id
-    transform = _verbatim(name)
+    marker = _copied_marker(ctx, name, backup_dir)
     source = CosmosSource(container, page_size=ctx.options.pipeline.page_size, what=f"{ctx.database_name}/{name}")
+    await source.open()
+    ru = 0.0
+    if not await anyio.Path(marker).exists():
+        ru = await _copy_container(ctx, source, backup_dir)
+        await anyio.to_thread.run_sync(atomic_write, marker, b"")
+    path = backup_dir / container_file_name(name)
+    await anyio.to_thread.run_sync(keep_newest, path, source.partition_key_definition)
+    return ru
+
+
+async def _copy_container(ctx: PhaseContext, source: CosmosSource, backup_dir: Path) -> float:
+    name = source.container.id
+    transform = _verbatim(name)
     sink = FileSink(backup_dir, [name])
     identity = run_identity(
         source=ctx.endpoint, source_database=ctx.database_name, source_container=name,
@@ -185,8 +216,12 @@ async def _back_up_container(ctx: PhaseContext, container: ContainerProxy, backu
     return stats.ru
 
 
-async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> ContainerEntry:
-    """The manifest entry of a finished file, checked against the container's current count."""
+async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> tuple[ContainerEntry, int]:
+    """The manifest entry of a finished file, and the container's count as of now.
+
+    The two differ when the application wrote while the backup ran (inserts and deletes after the
+    reader passed); that is reported, not refused: the file holds every document the feed returned.
+    """
     try:
         properties = container_properties_of(await container.read())
     except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
@@ -197,14 +232,7 @@ async def _entry(ctx: PhaseContext, container: ContainerProxy, path: Path) -> Co
         counts: list[Any] = [n async for n in container.query_items("SELECT VALUE COUNT(1) FROM c")]
     except Exception as exc:  # noqa: BLE001 - classified; a re-run resumes with every file finished
         raise classify(exc).as_error(f"counting {ctx.database_name}/{container.id}") from exc
-    now = sum(counts)
-    if now != entry["count"]:
-        raise SourceChanged(
-            f"{path} holds {entry['count']} documents but {ctx.database_name}/{container.id} holds {now}: "
-            "the container changed while it was backed up; stop the application's writes and take a new "
-            "backup (the incomplete one has no manifest and is never used)"
-        )
-    return entry
+    return entry, sum(counts)
 
 
 def container_properties_of(properties: dict[str, Any]) -> dict[str, Any]:

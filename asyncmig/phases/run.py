@@ -1,5 +1,8 @@
 """``asyncmig run``: backup -> create -> migrate -> validate, resumable, one confirmation per phase.
 
+``run --live`` puts a *follow* phase before validate: it keeps the new layout in step with a source
+the application still writes, until the operator cuts over (:mod:`asyncmig.phases.cutover`).
+
 Finished phases are recorded in the state file and skipped on a re-run; the unfinished phase
 resumes from its checkpoints. A lock keeps a second run off the same state. Each phase writes its
 JSON report; the run writes ``summary.json`` and prints the summary table.
@@ -14,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from asyncmig.core.files.fsutil import PidLock
 from asyncmig.errors import AsyncmigError
 from asyncmig.phases.context import PhaseContext, PhaseResult
-from asyncmig.phases.state import PHASES, save_state
+from asyncmig.phases.state import LIVE_PHASES, PHASES, save_state
 from asyncmig.report import duration, table, write_json_report
 
 QUESTIONS = {
@@ -52,11 +55,23 @@ async def run_phase(name: str, ctx: PhaseContext, say: Callable[[str], None]) ->
         from asyncmig.phases.migrate import migrate
 
         return await migrate(ctx)
-    from asyncmig.phases.validate import validate
+    if name == "follow":
+        from asyncmig.phases.cutover import follow_until_cutover
+
+        say("following the legacy containers into the new layout; stop the application's writes to them, "
+            "then run `asyncmig cutover` (or press Ctrl-C here) to catch up, validate and cut over")
+        return await follow_until_cutover(ctx)
+    return await validate_and_show(ctx, say)
+
+
+async def validate_and_show(ctx: PhaseContext, say: Callable[[str], None], *, following: bool = False) -> PhaseResult:
+    """Validate and print the report table, also when validation fails (``following``: see
+    :func:`asyncmig.phases.validate.live_source_of`)."""
+    from asyncmig.phases.validate import live_source_of, validate
     from asyncmig.phases.validation_report import ValidationMismatch
 
     try:
-        report = await validate(ctx)
+        report = await validate(ctx, live_source_of(ctx, following=following))
     except ValidationMismatch as exc:
         say(exc.report.table())
         raise
@@ -97,25 +112,30 @@ def summary_table(results: list[PhaseResult]) -> str:
 async def run_migration(
     ctx: PhaseContext, *, confirm: Confirm, say: Callable[[str], None] = print,
     phase: Callable[[str, PhaseContext, Callable[[str], None]], Awaitable[PhaseResult]] = run_phase,
+    live: bool = False,
 ) -> list[PhaseResult]:
-    """Run every unfinished phase in order.
+    """Run every unfinished phase in order (with ``live``, following the source until the cutover).
 
     :raises LockHeld: another run holds this work directory.
     :raises Declined: a confirmation was answered no.
     :raises AsyncmigError: the phase's own failure (its checkpoint is saved; re-run to resume).
     """
     results: list[PhaseResult] = []
+    phases = LIVE_PHASES if live else PHASES
     with PidLock(ctx.workdir.root):
+        if live and not ctx.state.live:
+            ctx.state.live = True  # read the sources' deletes too, and validate them as live sources
+            save_state(ctx.workdir.state, ctx.state)
         try:
-            for number, name in enumerate(PHASES, 1):
+            for number, name in enumerate(phases, 1):
                 if ctx.state.is_finished(name):
-                    say(f"PHASE {number}/{len(PHASES)}: {name} - finished at {ctx.state.finished[name]}, skipped")
+                    say(f"PHASE {number}/{len(phases)}: {name} - finished at {ctx.state.finished[name]}, skipped")
                     results.append(PhaseResult(name, "skipped"))
                     continue
                 question = QUESTIONS.get(name)
                 if question and not confirm(question.format(backups=ctx.workdir.backups, database=ctx.database_name)):
                     raise Declined(f"stopped before phase {name}: not confirmed; nothing was changed by it")
-                say(f"PHASE {number}/{len(PHASES)}: {name}")
+                say(f"PHASE {number}/{len(phases)}: {name}")
                 started = time.monotonic()
                 try:
                     result = await phase(name, ctx, say)

@@ -19,6 +19,7 @@ from asyncmig.errors import CorruptState, ForeignState
 
 FORMAT = "asyncmig-vimarsh-state"
 PHASES = ("backup", "create", "migrate", "validate")
+LIVE_PHASES = ("backup", "create", "migrate", "follow", "validate")  # run --live (phases/cutover.py)
 
 
 def _now() -> str:
@@ -35,6 +36,12 @@ class MigrationState:
     vector_dimensions: int | None = None
     personalities_generated_at: str | None = None  # fixed once, so a re-run writes identical documents
     rolled_back_at: str | None = None
+    # container -> {feed range: change-feed position} where the migration's writes ended (phases/marks.py)
+    feed_marks: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    marked_at: str | None = None
+    live: bool = False  # run --live: the source keeps changing until the cutover
+    copy_started_at: int | None = None  # epoch seconds when migrate first started reading
+    cutover_at: str | None = None  # run --live: when the final catch-up finished
 
     def finish(self, phase: str) -> None:
         self.finished[phase] = _now()

@@ -27,6 +27,19 @@ source is compared with the target, document by document:
 4. The seed's figures (:data:`~asyncmig.vimarsh.plan.EXPECTED`) are shown beside the actual source
    and target counts, for the reader only: pass or fail comes from the comparison alone.
 
+Sources are read by query, one snapshot per feed range (``SELECT * FROM c`` with ``feed_range``),
+never through the change feed the copier reads: a fault in that reader cannot hide itself from the
+check that is meant to catch it. On a live source (the application keeps writing) a difference can
+be a copy that is merely behind, so it is classified before it is called a failure:
+
+* a target whose ``migrated_from._ts`` is older than its source document's ``_ts`` (or a missing
+  target whose source was written after the copy started) is *changed at the source after it was
+  copied*: named, and a failure only when validation requires the targets to be caught up (after a
+  cutover's final catch-up, and for a migration of a quiet source);
+* with ``live_source``, a ``users`` document that differs from the transform of its backed-up body
+  (or is not in the backup) is *changed since the backup* when it is migrated (a fixed point of the
+  users transform), and a backed-up user that is gone was deleted since: named, never failures.
+
 The report (:mod:`asyncmig.phases.validation_report`: a readable table and ``reports/validate.json``) is written before
 :class:`ValidationMismatch` (a :class:`~asyncmig.errors.ValidationFailed`, exit 8) is raised; its
 message names the first failing container and its first differing ids.
@@ -36,6 +49,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +79,7 @@ from asyncmig.report import write_json_report
 from asyncmig.vimarsh import plan
 from asyncmig.vimarsh.dimensions import DimensionTally, vector_length
 from asyncmig.vimarsh.personalities import PersonalityAccumulator
+from asyncmig.vimarsh.transforms import transform_user
 
 # Feed ranges of one container read at once, and documents per page: together they bound the
 # documents in memory at any moment (digests aside) to READ_CONCURRENCY * PAGE_SIZE.
@@ -164,19 +179,23 @@ class _Expectations:
 
     def __init__(self) -> None:
         self.digests: dict[str, dict[_Key, bytes]] = {spec.name: {} for spec in plan.VALIDATED_CONTAINERS}
+        # the source document's _ts behind each expected target document (when it had one)
+        self.source_ts: dict[str, dict[_Key, int]] = {spec.name: {} for spec in plan.VALIDATED_CONTAINERS}
         self.definitions = {
             spec.name: _definition(spec.partition_key_path) for spec in plan.VALIDATED_CONTAINERS
         }
         self.personalities = PersonalityAccumulator()
         self.embedding_lengths = DimensionTally()
 
-    def expect(self, target: str, document: Document, check: MappingCheck) -> None:
+    def expect(self, target: str, document: Document, check: MappingCheck, source_ts: Any = None) -> None:
         key = _key(document, self.definitions[target])
         digests = self.digests[target]
         if key in digests:
             check.collisions.add(key[0])
             return
         digests[key] = document_digest(document)
+        if isinstance(source_ts, int):
+            self.source_ts[target][key] = source_ts
         check.routed[target] = check.routed.get(target, 0) + 1
         if target == plan.PERSONALITY_VECTORS:
             self.personalities.add(document)
@@ -209,7 +228,7 @@ def _mapping_handler(
                     check.not_dead_lettered.add(key[0])
                 continue
             for target, target_document in routed:
-                expectations.expect(target, target_document, check)
+                expectations.expect(target, target_document, check, document.get("_ts"))
 
     return handle
 
@@ -256,7 +275,7 @@ async def _expect_mapping(
                 "(every document already transformed); its pre-migration bodies could not be compared"
             )
         handle = _mapping_handler(transform, check, expectations, definition, dead_letters)
-        check.ru += await scan_container(container, handle, what=mapping.source, page_size=PAGE_SIZE,
+        check.ru += await scan_container(container, handle, what=mapping.source, page_size=PAGE_SIZE, snapshot=True,
                                          concurrency=READ_CONCURRENCY)
         return check
 
@@ -332,6 +351,31 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@dataclass(frozen=True)
+class LiveSource:
+    """How to read differences on a source that may have changed since it was copied (module doc)."""
+
+    source_changed_since_backup: bool = False  # users: a changed, migrated document is named, not failed
+    require_caught_up: bool = True  # a copy older than its source fails
+    copy_started: int | None = None  # epoch seconds: a source document newer than this may be uncopied yet
+
+
+def _copied_before_change(target: Document, source_ts: int | None) -> bool:
+    """The target was copied from an older version of its source document than the current one."""
+    marker = target.get("migrated_from")
+    copied = marker.get("_ts") if isinstance(marker, dict) else None
+    return isinstance(copied, int) and source_ts is not None and copied < source_ts
+
+
+def _migrated_user(document: Document) -> bool:
+    """A users document the users transform leaves unchanged (already migrated)."""
+    try:
+        [(_, migrated)] = transform_user(document)
+    except Rejected:
+        return False
+    return document_digest(migrated) == document_digest(document)
+
+
 async def _check_container(
     ctx: PhaseContext,
     spec: plan.ContainerSpec,
@@ -342,9 +386,14 @@ async def _check_container(
     embeddings: EmbeddingCheck,
     personalities: dict[str, Document],
     compare_generation: bool,
+    source_ts: dict[_Key, int] | None = None,
+    live: LiveSource = LiveSource(),
 ) -> ContainerCheck:
     """Settings, then every document against ``expected`` (consumed as documents are matched)."""
-    check = ContainerCheck(container=spec.name, source=source, expected=len(expected))
+    check = ContainerCheck(container=spec.name, source=source, expected=len(expected),
+                           require_caught_up=live.require_caught_up)
+    source_ts = source_ts if source_ts is not None else {}
+    users_live = spec.name == plan.USERS and live.source_changed_since_backup
     container = ctx.database.get_container_client(spec.name)
     properties = await _read_properties(container)
     if properties is None:
@@ -366,22 +415,38 @@ async def _check_container(
                 key = _key(document, definition)
                 comparable = _without_generation(document) if strip_generation else document
                 want = expected.pop(key, None)
+                written_at = source_ts.pop(key, None)
                 if want is None:
-                    check.extra.add(key[0])
+                    if users_live and _migrated_user(document):
+                        check.changed_since_backup.add(key[0])  # created since the backup
+                    else:
+                        check.extra.add(key[0])
                 elif want != document_digest(comparable):
-                    check.differing.add(key[0])
+                    if _copied_before_change(document, written_at):
+                        check.changed_at_source.add(key[0])
+                    elif users_live and _migrated_user(document):
+                        check.changed_since_backup.add(key[0])
+                    else:
+                        check.differing.add(key[0])
                     if spec.name == plan.PERSONALITIES:
                         fields = _field_differences(personalities[key[0]], comparable)
                         check.problems.append(f"{key[0]}: {'; '.join(fields)}")
                 if is_vectors:
                     _inspect_embedding(document, key[0], dimensions, embeddings)
 
-        check.ru += await scan_container(container, handle, what=spec.name, page_size=PAGE_SIZE,
+        check.ru += await scan_container(container, handle, what=spec.name, page_size=PAGE_SIZE, snapshot=True,
                                          concurrency=READ_CONCURRENCY)
 
-    for doc_id, _ in expected:
-        check.missing.add(doc_id)
+    for key in expected:
+        written_at = source_ts.get(key)
+        if users_live:
+            check.changed_since_backup.add(key[0])  # deleted since the backup
+        elif live.copy_started is not None and written_at is not None and written_at >= live.copy_started:
+            check.changed_at_source.add(key[0])  # written at the source after the copy started
+        else:
+            check.missing.add(key[0])
     expected.clear()
+    source_ts.clear()
     if spec.name == plan.PERSONALITY_VECTORS and embeddings.malformed:
         check.problems.append(f"{embeddings.malformed.describe()} have an embedding that is not a list of numbers")
     return check
@@ -405,8 +470,21 @@ def _inspect_embedding(document: Document, doc_id: str, dimensions: int | None, 
 # --------------------------------------------------------------------------------------------------
 
 
-async def validate(ctx: PhaseContext) -> ValidationReport:
+def live_source_of(ctx: PhaseContext, *, following: bool = False) -> LiveSource:
+    """How to classify differences: ``following`` (``validate --live`` while ``run --live`` follows)
+    names copies that are behind without failing them; a migration recorded as live (``run --live``)
+    names the users changed since the backup; otherwise the source is held to exact equality."""
+    if not (following or ctx.state.live):
+        return LiveSource()
+    return LiveSource(source_changed_since_backup=True, require_caught_up=not following,
+                      copy_started=ctx.state.copy_started_at)
+
+
+async def validate(ctx: PhaseContext, live: LiveSource | None = None) -> ValidationReport:
     """Compare the migrated layout with the transform of its source; write the report.
+
+    :param live: how to classify differences on a live source (default: the state's, see
+        :func:`live_source_of`; a quiet source is held to exact equality).
 
     :returns: the report, when everything matches.
     :raises ValidationMismatch: (a ValidationFailed, exit 8) after the report is written, naming the
@@ -416,6 +494,7 @@ async def validate(ctx: PhaseContext) -> ValidationReport:
     :raises CorruptState: when a dead-letter file is damaged.
     """
     started = time.monotonic()
+    live = live if live is not None else live_source_of(ctx)
     notes: list[str] = []
     expectations = _Expectations()
     mappings: list[MappingCheck] = []
@@ -449,10 +528,13 @@ async def validate(ctx: PhaseContext) -> ValidationReport:
             ctx, spec, expectations.digests[spec.name],
             source=source_of.get(spec.name), dimensions=dimensions, embeddings=embeddings,
             personalities=personalities, compare_generation=generated_at is not None,
+            source_ts=expectations.source_ts[spec.name], live=live,
         ))
     actual = {row.container: row.actual for row in rows}
     for mapping_check in mappings:
         mapping_check.target_count = sum(actual[t] for t in mapping_check.targets)
+        if live.source_changed_since_backup and mapping_check.source == plan.SOURCE_USERS:
+            mapping_check.count_checked = False  # compared document by document, changes named
 
     vectors, users, activity = (by_source[name] for name in (plan.SOURCE_VECTORS, plan.SOURCE_USERS,
                                                               plan.SOURCE_ACTIVITY))

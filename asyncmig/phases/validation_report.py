@@ -63,6 +63,9 @@ class ContainerCheck:
     missing: IdSample = field(default_factory=IdSample)
     extra: IdSample = field(default_factory=IdSample)
     differing: IdSample = field(default_factory=IdSample)
+    changed_at_source: IdSample = field(default_factory=IdSample)  # copied, then changed at the source
+    changed_since_backup: IdSample = field(default_factory=IdSample)  # users on a live source (named only)
+    require_caught_up: bool = True
     differences: list[str] = field(default_factory=list)  # settings vs the plan
     critical: list[str] = field(default_factory=list)  # the subset that cannot be fixed in place
     problems: list[str] = field(default_factory=list)  # document-level findings beyond the digests
@@ -74,7 +77,8 @@ class ContainerCheck:
 
     @property
     def ok(self) -> bool:
-        return self.settings_ok and not (self.missing or self.extra or self.differing or self.problems)
+        behind = self.require_caught_up and self.changed_at_source
+        return self.settings_ok and not (self.missing or self.extra or self.differing or self.problems or behind)
 
     def summary(self) -> str:
         """What is wrong, first ids included (empty when :attr:`ok`)."""
@@ -87,13 +91,18 @@ class ContainerCheck:
         for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing)):
             if sample:
                 parts.append(f"{label} {sample.describe()}")
+        if self.changed_at_source and self.require_caught_up:
+            parts.append(f"changed at the source after they were copied {self.changed_at_source.describe()}: "
+                         "not caught up")
         parts.extend(self.problems)
         return "; ".join(parts)
 
     def first_ids(self) -> str:
         parts = [
             f"{label}: {', '.join(sample.first)}"
-            for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing))
+            for label, sample in (("missing", self.missing), ("extra", self.extra), ("differing", self.differing),
+                                  ("changed at source", self.changed_at_source),
+                                  ("changed since backup", self.changed_since_backup))
             if sample
         ]
         return "; ".join(parts) or "-"
@@ -108,6 +117,8 @@ class ContainerCheck:
             "missing": self.missing.to_json(),
             "extra": self.extra.to_json(),
             "differing": self.differing.to_json(),
+            "changed_at_source": self.changed_at_source.to_json(),
+            "changed_since_backup": self.changed_since_backup.to_json(),
             "settings_ok": self.settings_ok,
             "differences": self.differences,
             "critical_differences": self.critical,
@@ -134,6 +145,7 @@ class MappingCheck:
     target_count: int = 0
     problems: list[str] = field(default_factory=list)
     ru: float = 0.0  # what reading the source container cost (0 from a backup file)
+    count_checked: bool = True  # False: users on a live source (created and deleted since the backup)
 
     @property
     def expected_count(self) -> int:
@@ -142,7 +154,7 @@ class MappingCheck:
     @property
     def ok(self) -> bool:
         return (
-            self.target_count == self.expected_count
+            (self.target_count == self.expected_count or not self.count_checked)
             and not self.not_dead_lettered
             and not self.collisions
             and not self.problems
@@ -151,7 +163,7 @@ class MappingCheck:
 
     def summary(self) -> str:
         parts: list[str] = []
-        if self.target_count != self.expected_count:
+        if self.target_count != self.expected_count and self.count_checked:
             parts.append(
                 f"the targets hold {self.target_count} documents, the transform of the source gives "
                 f"{self.expected_count}"

@@ -492,6 +492,8 @@ def transform_activity(doc: Document) -> Routed:
 # --------------------------------------------------------------------------------------------------
 
 USER_ADDITIONS = (("subscription_tier", "free"), ("profile_version", "1.0"))
+# Every field transform_user may add; a rollback removes exactly these (where the backup lacks them).
+USER_ADDED_FIELDS = ("user_id", *(key for key, _ in USER_ADDITIONS))
 
 
 def transform_user(doc: Document) -> Routed:

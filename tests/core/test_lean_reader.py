@@ -58,12 +58,15 @@ async def test_the_same_pages_and_tokens_as_the_sdk(database: DatabaseProxy) -> 
     for path in ("sdk", "lean"):
         source = await _source(container, path)
         assert source.read_path == path
-        pages = [page for fr in (await source.partitions()).values() for page in await _drain(source, fr, None)]
+        ranges = (await source.partitions()).values()
+        pages = [page for fr in ranges for page in await _drain(source, fr, None)]
         read[path] = [([d["id"] for d in p.documents], p.position) for p in pages if p.documents]
         charged[path] = source.read_ru
     assert read["lean"] == read["sdk"]  # documents, page boundaries, and the tokens byte for byte
     assert sorted(i for ids, _ in read["lean"] for i in ids) == sorted(f"d{i}" for i in range(23))
-    assert charged["lean"] == charged["sdk"] > 0
+    # The SDK path asks each range once more from its final position (a 304, 1 RU): the SDK ends a
+    # pass on an empty 200 page too, so only a read that does not move the position proves the end.
+    assert charged["sdk"] - charged["lean"] == len(ranges) * 1.0 and charged["lean"] > 0
 
 
 async def test_positions_resume_on_the_other_path(database: DatabaseProxy) -> None:

@@ -164,7 +164,13 @@ async def _both_paths(proxy: CapturingProxy, container: ContainerProxy,
         proxy.reset()
         ids = await _read(container, path, feed_range)
         results[path] = (_feed_requests(proxy), ids)
-    return results["sdk"][0], results["lean"][0], results["sdk"][1], results["lean"][1]
+    sdk, lean = results["sdk"][0], results["lean"][0]
+    # Over the SDK, the source reads on from the position the closing 304 moved to until a read no
+    # longer moves it (the SDK also stops at an empty 200 page, so only that proves the end); the lean
+    # reader sees the reply itself and needs no such confirmation. Those extra reads find nothing.
+    extra = sdk[len(lean):]
+    assert all(c.status == 304 for c in extra), [c.status for c in extra]
+    return sdk[:len(lean)], lean, results["sdk"][1], results["lean"][1]
 
 
 async def test_feed_range_reads_send_the_same_requests(proxy: CapturingProxy, container: ContainerProxy) -> None:
@@ -276,12 +282,13 @@ async def test_an_empty_page_ends_the_read_only_when_the_etag_stops_moving(
     proxy: CapturingProxy, container: ContainerProxy
 ) -> None:
     """Cosmos DB may answer 200 with no documents and a later etag (its changes fell outside the
-    EPK sub-range read): that is not the end. The SDK takes it for one; the lean reader goes on."""
+    EPK sub-range read): that is not the end. The SDK's iterator takes it for one; the source reads
+    on past it on both paths (over the SDK by reading again from the moved position)."""
     feed_range = (await _feed_ranges(container))[0]
     everything = await _read(container, "sdk", feed_range)
     assert everything
     empty = jsoncodec.dumps({"_rid": "x", "Documents": [], "_count": 0})
-    for path, expected in (("sdk", []), ("lean", everything)):
+    for path, expected in (("sdk", everything), ("lean", everything)):
         proxy.canned.append(Canned(200, None, {"etag": '"0"'}, empty))
         assert await _read(container, path, feed_range) == expected, path
     # a finished position answered by an empty 200 with the same etag: the end, after one request
@@ -292,7 +299,8 @@ async def test_an_empty_page_ends_the_read_only_when_the_etag_stops_moving(
     proxy.reset()
     etag = jsoncodec.loads(base64.b64decode(final))["continuation"]["continuation"][0]["token"]
     proxy.canned.append(Canned(200, None, {"etag": etag}, empty))
-    assert [page.documents async for page in source.pages(feed_range, final)] == []
+    pages = [page async for page in source.pages(feed_range, final)]
+    assert [page.documents for page in pages] == [[]] and pages[0].caught_up  # only the closing page
     assert len(_feed_requests(proxy)) == 1
 
 

@@ -126,3 +126,39 @@ def record(outcome: Outcome) -> None:
     if target:
         with open(target, "a", encoding="utf-8") as out:
             out.write(json.dumps(asdict(outcome)) + "\n")
+
+
+def _state_finished(trial: Trial, phase: str) -> bool:
+    from asyncmig.connection import parse_connection_string
+    from asyncmig.phases.state import load_state
+
+    path = trial.work / ".asyncmig" / f"vimarsh-{DATABASE}" / "state.json"
+    host = parse_connection_string(trial.emulator.connection_string).host
+    return path.exists() and load_state(path, host=host, database=DATABASE).is_finished(phase)  # written atomically
+
+
+def run_live_until_cutover(trial: Trial, outcome: Outcome, stop_writing: Callable[[], None],
+                           writes_while_following: int = 300, max_runs: int = 6) -> None:
+    """``run --live`` (re-run after a failure) until it follows; after ``writes_while_following``
+    more emulator requests, ``stop_writing()`` (the application stops), ``asyncmig cutover``, and
+    wait for the run's verdict; records it in ``outcome``."""
+    for _ in range(max_runs):
+        run = subprocess.Popen([sys.executable, "-m", "asyncmig", "run", "--live", "--yes", "--no-progress"],
+                               cwd=trial.work, env=_env(trial.emulator), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        outcome.reruns += 1
+        following = wait_until(lambda: _state_finished(trial, "migrate"), run, timeout=RUN_TIMEOUT_S)
+        if following and not _state_finished(trial, "follow"):
+            threshold = requests_served(trial.emulator) + writes_while_following
+            following = wait_until(lambda t=threshold: requests_served(trial.emulator) >= t, run)
+        if following:
+            stop_writing()
+            subprocess.run([sys.executable, "-m", "asyncmig", "cutover"], cwd=trial.work, env=_env(trial.emulator),
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        code, output = finish(run)
+        outcome.final_exit = code
+        if code == 0:
+            outcome.validated = "Validation of" in output and "safe to point the application" in output
+            return
+        outcome.interruptions += 1  # a fault the run could not ride out: re-run, as an operator would
+        outcome.detail = output[-600:]

@@ -21,10 +21,12 @@ from tests.faults.matrix import (
     interrupt_at_random,
     record,
     requests_served,
+    run_live_until_cutover,
     start_run,
     wait_until,
 )
 from tests.helpers import EmulatorProcess
+from tests.live_writer import start_writer, stop_writer
 
 pytestmark = pytest.mark.timeout(900)
 FULL = pytest.mark.slow
@@ -158,6 +160,35 @@ def test_a_second_run_on_the_same_state_refuses_and_the_first_is_unharmed(tmp_pa
     record(outcome)
     assert second.returncode == 5 and "another asyncmig run" in second.stderr
     assert code == 0, output
+
+
+@pytest.mark.parametrize("seed", _seeds(1, 5))
+def test_live_source(tmp_path: Path, seed: int) -> None:
+    """An application process writes (updates, some documents many times, inserts and deletes) to
+    users, user_activity and personality-vectors during every phase of ``run --live``, with 3 % of
+    requests failing; it stops, ``asyncmig cutover`` is requested, and the run must validate: no
+    document missing, extra (a delete not followed) or stale."""
+    started = time.monotonic()
+    with Trial(tmp_path, "--latency-ms", "1", "--fault-seed", str(seed)) as trial:
+        outcome = Outcome("live source: writer in every phase of run --live, 3% faults, cutover", seed, 0, 0, -1,
+                          False, 0.0)
+        trial.emulator.admin("faults", {"fault_rate": 0.03, "faults": ["503", "408", "reset"]})
+        writer = start_writer(trial.emulator.connection_string, DATABASE, 1000 + seed, deletes=True)
+        counts: dict[str, dict[str, int]] = {}
+
+        def stop_writing() -> None:
+            if writer.poll() is None:
+                counts.update(stop_writer(writer))
+
+        try:
+            run_live_until_cutover(trial, outcome, stop_writing)
+        finally:
+            stop_writing()
+        outcome.detail += f" writes={counts} injected={trial.emulator.admin('stats')['faults_injected']}"
+    outcome.seconds = time.monotonic() - started
+    _check(outcome)
+    for kind in ("update", "insert", "delete"):
+        assert sum(c[kind] for c in counts.values()), counts
 
 
 def test_baseline_without_faults(tmp_path: Path) -> None:

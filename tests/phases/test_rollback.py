@@ -16,12 +16,14 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
+from asyncmig.core.engine.transform import strip_system
 from asyncmig.core.files.manifest import MANIFEST_NAME
-from asyncmig.errors import BackupCorrupt, Interrupted, StateError, ValidationFailed
+from asyncmig.errors import BackupCorrupt, Interrupted, StateError
 from asyncmig.phases.backup import backup
 from asyncmig.phases.context import PhaseContext
+from asyncmig.phases.marks import record_marks
 from asyncmig.phases.restore import existing_properties
-from asyncmig.phases.rollback import rollback
+from asyncmig.phases.rollback import WrittenAfterMigration, rollback
 from asyncmig.phases.state import load_state, save_state
 from asyncmig.vimarsh.plan import (
     PERSONALITIES,
@@ -111,11 +113,9 @@ async def test_rollback_restores_the_legacy_layout_and_deletes_only_what_the_mig
     assert recreated["partitionKey"] == activity["partitionKey"] == {
         "paths": ["/partition_key"], "kind": "Hash", "version": 2
     }
-    assert result.details["restored"] == {
-        SOURCE_USERS: {"recreated": False, "documents": 19},
-        SOURCE_ACTIVITY: {"recreated": True, "documents": 121},
-    }
-    assert set(result.details["verified"]) == {SOURCE_VECTORS, SOURCE_USERS, SOURCE_ACTIVITY}
+    assert result.details["restored"] == {SOURCE_ACTIVITY: {"recreated": True, "documents": 121}}
+    assert result.details["users"]["reverted"] == 19  # the additions removed, nothing else written
+    assert set(result.details["verified"]) == {SOURCE_ACTIVITY}
 
     state = load_state(ctx.workdir.state, host=ctx.endpoint.host, database=database.id)
     assert state.created == [] and state.finished == {} and state.rolled_back_at
@@ -172,25 +172,24 @@ async def test_rollback_refuses_to_delete_a_container_the_migration_does_not_cre
     assert await contents(legacy[SOURCE_USERS]) == migrated
 
 
-async def test_a_legacy_container_that_differs_from_the_backup_stops_the_rollback_before_any_deletion(
+async def test_a_legacy_container_changed_since_the_backup_keeps_its_newer_data(
     cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
 ) -> None:
+    """The migration never writes personality-vectors: what the application wrote there since the
+    backup is its data, and a rollback leaves it alone (it used to refuse, or overwrite it)."""
     legacy, before, _ = await prepared(cosmos, database, tmp_path)
     vectors = legacy[SOURCE_VECTORS]
     original = [d async for d in vectors.query_items("SELECT * FROM c WHERE IS_DEFINED(c.catalog_number)")][0]
-    await vectors.upsert_item({**original, "catalog_number": 9007199254740992})  # 2**53: one off
+    newer = {k: v for k, v in original.items() if not k.startswith("_")} | {"catalog_number": 9007199254740992}
+    await vectors.upsert_item(newer)
 
     async with phase_context(cosmos, database.id, tmp_path) as ctx:
-        with pytest.raises(ValidationFailed, match="personality-vectors holds 300 documents.*no container was deleted"):
-            await rollback(ctx)
-        assert sorted(ctx.state.created) == sorted(CREATED) and ctx.state.backup_dir
-    assert await container_names(database) == {SOURCE_VECTORS, SOURCE_USERS, SOURCE_ACTIVITY, "keep_me", *CREATED}
-
-    await vectors.upsert_item({k: v for k, v in original.items() if not k.startswith("_")})  # put it right
-    async with phase_context(cosmos, database.id, tmp_path) as ctx:
-        result = await rollback(ctx)  # simply run again
+        result = await rollback(ctx)
     assert sorted(result.details["deleted"]) == sorted(CREATED)
-    assert await snapshot(legacy) == before
+    kept = await vectors.read_item(original["id"], original["personality"])
+    assert kept["catalog_number"] == 9007199254740992
+    after = await snapshot(legacy)
+    assert after[SOURCE_USERS] == before[SOURCE_USERS] and after[SOURCE_ACTIVITY] == before[SOURCE_ACTIVITY]
 
 
 @needs_emulator
@@ -225,3 +224,44 @@ async def test_an_interrupted_rollback_resumes_the_container_it_was_recreating(
     assert result.details["restored"][SOURCE_ACTIVITY]["recreated"] is False  # resumed, not recreated
     assert sorted(result.details["deleted"]) == sorted(CREATED)
     assert await snapshot(legacy) == before
+
+
+async def test_rollback_after_cutover_keeps_what_the_application_wrote_since_the_migration(
+    cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
+) -> None:
+    """Newer data survives a rollback: a user edited after the migration keeps the edit, a user
+    deleted since stays deleted, and a created container the application wrote to is not deleted
+    without --force (the refusal names it and the count, and changes nothing)."""
+    legacy, before, _ = await prepared(cosmos, database, tmp_path)
+    async with phase_context(cosmos, database.id, tmp_path) as ctx:
+        await record_marks(ctx)  # what the migrate phase does when it finishes
+    users = legacy[SOURCE_USERS]
+    migrated = [u async for u in users.query_items("SELECT * FROM c")]
+    edited, deleted = sorted((u for u in migrated if u["id"] != "fragile-user"), key=lambda u: u["id"])[:2]
+    edit = {k: v for k, v in edited.items() if not k.startswith("_")} | {"display_name": "edited after cutover"}
+    await users.upsert_item(edit)
+    await users.delete_item(deleted["id"], deleted["partition_key"])
+    sessions = database.get_container_client(USER_SESSIONS)
+    await sessions.upsert_item({"id": "after-cutover", "user_id": "u9", "document_type": "user_session"})
+
+    async with phase_context(cosmos, database.id, tmp_path) as ctx:
+        with pytest.raises(WrittenAfterMigration, match=rf"{USER_SESSIONS} \(1 document\).*--force") as refused:
+            await rollback(ctx)
+        assert refused.value.exit_code == 2
+    assert await container_names(database) == {SOURCE_VECTORS, SOURCE_USERS, "keep_me", *CREATED}
+    assert (await users.read_item(edited["id"], edited["partition_key"]))["subscription_tier"] == "free"
+
+    async with phase_context(cosmos, database.id, tmp_path) as ctx:
+        result = await rollback(ctx, force=True)
+    assert result.details["forced"] is True and result.details["written_after_migration"] == {USER_SESSIONS: 1}
+    assert sorted(result.details["deleted"]) == sorted(CREATED)
+    report = result.details["users"]
+    assert report["kept_changed_after_migration"] == {"count": 1, "first": [edited["id"]]}
+    assert report["deleted_since_backup"] == {"count": 1, "first": [deleted["id"]]}
+    assert report["reverted"] == 17 and report["mark_recorded"] is True
+
+    kept = strip_system(await users.read_item(edited["id"], edited["partition_key"]))
+    assert kept == edit  # the application's edit, migration fields included, not reverted
+    now = await contents(users)
+    expected = {key: body for key, body in before[SOURCE_USERS].items() if key[0] not in (edited["id"], deleted["id"])}
+    assert {key: body for key, body in now.items() if key[0] != edited["id"]} == expected

@@ -101,6 +101,11 @@ class CosmosSource:
     def _add_charge(self, charge: float) -> None:
         self.read_ru += charge
 
+    @property
+    def partition_key_definition(self) -> dict[str, Any]:
+        """The container's partition key definition (as read by :meth:`open`)."""
+        return dict(self._definition)
+
     def partition_key(self, document: Document) -> Any:
         return partition_key_values(self._definition, document) if isinstance(document, dict) else None
 
@@ -343,17 +348,18 @@ PageHandler = Callable[[list[Document]], Awaitable[None] | None]
 
 async def scan_container(
     container: ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
-    concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None,
+    concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None, snapshot: bool = False,
 ) -> float:
     """Hand every document of ``container`` to ``handle``, a page at a time, ``concurrency`` feed
-    ranges at once; reads through :class:`CosmosSource` (the change feed, with its retries).
+    ranges at once; reads through :class:`CosmosSource` (with its retries).
     Returns the RU the reads cost.
 
     ``handle`` may be a coroutine function; a plain function runs between awaits, so pages of
     concurrent ranges never interleave inside it. ``ranges`` and ``pages_per_range`` limit the scan
-    to a sample. Memory: one page per range being read.
+    to a sample. Memory: one page per range being read. ``snapshot`` reads by query instead of the
+    change feed (validation's reads, independent of the copier's).
     """
-    source = CosmosSource(container, page_size=page_size, what=what)
+    source = CosmosSource(container, page_size=page_size, what=what, snapshot=snapshot)
     await source.open()
     limiter = anyio.CapacityLimiter(concurrency)
 
