@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -38,6 +38,9 @@ from asyncmig.errors import (
 from asyncmig.redaction import install_redaction, redact, register_secret
 from asyncmig.report import duration, table, write_json_report
 from asyncmig.settings import ENV_AUTH, ENV_CONNECTION_STRING, Settings, load_settings
+
+if TYPE_CHECKING:
+    from asyncmig.core.cosmos.sink import Politeness
 
 STATE_DIR = Path(".asyncmig")
 log = logging.getLogger("asyncmig")
@@ -66,8 +69,8 @@ def _add_copy(sub: Any) -> None:
     p = sub.add_parser(
         "copy", help="copy one container into another (resumable, RU-aware)",
         description="Copy every document of SOURCE into TARGET through the streaming core: the source is "
-        "read by feed range through its change feed, documents are upserted in transactional batches per "
-        "logical partition, paced to an RU budget, with a checkpoint so an interrupted copy resumes where it "
+        "read by feed range through its change feed, documents are upserted in bulk batches per target "
+        "physical range, paced to an RU budget, with a checkpoint so an interrupted copy resumes where it "
         "stopped. Containers are DATABASE/CONTAINER, or CONTAINER in AZURE_COSMOS_DATABASE_NAME.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -101,6 +104,13 @@ def _add_copy(sub: Any) -> None:
                    help="most source documents held in memory at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    polite = p.add_argument_group("sharing the target with an application (docs/throughput.md)")
+    polite.add_argument("--priority", choices=["low", "high"],
+                        help="priority of the copy's writes: low ones are throttled first when the target is busy "
+                        "(needs priority-based execution enabled on the account); default low with --follow, "
+                        "whose target an application is using")
+    polite.add_argument("--throughput-bucket", type=int, metavar="N",
+                        help="meter the copy's writes in throughput bucket N (1-5) of the target container")
     shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")
     shared.add_argument("--cluster", metavar="local[N]|auto|ray://HOST:PORT",
                         help="run the copy on Ray workers (pip install 'asyncmig[ray]'); progress lives in leases")
@@ -137,6 +147,7 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         progress=False if args.no_progress else None,
         options=PipelineOptions(page_size=args.page_size, max_in_flight=args.max_in_flight, catch_up=args.catch_up,
                                 follow=args.follow, poll_interval=args.poll_interval),
+        politeness=_politeness(args),
     )
     if args.cluster or args.lease_container:
         return await _shared_copy(args, spec, stop)
@@ -160,6 +171,17 @@ async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
         if result is not None or error is not None:
             _finish_copy(args, spec, result, status, error)
     return 0
+
+
+def _politeness(args: argparse.Namespace) -> Politeness:
+    from asyncmig.core.cosmos.sink import MAX_THROUGHPUT_BUCKET, Politeness
+
+    bucket = args.throughput_bucket
+    if bucket is not None and not 1 <= bucket <= MAX_THROUGHPUT_BUCKET:
+        raise UsageError(f"--throughput-bucket must be 1-{MAX_THROUGHPUT_BUCKET}, not {bucket}")
+    level = args.priority or ("low" if getattr(args, "follow", False) else None)
+    return Politeness(priority="Low" if level == "low" else "High" if level == "high" else None,
+                      throughput_bucket=bucket)
 
 
 async def _shared_copy(args: argparse.Namespace, spec: Any, stop: anyio.Event) -> int:

@@ -25,7 +25,7 @@ from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
-from asyncmig.core.cosmos.sink import CosmosSink
+from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
 from asyncmig.core.engine.governor import Governor, budget_from
@@ -58,6 +58,7 @@ class CopySpec:
     insecure: bool = False
     progress: bool | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
+    politeness: Politeness = field(default_factory=Politeness)  # priority and throughput bucket of the writes
 
 
 @dataclass
@@ -176,7 +177,7 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
         count = await source.count()
         job = Transfer(
             source=source, sink=CosmosSink(opened.targets, Governor(budget), endpoint=spec.target.endpoint,
-                                           insecure=spec.insecure),
+                                           insecure=spec.insecure, politeness=spec.politeness),
             identity=identity, checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
             restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
             label=f"copy {spec.source.container}", total=count, progress=spec.progress, options=spec.options,

@@ -34,6 +34,15 @@ TARGETS = (
      ("ratios", "asyncmig_speedup_vs_original_wall"), ">=", 20.0),
     ("S1 CPU efficiency vs sdk-gather", "1", "asyncmig >= 3x sdk-gather in documents per client-CPU-second",
      ("ratios", "asyncmig_vs_sdk_gather_documents_per_cpu_s"), ">=", 3.0),
+    ("S1 CPU efficiency vs sdk-gather (bulk)", "1", "asyncmig >= 8x sdk-gather in documents per client-CPU-second",
+     ("ratios", "asyncmig_vs_sdk_gather_documents_per_cpu_s"), ">=", 8.0),
+    ("S1 documents per client CPU-second", "1", "asyncmig >= 5,000 vector documents per client CPU-second",
+     ("peers", "asyncmig", "documents_per_cpu_s"), ">=", 5000.0),
+    ("S7 CPU efficiency vs sdk-gather, unique keys", "7",
+     "asyncmig >= 8x sdk-gather in documents per client-CPU-second on /id keys",
+     ("ratios", "asyncmig_vs_sdk_gather_documents_per_cpu_s"), ">=", 8.0),
+    ("S7 requests per 100 documents, unique keys", "7", "asyncmig <= 5 requests per 100 documents on /id keys",
+     ("peers", "asyncmig", "write_requests_per_100_documents"), "<=", 5.0),
     ("S2 RU utilization", "2", "asyncmig utilization = RU / (budget x wall time) >= 0.95",
      ("peers", "asyncmig", "ru_bound", "utilization"), ">=", 0.95),
     ("S2 429 share", "2", "asyncmig 429s <= 5 % of requests",
@@ -94,20 +103,26 @@ def markdown(report: dict[str, Any]) -> str:
     mode = "quick" if report["parameters"]["quick"] else "full"
     parts.append(f"## asyncmig benchmark ({mode}), {report['started']}, load average "
                  f"{report['machine']['load_average_at_start']} -> {report.get('load_average_at_end')}")
-    s1 = sc.get("1")
-    if s1 and s1.get("peers"):
+    for number in ("1", "7", "8"):
+        s1 = sc.get(number)
+        if not (s1 and s1.get("peers")):
+            continue
         rows = []
         for peer, e in s1["peers"].items():
             rows.append([peer, e["wall_s"], e["documents_per_s"], e["cpu_s"], e["documents_per_cpu_s"],
                          e["client_cpu_ms_per_document"], e.get("emulator_cpu_ms_per_document"),
+                         e.get("write_requests_per_100_documents"), e.get("requests_per_100_documents"),
                          e["peak_rss_mb"], e.get("emulator_cores_busy"), e.get("client_cores_busy"),
                          e.get("startup", {}).get("cpu_s"), e["verification"]["equal_to_source"]])
         r = s1["ratios"]
         latency = next((a for a in s1["parameters"]["emulator_args"][1:] if a.replace(".", "").isdigit()), None)
-        parts.append(f"### Scenario 1: unlimited RU, {s1['parameters']['documents']:,} vector documents"
+        key = s1["parameters"].get("partition_key", "/personality")
+        parts.append(f"### Scenario {number}: unlimited RU, {s1['parameters']['documents']:,} vector documents "
+                     f"keyed by {key}"
                      + (f", emulator latency {latency} ms per request" if latency else "") + "\n\n" + _table(
             ["peer", "wall s", "docs/s", "client CPU s", "docs per CPU-s", "client CPU ms/doc", "emulator CPU ms/doc",
-             "peak RSS MB", "emulator cores busy", "client cores busy", "startup CPU s", "target == source"], rows)
+             "write requests per 100 docs", "all requests per 100 docs (emulator)", "peak RSS MB", "emulator cores busy", "client cores busy", "startup CPU s",
+             "target == source"], rows)
             + f"\n\nasyncmig vs original, wall time: **{_f(r['asyncmig_speedup_vs_original_wall'])}x**; "
               f"vs sdk-gather: {_f(r['asyncmig_speedup_vs_sdk_gather_wall'])}x. "
               f"Documents per client-CPU-second, asyncmig vs sdk-gather: "
@@ -188,7 +203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0].replace("\n", " "),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (~1 minute), e.g. for CI")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,7,8", help="comma-separated scenario numbers")
     p.add_argument("--docs", type=int, help="override every scenario's document count (scenario 3: N and 5N)")
     p.add_argument("--peers", default=",".join(PEERS), help="scenario 1 peers (scenario 2 never runs original)")
     p.add_argument("--s1-latency-ms", type=float, default=0.0,
@@ -275,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         report["scenarios"][str(number)] = result
         if result.get("error"):
             failed = True
-        elif number in (1, 2, 3):
+        elif number in (1, 2, 3, 7, 8):
             entries = result.get("peers", {}).values() if number != 3 else result.get("runs", [])
             failed |= any(not e["ok"] for e in entries if e["peer"] == "asyncmig")
         elif number == 4:

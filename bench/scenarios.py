@@ -12,7 +12,10 @@ source's, so a fast-but-wrong copier cannot win.
    sdk-gather with their defaults;
 3. scale and memory: asyncmig at 10,000 and 50,000 vector documents;
 4. resume: asyncmig SIGKILLed half way, then resumed; documents written twice and time;
-5. emulator capacity for context (``bench/emulator_capacity.py``).
+5. emulator capacity for context (``bench/emulator_capacity.py``);
+6. one copy shared by workers under one RU budget;
+7. scenario 1 on unique keys (``/id``): requests per 100 documents, documents per client CPU-second;
+8. scenario 1 with 2 ms of latency per request.
 """
 
 from __future__ import annotations
@@ -155,7 +158,8 @@ def _endpoint(account: Account) -> Any:
     return parse_connection_string(account.connection_string)
 
 
-async def _create_container(account: Account, name: str, throughput: int | None, partitions: int | None) -> None:
+async def _create_container(account: Account, name: str, throughput: int | None, partitions: int | None,
+                            partition_key: str = PARTITION_KEY) -> None:
     from azure.cosmos import PartitionKey
     from azure.cosmos.aio import CosmosClient
 
@@ -163,15 +167,15 @@ async def _create_container(account: Account, name: str, throughput: int | None,
     headers = {"x-asyncmig-partition-count": str(partitions)} if partitions and account.emulated else {}
     async with CosmosClient(account.endpoint, credential=account.key) as client:
         db = await client.create_database_if_not_exists(account.database)
-        await db.create_container(name, partition_key=PartitionKey(PARTITION_KEY), offer_throughput=throughput,
+        await db.create_container(name, partition_key=PartitionKey(partition_key), offer_throughput=throughput,
                                   initial_headers=headers)
 
 
 def create_container(ctx: Context, account: Account, name: str, throughput: int | None = None,
-                     partitions: int | None = None) -> None:
+                     partitions: int | None = None, partition_key: str = PARTITION_KEY) -> None:
     if throughput is None and not account.emulated:
         throughput = ctx.external_ru  # a real account has no "unlimited": provision generously
-    asyncio.run(_create_container(account, name, throughput, partitions))
+    asyncio.run(_create_container(account, name, throughput, partitions, partition_key))
 
 
 async def _delete_container(account: Account, name: str) -> None:
@@ -235,10 +239,11 @@ async def _seed(account: Account, name: str, documents: int, state: Path) -> Non
                 await close()
 
 
-def seed(ctx: Context, account: Account, name: str, documents: int) -> dict[str, Any]:
+def seed(ctx: Context, account: Account, name: str, documents: int,
+         partition_key: str = PARTITION_KEY) -> dict[str, Any]:
     """Create ``name`` and fill it with the demo vector set (``documents`` vectors, 768 numbers)."""
     started = time.perf_counter()
-    create_container(ctx, account, name)
+    create_container(ctx, account, name, partition_key=partition_key)
     state = Path(tempfile.mkdtemp(prefix=f"seed-{name}-", dir=ctx.workdir))  # a fresh checkpoint per seeding
     asyncio.run(_seed(account, name, documents, state))
     return {"container": name, "documents": documents, "seconds": round(time.perf_counter() - started, 2)}
@@ -367,9 +372,10 @@ def verify(account: Account, target: str, source_digest: dict[str, Any]) -> dict
 
 
 def measured(ctx: Context, account: Account, peer: str, source: str, source_digest: dict[str, Any], target: str,
-             documents: int, run_dir: Path, throughput: int | None = None) -> tuple[dict[str, Any], StatsSampler | None]:
+             documents: int, run_dir: Path, throughput: int | None = None,
+             partition_key: str = PARTITION_KEY) -> tuple[dict[str, Any], StatsSampler | None]:
     """Fresh target, one measured run, the copier's own report, verification against the source."""
-    create_container(ctx, account, target, throughput)
+    create_container(ctx, account, target, throughput, partition_key=partition_key)
     ctx.log(f"  {peer}: copying {documents:,} documents into {target}")
     run, sampler = run_copier(ctx, account, peer, source, target, documents, run_dir)
     result: dict[str, Any] = {"peer": peer, "target": target, "documents": documents, **run.summary()}
@@ -379,9 +385,17 @@ def measured(ctx: Context, account: Account, peer: str, source: str, source_dige
     result["emulator_cpu_ms_per_document"] = (round(1000 * run.emulator_cpu_s / documents, 3)
                                               if documents and run.emulator_cpu_s is not None else None)
     result["self_report"] = copier_report(peer, run, run_dir)
+    written_by = (result["self_report"] or {}).get("requests") if peer == "asyncmig" else None
+    # asyncmig counts its own write requests; the SDK peers send one upsert per document.
+    writes = written_by if written_by is not None else (documents if peer != "asyncmig" else None)
+    result["write_requests_per_100_documents"] = round(100 * writes / documents, 2) if writes and documents else None
     if sampler is not None:
         result["emulator"] = sampler.delta(f"{account.database}/{target}")
         result["emulator"]["sampler_errors"] = sampler.errors
+        # Every request the emulator served during the run (the source's reads included): an upper
+        # bound on the copier's write requests, the same measure for every peer.
+        result["requests_per_100_documents"] = (round(100 * result["emulator"]["requests"] / documents, 2)
+                                                if documents else None)
     result["verification"] = verify(account, target, source_digest)
     result["ok"] = run.returncode == 0 and not run.timed_out and result["verification"]["equal_to_source"]
     state = "ok" if result["ok"] else f"FAILED (exit {run.returncode}, equal={result['verification']['equal_to_source']})"
@@ -453,29 +467,33 @@ def profile_asyncmig(ctx: Context, account: Account, source: str, documents: int
 
 
 # -- scenario 1 -------------------------------------------------------------------------------------
-def scenario_1(ctx: Context, sizes: Sizes, peers: tuple[str, ...] = PEERS) -> dict[str, Any]:
+def scenario_1(ctx: Context, sizes: Sizes, peers: tuple[str, ...] = PEERS, *, number: int = 1,
+               partition_key: str = PARTITION_KEY, latency_ms: float | None = None) -> dict[str, Any]:
+    """Unlimited RU; also run as scenario 7 (unique keys, ``/id``) and 8 (2 ms per request)."""
     started = time.perf_counter()
     n = sizes.s1_documents
     emulator_args = ["--no-rate-limit"]
-    if sizes.s1_latency_ms:
-        emulator_args += ["--latency-ms", str(sizes.s1_latency_ms)]
-    result = _scenario(1, "Unlimited RU: the demo vector set", documents=n, dimensions=DIMENSIONS,
+    latency = sizes.s1_latency_ms if latency_ms is None else latency_ms
+    if latency:
+        emulator_args += ["--latency-ms", str(latency)]
+    title = "Unlimited RU: the demo vector set" + (f", keyed by {partition_key}" if partition_key != PARTITION_KEY else "")
+    result = _scenario(number, title, documents=n, dimensions=DIMENSIONS, partition_key=partition_key,
                        emulator_args=emulator_args, sdk_gather_concurrency=SDK_GATHER_CONCURRENCY)
-    with ctx.account("s1", *emulator_args) as account:
+    with ctx.account(f"s{number}", *emulator_args) as account:
         result["parameters"]["database"] = account.database
-        result["seed"] = seed(ctx, account, "source", n)
+        result["seed"] = seed(ctx, account, "source", n, partition_key)
         source_digest = digest(account, "source")
         result["source"] = source_digest
         result["peers"] = {}
         for peer in peers:
-            run_dir = ctx.workdir / "s1" / peer
+            run_dir = ctx.workdir / f"s{number}" / peer
             result["peers"][peer], sampler = measured(ctx, account, peer, "source", source_digest, f"target-{peer}",
-                                                      n, run_dir)
+                                                      n, run_dir, partition_key=partition_key)
             if sampler is not None:  # [t, RU charged to the target, 429s, requests]: is the copier steady?
                 result["peers"][peer]["timeline"] = sampler.timeline(f"{account.database}/target-{peer}")
             result["peers"][peer]["startup"] = startup_cost(ctx, peer)
             delete_container(account, f"target-{peer}")
-        if ctx.profile and "asyncmig" in peers:
+        if ctx.profile and "asyncmig" in peers and number == 1:
             result["profile"] = profile_asyncmig(ctx, account, "source", n, ctx.results, ctx.name)
     p = result["peers"]
     wall = {k: v["wall_s"] for k, v in p.items()}
@@ -734,6 +752,18 @@ def scenario_6(ctx: Context, sizes: Sizes) -> dict[str, Any]:
     return _finish(result, started)
 
 
+def scenario_7(ctx: Context, sizes: Sizes) -> dict[str, Any]:
+    """Scenario 1 on containers keyed by ``/id``: every document its own logical partition, so only
+    bulk batches per physical range (not transactional batches per key) save requests."""
+    return scenario_1(ctx, sizes, ("sdk-gather", "asyncmig"), number=7, partition_key="/id")
+
+
+def scenario_8(ctx: Context, sizes: Sizes) -> dict[str, Any]:
+    """Scenario 1 with 2 ms added to every request: a network round trip between copier and account."""
+    return scenario_1(ctx, sizes, ("sdk-gather", "asyncmig"), number=8, latency_ms=2.0)
+
+
 SCENARIOS: dict[int, Callable[[Context, Sizes], dict[str, Any]]] = {
-    1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5, 6: scenario_6,
+    1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5, 6: scenario_6, 7: scenario_7,
+    8: scenario_8,
 }

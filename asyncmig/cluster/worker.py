@@ -131,7 +131,8 @@ class LeasedWorker:
                         if self.bank is not None and budget is not None else Governor(budget))
             local = spec.checkpoint.parent / f"{spec.checkpoint.name}.{self.owner}"
             dead_letter = spec.dead_letter.with_name(f"{spec.dead_letter.name}.{self.owner}")
-            async with CosmosSink(targets, governor, endpoint=spec.target.endpoint, insecure=spec.insecure) as sink:
+            async with CosmosSink(targets, governor, endpoint=spec.target.endpoint, insecure=spec.insecure,
+                                  politeness=spec.politeness) as sink:
                 with DeadLetterFile(dead_letter) as dead_letters:
                     await self._loop(source, sink, leases, identity, local, dead_letters, stop)
             shutil.rmtree(local, ignore_errors=True)

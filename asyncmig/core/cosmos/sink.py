@@ -1,13 +1,22 @@
-"""The Cosmos DB sink: idempotent upserts, transactional batches per logical partition, paced per
-target physical range by the governor, with failed batches split so one bad document cannot
-hold back the good ones.
+"""The Cosmos DB sink: idempotent upserts, paced per target physical range by the governor, with
+per-operation results so one bad document cannot hold back the good ones.
 
-Two write paths send the same requests. ``lean`` (the default) sends them with
-:class:`~asyncmig.core.cosmos.lean_writer.LeanWriter`, reusing the JSON :meth:`CosmosSink.plan` encoded
-to measure each document; ``sdk`` calls ``execute_item_batch``/``upsert_item``, which encode with
-the standard library (twice for a batch) and parse the batch response: 0.39 ms of client CPU per
-16 KB vector document against 0.031 ms (docs/measurements.md). Everything but the writes
-(container properties, feed ranges) goes through the SDK on both paths.
+Two write paths. ``lean`` (the default) sends **bulk batches per target physical range**, what the
+.NET, Java and JavaScript SDKs' bulk modes send: up to 100 upserts and :data:`DEFAULT_BATCH_BYTES`
+per request, each operation with its own partition key, each committed on its own
+(:class:`~asyncmig.core.cosmos.lean_writer.LeanWriter`, reusing the JSON :meth:`CosmosSink.plan`
+encoded to measure each document). A container keyed by ``/id`` thus needs one request per 100
+documents instead of one per document. Per operation: 2xx is written; 429 is sent again after the
+range's AIMD gate paused for its retry-after; 410/1002 (the range was split) re-reads the ranges and
+re-routes the operation; other failures are classified by :func:`~asyncmig.core.cosmos.retry.classify`
+exactly as the same reply to a single upsert (retried, dead-lettered with the reason, or fatal).
+Documents of a container without a partition key go as single upserts.
+
+``sdk`` (``ASYNCMIG_WRITE_PATH=sdk``) calls ``execute_item_batch``/``upsert_item``: the Python SDK
+has no bulk mode, so it groups documents into atomic transactional batches per logical partition,
+which gives nothing to a copy of unique keys (one request per document). Atomic batches are not
+needed for a copy: every upsert is idempotent and resumable on its own, so the lean path has none.
+Everything but the writes (container properties, feed ranges) goes through the SDK on both paths.
 """
 
 from __future__ import annotations
@@ -15,8 +24,8 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -28,13 +37,20 @@ from azure.cosmos.partition_key import NonePartitionKeyValue
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
-from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
+from asyncmig.core.cosmos.lean_writer import (
+    BulkReply,
+    LeanContainer,
+    LeanWriter,
+    PhysicalRange,
+    bulk_operation,
+)
 from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
     partition_key_problem,
     partition_key_values,
 )
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
+from asyncmig.core.cosmos.transport import CosmosHttpError
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import Document
@@ -48,8 +64,47 @@ ENV_WRITE_PATH = "ASYNCMIG_WRITE_PATH"
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
 SYSTEM_OVERHEAD_BYTES = 200  # _rid, _self, _etag, _attachments, _ts added by the service
 MAX_BATCH_OPERATIONS = 100
-DEFAULT_BATCH_BYTES = 256 * 1024  # like .NET bulk (220 KB): smaller requests meter smoothly per range
+# Documents per bulk request, measured on the emulator with 16 KB vector documents keyed by /id
+# (docs/throughput.md): 128 KB 13.8 requests per 100 documents and 0.176 ms of client CPU each,
+# 256 KB 6.6 / 0.158 ms, 512 KB 3.4 / 0.143 ms and the most documents per second, 1 MB 1.8 / 0.149 ms
+# and slower (each request holds the range longer). .NET's bulk mode uses about 220 KB.
+DEFAULT_BATCH_BYTES = 512 * 1024
 _BAD_ID = re.compile(r"[/\\?#]")
+MAX_THROUGHPUT_BUCKET = 5
+BULK_REQUEST_SECONDS = 0.5  # a bulk batch costs at most this much of its range's RU budget
+Priority = Literal["High", "Low"]
+
+
+@dataclass(frozen=True, slots=True)
+class Politeness:
+    """How a copy yields to the application sharing the target (docs/throughput.md).
+
+    :ivar priority: ``Low`` requests are throttled first when the target is busy (priority-based
+        execution must be enabled on the account; otherwise the header is ignored).
+    :ivar throughput_bucket: meter the copy's writes in this throughput bucket (1-5), capped at the
+        share of the container's RU/s the bucket was given.
+    """
+
+    priority: Priority | None = None
+    throughput_bucket: int | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The request headers the lean path adds to every write."""
+        headers: dict[str, str] = {}
+        if self.priority:
+            headers["x-ms-cosmos-priority-level"] = self.priority
+        if self.throughput_bucket is not None:
+            headers["x-ms-cosmos-throughput-bucket"] = str(self.throughput_bucket)
+        return headers
+
+    def sdk_options(self) -> dict[str, Any]:
+        """The same, as the SDK's keyword arguments (it sends the same headers)."""
+        options: dict[str, Any] = {}
+        if self.priority:
+            options["priority"] = self.priority
+        if self.throughput_bucket is not None:
+            options["throughput_bucket"] = self.throughput_bucket
+        return options
 
 
 def document_problem(document: Any, encoded_size: int) -> str | None:
@@ -72,18 +127,33 @@ def lane_name(target: str, low: str, high: str) -> str:
 
 
 @dataclass(slots=True)
+class _BulkUnit(WriteUnit):
+    """Upserts of one target physical range, sent as one non-atomic (bulk) batch."""
+
+    range_id: str = ""
+    operations: list[bytes] = field(default_factory=list)  # each document's bulk upsert (key + JSON)
+    epks: list[str] = field(default_factory=list)  # each document's effective partition key, to re-route
+
+
+@dataclass(slots=True)
 class _Target:
     container: ContainerProxy
     definition: dict[str, Any]
-    ranges: list[tuple[str, str]]
+    ranges: list[PhysicalRange]  # ids are empty on the SDK path, which addresses ranges by key
     lean: LeanContainer | None  # how the lean path addresses it; None on the SDK path
     ru_per_doc: float = 10.0  # running estimate, corrected by every real charge
+    routing_version: int = 0  # bumped by every refresh of ``ranges``
+    routing_lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    def range_of(self, epk: str) -> PhysicalRange | None:
+        for r in self.ranges:
+            if r.low <= epk < r.high:
+                return r
+        return None
 
     def lane(self, target: str, epk: str) -> str:
-        for low, high in self.ranges:
-            if low <= epk < high:
-                return lane_name(target, low, high)
-        return f"{target}[?]"
+        r = self.range_of(epk)
+        return f"{target}[?]" if r is None else lane_name(target, r.low, r.high)
 
 
 class CosmosSink:
@@ -102,6 +172,7 @@ class CosmosSink:
     def __init__(
         self, targets: dict[str, ContainerProxy], governor: Governor, *, endpoint: CosmosEndpoint | None = None,
         write_path: WritePath | None = None, insecure: bool = False, batch_bytes: int = DEFAULT_BATCH_BYTES,
+        politeness: Politeness | None = None,
     ) -> None:
         chosen = write_path or os.environ.get(ENV_WRITE_PATH) or "lean"
         if chosen not in ("lean", "sdk"):
@@ -114,6 +185,7 @@ class CosmosSink:
         self._containers = targets
         self.governor = governor
         self.batch_bytes = batch_bytes
+        self.politeness = politeness or Politeness()
         self.description = ", ".join(c.id for c in targets.values())
         self._targets: dict[str, _Target] = {}
         self._writer: LeanWriter | None = None
@@ -132,23 +204,31 @@ class CosmosSink:
         for name, container in self._containers.items():
             try:
                 properties = await container.read()
-                ranges = [fr["Range"] async for fr in container.read_feed_ranges(force_refresh=True)]
+                feed = [fr["Range"] async for fr in container.read_feed_ranges(force_refresh=True)]
             except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
                 raise classify(exc).as_error(f"opening target container {container.id!r}") from exc
             address = LeanContainer(container.container_link, properties["_rid"], _rid_reader(container)) if lean else None
-            self._targets[name] = _Target(
-                container, properties["partitionKey"], sorted((r["min"], r["max"]) for r in ranges), address
-            )
-        self.governor.share_budget(
-            [lane_name(name, low, high) for name, target in self._targets.items() for low, high in target.ranges]
-        )
+            ranges = sorted((PhysicalRange("", r["min"], r["max"]) for r in feed), key=lambda r: r.low)
+            self._targets[name] = _Target(container, properties["partitionKey"], ranges, address)
         if lean and self._writer is None:
             assert self._endpoint is not None  # checked in __init__
             # One connection per request the governor can admit: every lane (target range) at its
             # maximum concurrency, so a request never queues for a connection behind its own gate.
             lanes = sum(len(t.ranges) for t in self._targets.values())
             self._writer = LeanWriter(self._endpoint, connections=max(1, lanes) * DEFAULT_MAX_CONCURRENCY,
-                                      insecure=self._insecure)
+                                      insecure=self._insecure, politeness=self.politeness.headers())
+        for target in self._targets.values():  # the lean path addresses bulk batches by range id
+            if self._writer is not None and target.lean is not None:
+                try:
+                    target.ranges = await self._writer.physical_ranges(target.lean)
+                except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
+                    raise classify(exc).as_error(f"reading the ranges of {target.container.id!r}") from exc
+        self._share_budget()
+
+    def _share_budget(self) -> None:
+        self.governor.share_budget(
+            [lane_name(name, r.low, r.high) for name, target in self._targets.items() for r in target.ranges]
+        )
 
     def plan(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
         spec = self._targets[target]
@@ -171,6 +251,62 @@ class CosmosSink:
             key = jsoncodec.dumps(values)
             keys.setdefault(key, values)
             groups[key].append((doc, encoded))
+        if spec.lean is not None:
+            return self._plan_bulk(target, spec, groups, keys), rejected
+        return self._plan_transactional(target, spec, groups, keys), rejected
+
+    def _plan_bulk(self, target: str, spec: _Target, groups: dict[bytes, list[tuple[Document, bytes]]],
+                   keys: dict[bytes, list[Any]]) -> list[WriteUnit]:
+        """The lean path: one bulk batch per target physical range (up to the operation and byte
+        caps), whatever the logical partitions. An undefined key travels as ``[{}]``, as the SDKs'
+        bulk modes send it; the empty key of a container without one goes as a single upsert."""
+        units: list[WriteUnit] = []
+        by_range: dict[str, list[tuple[Document, bytes, str]]] = defaultdict(list)
+        for key, members in groups.items():
+            values = keys[key]
+            epk = effective_partition_key(spec.definition, values)
+            if not values:
+                lane = spec.lane(target, epk)
+                units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
+                continue
+            by_range[spec.lane(target, epk)] += [(doc, bulk_operation(values, encoded), epk) for doc, encoded in members]
+        for lane, operations in by_range.items():
+            units += self._bulk_units(target, spec, lane, operations)
+        return units
+
+    def _bulk_units(self, target: str, spec: _Target, lane: str,
+                    members: list[tuple[Document, bytes, str]]) -> list[WriteUnit]:
+        """Chunks of one range's operations, each within the operation and byte caps."""
+        r = spec.range_of(members[0][2])
+        range_id = "" if r is None else r.id
+        most = self._operations_per_request(spec)
+        units: list[WriteUnit] = []
+        chunk: list[tuple[Document, bytes, str]] = []
+        chunk_bytes = 0
+        for member in members:
+            if chunk and (len(chunk) >= most or chunk_bytes + len(member[1]) > self.batch_bytes):
+                units.append(_bulk_unit(target, lane, range_id, chunk))
+                chunk, chunk_bytes = [], 0
+            chunk.append(member)
+            chunk_bytes += len(member[1])
+        units.append(_bulk_unit(target, lane, range_id, chunk))
+        return units
+
+    def _operations_per_request(self, spec: _Target) -> int:
+        """At most 100 operations, and at most what half a second of the range's share of the RU
+        budget pays for: Cosmos DB admits a bulk batch's operations one by one against the range's
+        bucket (one second of its throughput), so a bigger request is throttled part-way whenever it
+        is sent, and every request would count as throttled."""
+        budget = self.governor.budget.budget
+        lanes = sum(len(t.ranges) for t in self._targets.values())
+        if budget is None or not lanes:
+            return MAX_BATCH_OPERATIONS
+        affordable = int(BULK_REQUEST_SECONDS * budget / lanes / max(spec.ru_per_doc, 1.0))
+        return max(1, min(MAX_BATCH_OPERATIONS, affordable))
+
+    def _plan_transactional(self, target: str, spec: _Target, groups: dict[bytes, list[tuple[Document, bytes]]],
+                            keys: dict[bytes, list[Any]]) -> list[WriteUnit]:
+        """The SDK path: atomic batches of one logical partition (the Python SDK has no bulk mode)."""
         units: list[WriteUnit] = []
         for key, members in groups.items():
             values = keys[key]
@@ -190,7 +326,7 @@ class CosmosSink:
                 chunk_encoded.append(encoded)
                 chunk_bytes += len(encoded)
             units.append(_unit(target, lane, chunk, chunk_encoded, shared))
-        return units, rejected
+        return units
 
     def plan_deletes(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
         """One delete per document (a delete of a document already gone succeeds)."""
@@ -212,11 +348,16 @@ class CosmosSink:
         pending = [unit]
         while pending:
             current = pending.pop()
-            failure = await self._attempt(current, outcome, pending)
-            if failure is None:
+            if isinstance(current, _BulkUnit):
+                retry = await self._attempt_bulk(current, outcome, pending)
+            else:
+                failure = await self._attempt(current, outcome, pending)
+                retry = None if failure is None else (failure, current)
+            if retry is None:
                 continue
+            failure, again = retry
             self.stats.retries += 1
-            pending.append(current)
+            pending.append(again)
             # Counts 429s too: endless throttling ends the run. For a 429 the partition gate's pause
             # does the waiting; other waits happen outside the partition slot, so other writers proceed.
             await wait_to_retry(backoff, failure, what=f"writing to {self._targets[current.target].container.id!r}",
@@ -239,13 +380,7 @@ class CosmosSink:
                     outcome.rejected.append(Rejection(unit.documents[0], f"refused by the SDK: {exc}", 400))
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                failure = classify(exc)
-                ticket.charge = failure.charge if failure.charge is not None else _unreported_charge(failure, unit)
-                self.stats.ru += ticket.charge
-                if failure.kind == "throttled":
-                    self.stats.throttled += 1
-                    ticket.throttled(failure.retry_after_s, failure.charge)
-                    return failure
+                failure = self._refused(exc, ticket, unit)
                 if failure.retryable:
                     return failure
                 if failure.kind == "permanent":
@@ -253,19 +388,125 @@ class CosmosSink:
                     return None
                 raise failure.as_error(f"writing to {spec.container.id!r}") from exc
             charge = estimate if reported is None else reported
-            ticket.charge = charge
-            self.stats.ru += charge
-            self.stats.written += len(unit.documents)
-            outcome.written += len(unit.documents)
-            spec.ru_per_doc = 0.8 * spec.ru_per_doc + 0.2 * charge / len(unit.documents)
+            self._written(spec, ticket, charge, len(unit.documents), outcome)
             return None
+
+    async def _attempt_bulk(self, unit: _BulkUnit, outcome: WriteOutcome,
+                            pending: list[WriteUnit]) -> tuple[Failure, WriteUnit] | None:
+        """Send one bulk batch; returns what to send again (and why) when some operations must be
+        retried in place. Operations of a split range are re-routed into ``pending``."""
+        spec = self._targets[unit.target]
+        assert self._writer is not None and spec.lean is not None
+        estimate = spec.ru_per_doc * len(unit.documents)
+        seen_routing = spec.routing_version
+        moved: list[int] = []
+        async with self.governor.request(unit.lane, estimate) as ticket:
+            self.stats.requests += 1
+            try:
+                reply = await self._writer.bulk(spec.lean, unit.range_id, unit.operations)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                failure = self._refused(exc, ticket, unit)
+                if failure.kind == "split":  # the addressed range is gone: re-route every operation
+                    moved = list(range(len(unit.documents)))
+                elif failure.retryable:
+                    return failure, unit
+                elif failure.kind == "permanent" and len(unit.documents) > 1:
+                    pending.extend(_bulk_subset(unit, [i]) for i in range(len(unit.documents)))  # find the bad one
+                    return None
+                elif failure.kind == "permanent":
+                    outcome.rejected.append(Rejection(unit.documents[0], failure.reason, failure.status))
+                    return None
+                else:
+                    raise failure.as_error(f"writing to {spec.container.id!r}") from exc
+            else:
+                retry = self._settle_bulk(spec, unit, reply, ticket, outcome, moved)
+                if retry is not None:
+                    return retry
+        if moved:
+            await self._refresh_routing(unit.target, seen_routing)
+            members = [(unit.documents[i], unit.operations[i], unit.epks[i]) for i in moved]
+            pending += self._reroute(unit.target, spec, members)
+        return None
+
+    def _settle_bulk(self, spec: _Target, unit: _BulkUnit, reply: BulkReply, ticket: Any, outcome: WriteOutcome,
+                     moved: list[int]) -> tuple[Failure, WriteUnit] | None:
+        """Sort a bulk reply's results: written, rejected (with the reason), to retry here, or to
+        re-route (appended to ``moved``); returns the retry and the failure that paces it."""
+        written = 0
+        again: list[int] = []
+        pacing: Failure | None = None
+        for index, result in enumerate(reply.results):
+            status = _int(result.get("statusCode"))
+            if 200 <= status < 300:
+                written += 1
+                continue
+            failure = operation_failure(result)
+            if failure.kind == "split":
+                moved.append(index)
+            elif failure.retryable:
+                again.append(index)
+                if pacing is None or failure.kind == "throttled" and pacing.kind != "throttled":
+                    pacing = failure
+                elif failure.kind == "throttled" and (failure.retry_after_s or 0) > (pacing.retry_after_s or 0):
+                    pacing = failure
+            elif failure.kind == "permanent":
+                outcome.rejected.append(Rejection(unit.documents[index], failure.reason, failure.status))
+            else:
+                raise failure.as_error(f"writing to {spec.container.id!r}")
+        charge = reply.charge if reply.charge is not None else sum(_float(r.get("requestCharge")) for r in reply.results)
+        self._written(spec, ticket, charge, written, outcome)
+        if pacing is None:
+            return None
+        if pacing.kind == "throttled":
+            self.stats.throttled += 1
+            ticket.slot.throttled(pacing.retry_after_s)  # the range's gate pauses and shrinks
+        return pacing, _bulk_subset(unit, again)
+
+    def _refused(self, exc: Exception, ticket: Any, unit: WriteUnit) -> Failure:
+        """Classify a refused request, settle its charge, and report a 429 to the range's gate."""
+        failure = classify(exc)
+        ticket.charge = failure.charge if failure.charge is not None else _unreported_charge(failure, unit)
+        self.stats.ru += ticket.charge
+        if failure.kind == "throttled":
+            self.stats.throttled += 1
+            ticket.throttled(failure.retry_after_s, failure.charge)
+        return failure
+
+    def _written(self, spec: _Target, ticket: Any, charge: float, written: int, outcome: WriteOutcome) -> None:
+        ticket.charge = charge
+        self.stats.ru += charge
+        self.stats.written += written
+        outcome.written += written
+        if written:
+            spec.ru_per_doc = 0.8 * spec.ru_per_doc + 0.2 * charge / written
+
+    async def _refresh_routing(self, target: str, seen_version: int) -> None:
+        """Re-read a target's physical ranges after a split (once for all writers that saw it)."""
+        spec = self._targets[target]
+        assert self._writer is not None and spec.lean is not None
+        async with spec.routing_lock:
+            if spec.routing_version != seen_version:
+                return  # another writer already refreshed after this failure
+            try:
+                spec.ranges = await self._writer.physical_ranges(spec.lean)
+            except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
+                raise classify(exc).as_error(f"reading the ranges of {spec.container.id!r}") from exc
+            spec.routing_version += 1
+            self._share_budget()
+
+    def _reroute(self, target: str, spec: _Target, members: list[tuple[Document, bytes, str]]) -> list[WriteUnit]:
+        """Operations of a split range as bulk batches to the ranges that serve them now."""
+        by_lane: dict[str, list[tuple[Document, bytes, str]]] = defaultdict(list)
+        for member in members:
+            by_lane[spec.lane(target, member[2])].append(member)
+        return [unit for lane, group in by_lane.items() for unit in self._bulk_units(target, spec, lane, group)]
 
     async def _send(self, spec: _Target, unit: WriteUnit) -> float | None:
         """Send one unit's request; returns its charge (None when the response did not say)."""
         if unit.delete:
-            return await _delete_with_sdk(spec.container, unit)
+            return await _delete_with_sdk(spec.container, unit, self.politeness.sdk_options())
         if self._writer is None or spec.lean is None:
-            return await _send_with_sdk(spec.container, unit)
+            return await _send_with_sdk(spec.container, unit, self.politeness.sdk_options())
         encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
         key = partition_key_values(spec.definition, unit.documents[0])
         if unit.batch:
@@ -299,14 +540,14 @@ def refused_by_sdk(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | TypeError) and str(exc) in _SDK_DOCUMENT_REFUSALS
 
 
-async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | None:
+async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Mapping[str, Any]) -> float | None:
     result: Any
     try:
         if unit.batch:
             operations = [("upsert", (doc,)) for doc in unit.documents]
-            result = await container.execute_item_batch(operations, partition_key=unit.partition_key)
+            result = await container.execute_item_batch(operations, partition_key=unit.partition_key, **options)
         else:
-            result = await container.upsert_item(unit.documents[0], no_response=True)
+            result = await container.upsert_item(unit.documents[0], no_response=True, **options)
     except (ValueError, TypeError) as exc:
         if not refused_by_sdk(exc):
             raise  # not a verdict on the document: a bug must not dead-letter every document
@@ -315,14 +556,14 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | 
     return None if charge is None else float(charge)
 
 
-async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit) -> float | None:
+async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Mapping[str, Any]) -> float | None:
     """Delete the unit's document; one already gone (404 without a sub-status) counts as deleted."""
     document = unit.documents[0]
     key = unit.partition_key if unit.partition_key != {} else NonePartitionKeyValue
     seen: list[Any] = []
     try:
         await container.delete_item(document["id"], partition_key=key,
-                                    response_hook=lambda headers, _: seen.append(headers))
+                                    response_hook=lambda headers, _: seen.append(headers), **options)
     except CosmosResourceNotFoundError as exc:
         if getattr(exc, "sub_status", None) not in (None, 0):  # the container itself is missing
             raise
@@ -345,6 +586,41 @@ def _unreported_charge(failure: Failure, unit: WriteUnit) -> float:
         return 0.0
     encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
     return sum(rucost.write(len(body), 0) for body in encoded)
+
+
+def operation_failure(result: Mapping[str, Any]) -> Failure:
+    """A bulk operation's failed result, classified exactly as the same reply to a single upsert."""
+    headers = {"x-ms-request-charge": str(_float(result.get("requestCharge")))}
+    if result.get("retryAfterMilliseconds") is not None:
+        headers["x-ms-retry-after-ms"] = str(result["retryAfterMilliseconds"])
+    sub_status = _int(result.get("subStatusCode")) or None
+    message = str(result.get("message") or "")
+    return classify(CosmosHttpError(_int(result.get("statusCode")), sub_status, headers, message))
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _bulk_unit(target: str, lane: str, range_id: str, members: list[tuple[Document, bytes, str]]) -> _BulkUnit:
+    """A bulk batch of the members (also of one: one code path for every per-operation answer)."""
+    return _BulkUnit(target, lane, [m[0] for m in members], range_id=range_id,
+                     operations=[m[1] for m in members], epks=[m[2] for m in members])
+
+
+def _bulk_subset(unit: _BulkUnit, indexes: list[int]) -> _BulkUnit:
+    return _BulkUnit(unit.target, unit.lane, [unit.documents[i] for i in indexes], range_id=unit.range_id,
+                     operations=[unit.operations[i] for i in indexes], epks=[unit.epks[i] for i in indexes])
 
 
 def _rid_reader(container: ContainerProxy) -> Callable[[], Awaitable[str]]:

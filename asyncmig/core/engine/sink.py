@@ -1,9 +1,9 @@
 """Sinks: where documents go. The pipeline asks a sink to *plan* write units, then to write them.
 
-A write unit is what one request carries: a transactional batch of documents that share a
-logical partition key, or a single document. Its ``lane`` names the target physical range, so the
-pipeline runs one pool of writers per range and each range is paced on its own (as the .NET and
-Java bulk executors do).
+A write unit is what one request carries: a bulk batch of documents of one target physical range,
+a transactional batch of documents that share a logical partition key, or a single document. Its
+``lane`` names the target physical range, so the pipeline runs one pool of writers per range and
+each range is paced on its own (as the .NET and Java bulk executors do).
 """
 
 from __future__ import annotations
