@@ -81,16 +81,11 @@ async def test_a_killed_ray_worker_is_taken_over_with_at_most_one_percent_rewrit
     await victim.kill()
     with pytest.raises(WorkerDied):  # dead for sure before anyone takes over (as the driver waits)
         await victim.wait()
-    lease_docs = [d async for d in database.get_container_client(options.container).query_items("SELECT * FROM c")]
-    committed = sum(d["state"]["read"] + len(d["state"]["written_ahead"]) for d in lease_docs)
-    at_death = await writes_to(target)
     result = await run_cluster(spec, ray_engine, 1, options)  # type: ignore[arg-type]
     (survivor,) = result.workers.values()
     assert survivor.leases_taken_over == 4
     assert await contents(target) == await contents(source)
-    # Written twice is exactly what the victim wrote after its last commit (writes on the wire and
-    # since the last commit, 0.05 s apart): everything it committed is skipped by the survivor ...
+    # Written twice is what the victim wrote after its last commit: the writes it had on the wire
+    # (which may still land after it died) and those since its last commit, 0.05 s apart.
     rewritten = await writes_to(target) - n
-    assert rewritten <= at_death - committed, (rewritten, at_death, committed)
-    # ... and at this size that is at most 1 % of the copy.
     assert rewritten <= n * 0.01, rewritten
