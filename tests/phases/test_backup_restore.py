@@ -303,6 +303,32 @@ async def _wait_for_data(path_of: Callable[[], Path | None], seconds: float = 30
             await anyio.sleep(0.005)
 
 
+async def backup_stopped_part_way(cosmos: Cosmos, database: str, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """Start the backup phase and stop it once the vectors file has data (reads slowed so the stop
+    lands part-way); returns the backup folder and the vectors checkpoint as saved."""
+    assert cosmos.emulator is not None
+    stop = anyio.Event()
+    cosmos.emulator.admin("faults", {"latency_ms": 30})
+    try:
+        async with phase_context(cosmos, database, tmp_path, page_size=10, stop=stop) as ctx:
+
+            def vectors_file() -> Path | None:
+                return Path(ctx.state.backup_dir) / f"{SOURCE_VECTORS}.jsonl.gz" if ctx.state.backup_dir else None
+
+            async def stop_when_writing() -> None:
+                await _wait_for_data(vectors_file)
+                stop.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(stop_when_writing)
+                with pytest.raises(Interrupted):
+                    await backup(ctx)
+            backup_dir = Path(ctx.state.backup_dir or "")
+            return backup_dir, _checkpoint_json(backup_checkpoint(ctx, SOURCE_VECTORS, backup_dir))
+    finally:
+        cosmos.emulator.admin("faults", {"latency_ms": 0})
+
+
 def _assert_resumed_backup_is_exact(backup_dir: Path, first: dict[str, int]) -> None:
     manifest = read_manifest(backup_dir)
     for name, count in COUNTS.items():
@@ -317,27 +343,7 @@ async def test_backup_stopped_part_way_resumes_into_the_same_directory(
     cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
 ) -> None:
     sources = await seed_legacy(database)
-    assert cosmos.emulator is not None
-    stop = anyio.Event()
-    cosmos.emulator.admin("faults", {"latency_ms": 30})  # slow reads, so the stop lands part-way
-    try:
-        async with phase_context(cosmos, database.id, tmp_path, page_size=10, stop=stop) as ctx:
-
-            def vectors_file() -> Path | None:
-                return Path(ctx.state.backup_dir) / "personality-vectors.jsonl.gz" if ctx.state.backup_dir else None
-
-            async def stop_when_writing() -> None:
-                await _wait_for_data(vectors_file)
-                stop.set()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(stop_when_writing)
-                with pytest.raises(Interrupted):
-                    await backup(ctx)
-            backup_dir = Path(ctx.state.backup_dir or "")
-            checkpoint = _checkpoint_json(backup_checkpoint(ctx, SOURCE_VECTORS, backup_dir))
-    finally:
-        cosmos.emulator.admin("faults", {"latency_ms": 0})
+    backup_dir, checkpoint = await backup_stopped_part_way(cosmos, database.id, tmp_path)
     assert not (backup_dir / MANIFEST_NAME).exists()
     first = {SOURCE_VECTORS: checkpoint["totals"]["read"]}
 

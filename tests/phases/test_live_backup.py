@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
-import pytest
 from azure.cosmos.aio import DatabaseProxy
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.files.manifest import read_manifest
-from asyncmig.errors import Interrupted
 from asyncmig.phases.backup import backup, verify
 from asyncmig.phases.restore import container_digest, restore
 from asyncmig.vimarsh.plan import SOURCE_USERS, SOURCE_VECTORS
@@ -25,7 +22,7 @@ from tests.conftest import Cosmos, needs_emulator
 from tests.core.support import contents
 from tests.phases.test_backup_restore import (
     COUNTS,
-    _wait_for_data,
+    backup_stopped_part_way,
     file_documents,
     phase_context,
     seed_legacy,
@@ -37,26 +34,7 @@ async def test_a_backup_of_a_changing_container_holds_each_document_once_as_its_
     cosmos: Cosmos, database: DatabaseProxy, tmp_path: Path
 ) -> None:
     sources = await seed_legacy(database)
-    assert cosmos.emulator is not None
-    stop = anyio.Event()
-    cosmos.emulator.admin("faults", {"latency_ms": 30})  # slow reads, so the stop lands part-way
-    try:
-        async with phase_context(cosmos, database.id, tmp_path, page_size=10, stop=stop) as ctx:
-
-            def vectors_file() -> Path | None:
-                return Path(ctx.state.backup_dir) / f"{SOURCE_VECTORS}.jsonl.gz" if ctx.state.backup_dir else None
-
-            async def stop_when_writing() -> None:
-                await _wait_for_data(vectors_file)
-                stop.set()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(stop_when_writing)
-                with pytest.raises(Interrupted):
-                    await backup(ctx)
-            backup_dir = Path(ctx.state.backup_dir or "")
-    finally:
-        cosmos.emulator.admin("faults", {"latency_ms": 0})
+    backup_dir, _ = await backup_stopped_part_way(cosmos, database.id, tmp_path)
 
     vectors = sources[SOURCE_VECTORS]
     backed_up = file_documents(backup_dir / f"{SOURCE_VECTORS}.jsonl.gz")
