@@ -40,6 +40,7 @@ from asyncmig.report import duration, table, write_json_report
 from asyncmig.settings import ENV_AUTH, ENV_CONNECTION_STRING, Settings, load_settings
 
 if TYPE_CHECKING:
+    from asyncmig.copy import ContainerRef
     from asyncmig.core.cosmos.sink import Politeness
 
 STATE_DIR = Path(".asyncmig")
@@ -65,6 +66,25 @@ def _endpoint(explicit: str | None, settings: Settings, role: str) -> CosmosEndp
     return configured
 
 
+def _add_container_pair(p: argparse.ArgumentParser, *, target_help: str) -> None:
+    """SOURCE and TARGET containers and their accounts, as ``copy`` and ``reconcile`` take them."""
+    p.add_argument("source", help="SOURCE as DATABASE/CONTAINER")
+    p.add_argument("target", help=target_help)
+    p.add_argument("--source-connection", metavar="CONNSTR", help=f"source account (default: {ENV_CONNECTION_STRING})")
+    p.add_argument("--target-connection", metavar="CONNSTR", help=f"target account (default: {ENV_CONNECTION_STRING})")
+
+
+def _container_pair(args: argparse.Namespace) -> tuple[ContainerRef, ContainerRef]:
+    """The source and target of ``copy``/``reconcile`` with their accounts (keys or Entra ID per ``--auth``)."""
+    from asyncmig.copy import ContainerRef
+
+    settings = load_settings(args.env_file, auth=args.auth)
+    source_db, source_name = _container_ref(args.source, settings.database)
+    target_db, target_name = _container_ref(args.target, settings.database)
+    return (ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name),
+            ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name))
+
+
 def _add_copy(sub: Any) -> None:
     p = sub.add_parser(
         "copy", help="copy one container into another (resumable, RU-aware)",
@@ -74,10 +94,7 @@ def _add_copy(sub: Any) -> None:
         "stopped. Containers are DATABASE/CONTAINER, or CONTAINER in AZURE_COSMOS_DATABASE_NAME.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("source", help="SOURCE as DATABASE/CONTAINER")
-    p.add_argument("target", help="TARGET as DATABASE/CONTAINER (must exist)")
-    p.add_argument("--source-connection", metavar="CONNSTR", help=f"source account (default: {ENV_CONNECTION_STRING})")
-    p.add_argument("--target-connection", metavar="CONNSTR", help=f"target account (default: {ENV_CONNECTION_STRING})")
+    _add_container_pair(p, target_help="TARGET as DATABASE/CONTAINER (must exist)")
     p.add_argument("--transform", metavar="MODULE:FUNCTION", help="transform each document (default: identity)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--ru-budget", type=float, metavar="RU_PER_S", help="write at most this many RU/s")
@@ -125,13 +142,10 @@ def _add_copy(sub: Any) -> None:
 
 
 async def _copy(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.copy import ContainerRef, CopySpec, copy, dry_run
+    from asyncmig.copy import CopySpec, copy, dry_run
 
-    settings = load_settings(args.env_file, auth=args.auth)
-    source_db, source_name = _container_ref(args.source, settings.database)
-    target_db, target_name = _container_ref(args.target, settings.database)
-    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
-    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
+    source, target = _container_pair(args)
+    source_db, source_name, target_db, target_name = source.database, source.container, target.database, target.container
     if args.ru_fraction is not None and not 0 < args.ru_fraction <= 1:
         raise UsageError("--ru-fraction must be in (0, 1]")
     if not 0 < args.poll_interval <= 600:
@@ -449,10 +463,7 @@ def _add_reconcile(sub: Any) -> None:
         "unless --yes; --dry-run only counts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("source", help="SOURCE as DATABASE/CONTAINER")
-    p.add_argument("target", help="TARGET as DATABASE/CONTAINER")
-    p.add_argument("--source-connection", metavar="CONNSTR", help=f"source account (default: {ENV_CONNECTION_STRING})")
-    p.add_argument("--target-connection", metavar="CONNSTR", help=f"target account (default: {ENV_CONNECTION_STRING})")
+    _add_container_pair(p, target_help="TARGET as DATABASE/CONTAINER")
     p.add_argument("--dry-run", action="store_true", help="count (and list the first) orphans; delete nothing")
     p.add_argument("--yes", action="store_true", help="do not ask before deleting")
     p.add_argument("--report", type=Path, help="write a JSON report here")
@@ -461,15 +472,11 @@ def _add_reconcile(sub: Any) -> None:
 
 
 async def _reconcile(args: argparse.Namespace, stop: anyio.Event) -> int:
-    from asyncmig.copy import ContainerRef
     from asyncmig.phases.run import Declined, ask
     from asyncmig.reconcile import reconcile
 
-    settings = load_settings(args.env_file)
-    source_db, source_name = _container_ref(args.source, settings.database)
-    target_db, target_name = _container_ref(args.target, settings.database)
-    source = ContainerRef(_endpoint(args.source_connection, settings, "source"), source_db, source_name)
-    target = ContainerRef(_endpoint(args.target_connection, settings, "target"), target_db, target_name)
+    source, target = _container_pair(args)
+    source_db, source_name, target_db, target_name = source.database, source.container, target.database, target.container
     if not args.dry_run and not args.yes and not ask(
         f"Delete from {target_db}/{target_name} every document that is not in {source_db}/{source_name}?"
     ):
