@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -78,12 +78,6 @@ class WorkerProgress:
         self.ru += stats.ru
         self.requests += stats.requests
         self.throttled += stats.throttled
-
-
-@dataclass
-class _Batch:
-    leases: dict[str, Lease]
-    started: dict[str, RangeState] = field(default_factory=dict)
 
 
 class LeasedWorker:
@@ -168,19 +162,20 @@ class LeasedWorker:
                         await anyio.sleep(self.options.poll_seconds)
                 continue
             batch_number += 1
-            await self._copy(source, sink, leases, _Batch(held), identity,
+            await self._copy(source, sink, leases, held, identity,
                              local / f"batch-{batch_number}.checkpoint.json", dead_letters, stop)
 
-    async def _copy(self, source: CosmosSource, sink: CosmosSink, leases: LeaseStore, batch: _Batch,
+    async def _copy(self, source: CosmosSource, sink: CosmosSink, leases: LeaseStore, held: dict[str, Lease],
                     identity: dict[str, object], path: Path, dead_letters: DeadLetterFile,
                     stop: anyio.Event | None) -> None:
+        """Copy the ranges of ``held`` (updated in place with every commit) to their end."""
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = Checkpoint(identity=dict(identity),
                                 ranges={key: replace(lease.state, written_ahead=list(lease.state.written_ahead))
-                                        for key, lease in batch.leases.items()})
+                                        for key, lease in held.items()})
 
         async def commit_one(key: str, state: RangeState) -> None:
-            batch.leases[key] = await leases.commit(batch.leases[key], state)
+            held[key] = await leases.commit(held[key], state)
 
         async def commit(saved: Checkpoint) -> None:
             # Concurrently, and only what changed: a commit's latency bounds what a takeover rewrites.
@@ -192,7 +187,7 @@ class LeasedWorker:
                 try:
                     async with anyio.create_task_group() as group:
                         for key, state in saved.ranges.items():
-                            lease = batch.leases[key]
+                            lease = held[key]
                             fresh = replace(state, written_ahead=list(state.written_ahead))
                             if fresh != lease.state or lease.expires_at - now < self.options.ttl_seconds * 2 / 3:
                                 group.start_soon(commit_one, key, fresh)
@@ -205,14 +200,14 @@ class LeasedWorker:
                             options=self.spec.options, on_commit=commit)
         already = sum(state.read for state in checkpoint.ranges.values())
         self._current = (pipeline, already)
-        self.progress.ranges_held = len(batch.leases)
+        self.progress.ranges_held = len(held)
         try:
             await pipeline.run(stop)
         except LeaseLost:
             self.progress.leases_lost = leases.stats.lost  # fenced: list again and go on with what is ours
         except Interrupted:
             with anyio.CancelScope(shield=True):
-                for lease in batch.leases.values():
+                for lease in held.values():
                     await leases.release(lease)
             raise
         finally:

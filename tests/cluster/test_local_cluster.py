@@ -59,7 +59,7 @@ async def test_a_killed_workers_ranges_are_taken_over_from_its_last_commit(
     n = 3000
     source, target = await _pair(database, n)
     # Slow enough (an RU budget) to kill the first worker mid-copy. What a takeover rewrites is at
-    # most what was in flight (30 documents) plus what was written since the last commit (0.1 s).
+    # most what was in flight (15 documents) plus what was written since the last commit (0.1 s).
     spec = _spec(cosmos, database, source, target, tmp_path, ru_budget=4000.0,
                  options=PipelineOptions(checkpoint_interval=0.1, max_in_flight=15, page_size=5))
     options = LeaseOptions(container=unique("leases"), ttl_seconds=1.0, poll_seconds=0.2)
