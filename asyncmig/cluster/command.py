@@ -9,19 +9,17 @@ worker of a copy that other processes (on other machines) share through the same
 from __future__ import annotations
 
 import re
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from tqdm import tqdm
 
 from asyncmig.cluster.driver import ClusterProgress, ClusterResult, lease_totals, run_cluster
 from asyncmig.cluster.worker import LeasedWorker, LeaseOptions, WorkerProgress
 from asyncmig.copy import CopySpec
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container
 from asyncmig.core.cosmos.source import CosmosSource
+from asyncmig.core.engine.progress import ProgressBar
 from asyncmig.errors import UsageError
 
 _LOCAL = re.compile(r"^local\[(\d+)\]$")
@@ -51,27 +49,15 @@ def parse_cluster(text: str, workers: int | None) -> ClusterChoice:
     raise UsageError(f"--cluster must be local[N], auto or ray://HOST:PORT, got {text!r}")
 
 
-class ClusterBar:
+class ClusterBar(ProgressBar):
     """One progress bar for the whole cluster: documents, docs/s, RU/s, 429s, workers alive."""
 
     def __init__(self, total: int | None, *, enabled: bool | None) -> None:
-        show = sys.stderr.isatty() if enabled is None else enabled
-        self._bar = tqdm(total=total, desc="copy (cluster)", unit="doc", unit_scale=True, dynamic_ncols=True,
-                         disable=not show, file=sys.stderr, smoothing=0.1)
-        self._last = (time.monotonic(), 0.0)
+        super().__init__("copy (cluster)", total, enabled=enabled)
 
     def __call__(self, progress: ClusterProgress) -> None:
-        now = time.monotonic()
-        then, ru_then = self._last
-        ru_rate = (progress.ru - ru_then) / (now - then) if now > then else 0.0
-        self._last = (now, progress.ru)
-        if progress.written > self._bar.n:
-            self._bar.update(progress.written - self._bar.n)
-        self._bar.set_postfix_str(f"{ru_rate:,.0f} RU/s, 429s {progress.throttled}, workers "
-                                  f"{progress.workers_alive}, replaced {progress.workers_replaced}", refresh=False)
-
-    def close(self) -> None:
-        self._bar.close()
+        self.update(progress.written, progress.ru, f"429s {progress.throttled}, workers {progress.workers_alive}, "
+                    f"replaced {progress.workers_replaced}")
 
 
 async def _source_count(spec: CopySpec) -> int | None:

@@ -11,8 +11,8 @@ from tqdm import tqdm
 from asyncmig.core.engine.pipeline import RunStatistics
 
 
-class CopyProgress:
-    """A tqdm bar fed from :class:`RunStatistics` snapshots (the pipeline calls it twice a second)."""
+class ProgressBar:
+    """A tqdm bar of documents on stderr, with the RU/s measured between two updates."""
 
     def __init__(self, description: str, total: int | None, *, enabled: bool | None = None) -> None:
         show = sys.stderr.isatty() if enabled is None else enabled
@@ -21,22 +21,28 @@ class CopyProgress:
         self._last = (time.monotonic(), 0.0)
         self._ru_rate = 0.0
 
-    def __call__(self, stats: RunStatistics) -> None:
+    def update(self, documents: int, ru: float, details: str) -> None:
+        """Move the bar to ``documents``; show the RU/s since the last update and ``details``."""
         now = time.monotonic()
         then, ru_then = self._last
         if now > then:
-            rate = (stats.ru - ru_then) / (now - then)
+            rate = (ru - ru_then) / (now - then)
             self._ru_rate = rate if ru_then else 0.0
-        self._last = (now, stats.ru)
-        if stats.processed > self._bar.n:
-            self._bar.update(stats.processed - self._bar.n)
-        self._bar.set_postfix_str(
-            f"{self._ru_rate:,.0f} RU/s, 429s {stats.throttled}, dead {stats.dead_lettered}{lag_text(stats)}",
-            refresh=False,
-        )
+        self._last = (now, ru)
+        if documents > self._bar.n:
+            self._bar.update(documents - self._bar.n)
+        self._bar.set_postfix_str(f"{self._ru_rate:,.0f} RU/s, {details}", refresh=False)
 
     def close(self) -> None:
         self._bar.close()
+
+
+class CopyProgress(ProgressBar):
+    """The bar of one run, fed from :class:`RunStatistics` snapshots (the pipeline calls it twice a second)."""
+
+    def __call__(self, stats: RunStatistics) -> None:
+        self.update(stats.processed, stats.ru,
+                    f"429s {stats.throttled}, dead {stats.dead_lettered}{lag_text(stats)}")
 
 
 def lag_text(stats: RunStatistics) -> str:
