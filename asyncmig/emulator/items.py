@@ -475,8 +475,8 @@ class Documents:
             encoded, stored_lsn, etag, terms = self._store(container, epk, user, rid, lsn)
             view[user["id"]] = StoredDoc(epk, user["id"], stored_lsn, encoded)
             status = 200 if existing else 201
-            return {"statusCode": status, "requestCharge": costs.write(len(encoded), terms),
-                    "eTag": etag, RAW_BODY: encoded}
+            return _written({"statusCode": status, "requestCharge": costs.write(len(encoded), terms), "eTag": etag},
+                            op, encoded)
         if existing is None:
             raise not_found("Entity with the specified id")
         if kind == "read":
@@ -492,8 +492,7 @@ class Documents:
         user = self._prepare(container, apply_patch(current, body["operations"]), header_pk, epk)
         encoded, stored_lsn, etag, terms = self._store(container, epk, user, current["_rid"], lsn)
         view[existing.id] = StoredDoc(epk, existing.id, stored_lsn, encoded)
-        return {"statusCode": 200, "requestCharge": costs.write(len(encoded), terms),
-                "eTag": etag, RAW_BODY: encoded}
+        return _written({"statusCode": 200, "requestCharge": costs.write(len(encoded), terms), "eTag": etag}, op, encoded)
 
     # -- queries and feeds -------------------------------------------------------------------
     def query(self, container: ContainerRecord, headers: Any, raw: bytes) -> Reply:
@@ -643,6 +642,14 @@ class Documents:
         if len(ranges) == 1:
             reply_headers["x-ms-documentdb-partitionkeyrangeid"] = ranges[0].id
         return Reply(200, feed_body("Documents", container.rid, items), ru, reply_headers)
+
+
+def _written(result: dict[str, Any], op: dict[str, Any], encoded: bytes) -> dict[str, Any]:
+    """A batch write's result, with the stored document unless the operation asked for a minimal
+    reply (``minimalReturnPreference``, what the Java SDK's bulk mode sets when content on write is off)."""
+    if op.get("minimalReturnPreference") is not True:
+        result[RAW_BODY] = encoded
+    return result
 
 
 def _operation_id(op: Any) -> Any:

@@ -189,7 +189,7 @@ def test_big_integers_and_unicode_reach_the_body_exactly() -> None:
     keeps: the document's bytes are spliced in as orjson wrote them, the key as its JSON text."""
     document = jsoncodec.dumps({"id": "ü😀", "pk": 2**64 + 1, "n": -(2**63) - 5})
     (op,) = jsoncodec.loads(b"[" + bulk_operation([2**64 + 1], document) + b"]")
-    assert op == {"operationType": "Upsert", "partitionKey": "[18446744073709551617]",
+    assert op == {"operationType": "Upsert", "partitionKey": "[18446744073709551617]", "minimalReturnPreference": True,
                   "resourceBody": {"id": "ü😀", "pk": 2**64 + 1, "n": -(2**63) - 5}}
 
 

@@ -77,6 +77,31 @@ async def test_each_operation_runs_on_its_own(database: DatabaseProxy, cosmos: C
 
 
 @needs_emulator
+async def test_minimal_return_preference_leaves_the_document_out(database: DatabaseProxy, cosmos: Cosmos) -> None:
+    """The Java SDK's bulk mode sets ``minimalReturnPreference`` on write operations when content on
+    write is off: the result keeps its status, charge and etag but not the document."""
+    container, path, definition, ranges = await _setup(database, cosmos)
+    first = ranges[0]
+    (a,) = _keys_in(definition, first, 1)
+    await container.create_item({"id": "p", "pk": a, "n": 1})
+    ops = [
+        _op("Upsert", {"id": "quiet", "pk": a}, minimalReturnPreference=True),
+        _op("Create", {"id": "loud", "pk": a}),
+        {"operationType": "Patch", "id": "p", "partitionKey": json.dumps([a]), "minimalReturnPreference": True,
+         "resourceBody": {"operations": [{"op": "set", "path": "/n", "value": 2}]}},
+        {"operationType": "Read", "id": "p", "partitionKey": json.dumps([a]), "minimalReturnPreference": True},
+    ]
+    status, results = await _bulk(cosmos, path, first["id"], ops)
+    assert status == 200
+    assert [r["statusCode"] for r in results] == [201, 201, 200, 200]
+    assert "resourceBody" not in results[0] and results[0]["eTag"] and results[0]["requestCharge"] > 0
+    assert results[1]["resourceBody"]["id"] == "loud"
+    assert "resourceBody" not in results[2] and results[2]["eTag"]
+    assert results[3]["resourceBody"]["n"] == 2  # a read always returns its document
+    assert (await container.read_item("quiet", partition_key=a))["pk"] == a
+
+
+@needs_emulator
 async def test_stop_at_the_first_failure_without_continue_on_error(database: DatabaseProxy, cosmos: Cosmos) -> None:
     container, path, definition, ranges = await _setup(database, cosmos)
     (a,) = _keys_in(definition, ranges[1], 1)
