@@ -112,19 +112,31 @@ def _stdlib_encode(obj: Any, *, sort_keys: bool) -> bytes:
         ).encode("ascii")
 
 
-def ensure_finite(obj: Any, path: str = "") -> None:
-    """Raise :class:`NonFiniteNumber` naming the first NaN/Infinity inside ``obj``."""
+def _all_finite(obj: Any) -> bool:
+    """No NaN/Infinity inside ``obj``: the quick answer, without the path an error message needs."""
     if isinstance(obj, float):
-        if not math.isfinite(obj):
-            raise NonFiniteNumber(f"{obj!r} at {path or '/'} is NaN or Infinity, which JSON and Cosmos DB cannot store")
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            ensure_finite(value, f"{path}/{key}")
-    elif isinstance(obj, list):
-        try:
-            if all(map(math.isfinite, obj)):  # a list of numbers (an embedding), checked at C speed
-                return
-        except (TypeError, OverflowError):  # not only numbers (or an integer beyond a float's range)
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(map(_all_finite, obj.values()))
+    if isinstance(obj, list):
+        try:  # a list of numbers (an embedding): NaN and Infinity carry into the sum, at C speed
+            if math.isfinite(sum(obj)):
+                return True
+        except (TypeError, OverflowError):  # not only numbers, or an integer beyond a float's range
             pass
-        for index, value in enumerate(obj):
-            ensure_finite(value, f"{path}/{index}")
+        return all(map(_all_finite, obj))  # (a finite sum that overflowed also lands here)
+    return True
+
+
+def ensure_finite(obj: Any) -> None:
+    """Raise :class:`NonFiniteNumber` naming the first NaN/Infinity inside ``obj``."""
+    if not _all_finite(obj):
+        path, value = _first_non_finite(obj, "")
+        raise NonFiniteNumber(f"{value!r} at {path or '/'} is NaN or Infinity, which JSON and Cosmos DB cannot store")
+
+
+def _first_non_finite(obj: Any, path: str) -> tuple[str, float]:
+    if isinstance(obj, float):
+        return path, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    return next(_first_non_finite(value, f"{path}/{key}") for key, value in items if not _all_finite(value))

@@ -19,7 +19,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from asyncmig.cli import _politeness
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos.lean_writer import bulk_operation
+from asyncmig.core.cosmos.lean_writer import bulk_operations
 from asyncmig.core.cosmos.retry import cosmos_client_kwargs
 from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.engine.governor import Governor
@@ -137,7 +137,7 @@ async def test_a_refused_operation_is_dead_lettered_and_the_others_land(
         # One operation names a key its document does not carry (what a broken transform would
         # send): the service refuses that one with 400/1001, the others commit on their own.
         bad = dict(docs[3], pk="other")
-        unit.operations[3] = bulk_operation(["same"], jsoncodec.dumps(bad))
+        unit.operations[3] = bulk_operations(["same"], [jsoncodec.dumps(bad)])[0]
         unit.documents[3] = bad
         outcome = await sink.write(unit)
     assert outcome.written == 4

@@ -33,7 +33,7 @@ from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter, bulk_operation
+from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter, bulk_operations
 from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
 from asyncmig.core.cosmos.sink import CosmosSink, operation_failure
 from asyncmig.core.engine.governor import Governor
@@ -188,7 +188,7 @@ def test_big_integers_and_unicode_reach_the_body_exactly() -> None:
     """What JavaScript cannot send (integers beyond 2^53 lose digits in JSON.parse), the lean path
     keeps: the document's bytes are spliced in as orjson wrote them, the key as its JSON text."""
     document = jsoncodec.dumps({"id": "ü😀", "pk": 2**64 + 1, "n": -(2**63) - 5})
-    (op,) = jsoncodec.loads(b"[" + bulk_operation([2**64 + 1], document) + b"]")
+    (op,) = jsoncodec.loads(b"[" + bulk_operations([2**64 + 1], [document])[0] + b"]")
     assert op == {"operationType": "Upsert", "partitionKey": "[18446744073709551617]", "minimalReturnPreference": True,
                   "resourceBody": {"id": "ü😀", "pk": 2**64 + 1, "n": -(2**63) - 5}}
 
@@ -277,7 +277,7 @@ async def _lean_failure(url: str) -> Failure:
     try:
         with pytest.raises(Exception) as caught:  # noqa: PT011 - classified below
             await writer.bulk(LeanContainer("dbs/d/colls/c", "cannedrid=", read_rid), "0",
-                              [bulk_operation(["k"], b'{"id":"a","pk":"k"}')])
+                              bulk_operations(["k"], [b'{"id":"a","pk":"k"}']))
     finally:
         await writer.close()
     return classify(caught.value)
@@ -324,7 +324,7 @@ async def test_a_failed_operation_is_classified_like_the_same_refusal(
     writer = LeanWriter(CosmosEndpoint(url, KEY), connections=2)
     try:
         reply = await writer.bulk(LeanContainer("dbs/d/colls/c", "cannedrid=", read_rid), "0",
-                                  [bulk_operation(["k"], b'{"id":"a","pk":"k"}')] * 2)
+                                  bulk_operations(["k"], [b'{"id":"a","pk":"k"}']) * 2)
     finally:
         await writer.close()
     assert reply.results[0]["statusCode"] == 200

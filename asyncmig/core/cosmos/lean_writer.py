@@ -48,7 +48,7 @@ container's ``_rid`` and retries once.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.transport import Authorizer, CosmosHttpError, Response, Transport
 
-__all__ = ["BulkReply", "LeanContainer", "LeanWriter", "PhysicalRange", "bulk_operation", "partition_key_header"]
+__all__ = ["BulkReply", "LeanContainer", "LeanWriter", "PhysicalRange", "bulk_operations", "partition_key_header"]
 
 _BATCH_HEADERS = {
     "x-ms-cosmos-is-batch-request": "True",
@@ -85,18 +85,18 @@ def partition_key_header(values: Sequence[Any]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
-def bulk_operation(partition_key: Sequence[Any], document: bytes) -> bytes:
-    """One upsert of a bulk batch: its key as the JSON text of the key array, a minimal reply asked
-    for, then the document's bytes spliced in without re-encoding (orjson keeps big integers and
-    unicode exact).
+def bulk_operations(partition_key: Sequence[Any], documents: Iterable[bytes]) -> list[bytes]:
+    """Upserts for a bulk batch, of documents sharing one key: the key as the JSON text of the key
+    array, a minimal reply asked for, then each document's bytes spliced in without re-encoding
+    (orjson keeps big integers and unicode exact).
 
     ``minimalReturnPreference`` is what the Java SDK's bulk mode sets when content on write is off:
     the result then carries status, charge and etag but not the stored document, which the copier
     never reads (echoed, a 100-document vector batch's reply was as large as its request).
     """
     key_text = jsoncodec.dumps(jsoncodec.dumps(list(partition_key)).decode())
-    return (b'{"operationType":"Upsert","partitionKey":' + key_text + b',"minimalReturnPreference":true'
-            b',"resourceBody":' + document + b"}")
+    head = b'{"operationType":"Upsert","partitionKey":' + key_text + b',"minimalReturnPreference":true,"resourceBody":'
+    return [b"".join((head, document, b"}")) for document in documents]
 
 
 def _operation_results(body: bytes) -> Any:
@@ -168,7 +168,7 @@ class LeanWriter:
         self._politeness = dict(politeness or {})
 
     async def bulk(self, container: LeanContainer, range_id: str, operations: Sequence[bytes]) -> BulkReply:
-        """Send upserts (each from :func:`bulk_operation`) as one non-atomic batch to a physical range.
+        """Send upserts (each from :func:`bulk_operations`) as one non-atomic batch to a physical range.
 
         :raises CosmosHttpError: the request as a whole was refused (429, 413, 410 for a range that
             was split, ...); per-operation failures are in the reply instead.

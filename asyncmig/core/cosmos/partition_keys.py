@@ -1,11 +1,14 @@
 """Partition key values and effective partition keys (EPKs), computed as Cosmos DB computes them.
 
 The sink groups documents by target physical range and the emulator places them; both use this
-module so client and server can never disagree. Hash V2 and MultiHash keys use the SDK's own
-``azure.cosmos.partition_key``. Hash V1 keys (containers created without ``version: 2``, which is
-what the JavaScript SDK and older tools create) are hashed here: the Python SDK 4.17.1 renders them
-in lower case and mis-hashes negative integers and ``null``, so its V1 EPKs do not match the ones
-Cosmos DB, .NET, Java and JavaScript compute (upper-case hex, test vectors in tests/core).
+module so client and server can never disagree. Every version is hashed here, with MurmurHash3 in C
+(``mmh3``): the Python SDK's pure-Python hash cost ~25 us per key, a fifth of the copier's CPU per
+document on a container keyed by ``/id``. Hash V2 and MultiHash keys are encoded exactly as
+``azure.cosmos.partition_key`` encodes them (tests/core/test_partition_keys.py compares the two).
+Hash V1 keys (containers created without ``version: 2``, which is what the JavaScript SDK and
+older tools create) follow the service: the Python SDK 4.17.1 renders them in lower case and
+mis-hashes negative integers and ``null``, so its V1 EPKs do not match the ones Cosmos DB, .NET,
+Java and JavaScript compute (upper-case hex, test vectors in tests/emulator/test_hash_v1.py).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.cosmos.partition_key import PartitionKey, _Undefined
+import mmh3
+
+if TYPE_CHECKING:
+    from azure.cosmos.partition_key import PartitionKey
 
 MIN_EPK = ""
 MAX_EPK = "FF"
@@ -26,6 +32,8 @@ _V1_MAX_STRING_CHARS = 100   # V1 hashes and encodes only the first 100 characte
 _V1_MAX_STRING_BYTES = 100   # a longer UTF-8 encoding is cut at 101 bytes with no terminator
 _SIGN = 1 << 63
 _U64 = (1 << 64) - 1
+_V2_STRING_END = b"\xff"
+_V2_MASK = (1 << 126) - 1  # the top two bits are cleared: every EPK sorts below "FF"
 
 
 def is_hash_v1(definition: dict[str, Any]) -> bool:
@@ -34,6 +42,9 @@ def is_hash_v1(definition: dict[str, Any]) -> bool:
 
 
 def partition_key_object(definition: dict[str, Any]) -> PartitionKey:
+    """The SDK's ``PartitionKey`` for a definition (to create a container with it)."""
+    from azure.cosmos.partition_key import PartitionKey
+
     kind = definition.get("kind", "Hash")
     paths = definition["paths"]
     return PartitionKey(
@@ -47,34 +58,39 @@ def effective_partition_key(definition: dict[str, Any], values: list[Any]) -> st
         return MIN_EPK
     if is_hash_v1(definition):
         return hash_v1(values[0])
-    components = [_Undefined() if value == {} else value for value in values]
-    return str(partition_key_object(definition)._get_effective_partition_key_string(components))
+    if definition.get("kind", "Hash") == "MultiHash":
+        return "".join(_hash_v2(_v2_encode(value)) for value in values)
+    return _hash_v2(b"".join(map(_v2_encode, values)))
+
+
+# -- Hash V2 and MultiHash -------------------------------------------------------------------
+def _v2_encode(value: Any) -> bytes:
+    """One key component as V2 hashing reads it: a type marker, then the value (a number as its
+    IEEE double, a string as UTF-8 closed by 0xFF); ``{}`` is undefined."""
+    if value is True:
+        return b"\x03"
+    if value is False:
+        return b"\x02"
+    if value is None:
+        return b"\x01"
+    if isinstance(value, str):
+        return b"\x08" + value.encode("utf-8") + _V2_STRING_END
+    if isinstance(value, int | float):
+        return struct.pack("<Bd", _NUMBER, float(value))
+    if isinstance(value, dict) and not value:
+        return b"\x00"
+    raise TypeError(f"a partition key value cannot be a {type(value).__name__}")
+
+
+def _hash_v2(data: bytes) -> str:
+    """MurmurHash3 x64 128-bit, seed 0, as big-endian hex with the top two bits cleared."""
+    return f"{mmh3.hash128(data, 0, True, signed=False) & _V2_MASK:032X}"
 
 
 # -- Hash V1 ---------------------------------------------------------------------------------
 def murmur3_32(data: bytes, seed: int = 0) -> int:
     """MurmurHash3 x86 32-bit, the hash V1 partitioning uses."""
-    c1, c2, mask = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
-    h = seed
-    whole = len(data) - len(data) % 4
-    for (k,) in struct.iter_unpack("<I", data[:whole]):
-        k = (k * c1) & mask
-        k = ((k << 15) | (k >> 17)) & mask
-        h ^= (k * c2) & mask
-        h = ((h << 13) | (h >> 19)) & mask
-        h = (h * 5 + 0xE6546B64) & mask
-    tail = data[whole:]
-    if tail:
-        k = int.from_bytes(tail, "little")
-        k = (k * c1) & mask
-        k = ((k << 15) | (k >> 17)) & mask
-        h ^= (k * c2) & mask
-    h ^= len(data)
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & mask
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & mask
-    return h ^ (h >> 16)
+    return mmh3.hash(data, seed, signed=False)
 
 
 def _scalar_kind(value: Any) -> str:

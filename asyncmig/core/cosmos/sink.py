@@ -42,7 +42,7 @@ from asyncmig.core.cosmos.lean_writer import (
     LeanContainer,
     LeanWriter,
     PhysicalRange,
-    bulk_operation,
+    bulk_operations,
 )
 from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
@@ -236,10 +236,8 @@ class CosmosSink:
         keys: dict[bytes, list[Any]] = {}
         rejected: list[Rejection] = []
         for doc in documents:
-            # An exact-size copy: orjson's result can keep a much larger allocation alive (measured
-            # ~120 KB for ~17 KB of JSON), and these bytes live until the unit is written.
             try:
-                encoded = bytes(memoryview(jsoncodec.dumps(doc))) if isinstance(doc, dict) else b""
+                encoded = jsoncodec.dumps(doc) if isinstance(doc, dict) else b""
             except jsoncodec.NonFiniteNumber as exc:
                 rejected.append(Rejection(doc, str(exc), 400))
                 continue
@@ -267,9 +265,11 @@ class CosmosSink:
             epk = effective_partition_key(spec.definition, values)
             if not values:
                 lane = spec.lane(target, epk)
-                units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
+                units.extend(WriteUnit(target, lane, [doc], encoded=[bytes(memoryview(encoded))])
+                             for doc, encoded in members)
                 continue
-            by_range[spec.lane(target, epk)] += [(doc, bulk_operation(values, encoded), epk) for doc, encoded in members]
+            upserts = bulk_operations(values, (encoded for _, encoded in members))
+            by_range[spec.lane(target, epk)] += [(doc, op, epk) for (doc, _), op in zip(members, upserts, strict=True)]
         for lane, operations in by_range.items():
             units += self._bulk_units(target, spec, lane, operations)
         return units
@@ -311,6 +311,10 @@ class CosmosSink:
         for key, members in groups.items():
             values = keys[key]
             lane = spec.lane(target, effective_partition_key(spec.definition, values))
+            # Exact-size copies: orjson's result can keep a much larger allocation alive (measured
+            # ~120 KB for ~17 KB of JSON), and these bytes live until the unit is written. (A bulk
+            # operation is a new exact-size object already.)
+            members = [(doc, bytes(memoryview(encoded))) for doc, encoded in members]
             if len(members) == 1 or not values or {} in values:  # alone, or an empty/undefined key: single upserts
                 units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
                 continue

@@ -38,11 +38,22 @@ def document_version(document: Any) -> int | None:
     return None
 
 
+class _Held:
+    """The version of a document in flight, and the event its successors wait on (made only when
+    one has to wait: almost every document has none, and an event per document was measurable)."""
+
+    __slots__ = ("finished", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.finished: anyio.Event | None = None
+
+
 class VersionGate:
     """Admits at most one in-flight write per document key, in version order."""
 
     def __init__(self) -> None:
-        self._in_flight: dict[Any, tuple[int, anyio.Event]] = {}
+        self._in_flight: dict[Any, _Held] = {}
 
     @property
     def in_flight(self) -> int:
@@ -56,16 +67,18 @@ class VersionGate:
             admitted while waiting: this one is superseded and must not be written.
         """
         while (current := self._in_flight.get(key)) is not None:
-            held, finished = current
-            if version <= held:
+            if version <= current.version:
                 return False
-            await finished.wait()
-        self._in_flight[key] = (version, anyio.Event())
+            if current.finished is None:
+                current.finished = anyio.Event()
+            await current.finished.wait()
+        self._in_flight[key] = _Held(version)
         return True
 
     def release(self, key: Any, version: int) -> None:
         """The write of ``version`` finished (written, dead-lettered or abandoned)."""
         current = self._in_flight.get(key)
-        if current is not None and current[0] == version:
+        if current is not None and current.version == version:
             del self._in_flight[key]
-            current[1].set()
+            if current.finished is not None:
+                current.finished.set()
