@@ -5,24 +5,32 @@ from __future__ import annotations
 
 import sys
 import time
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from asyncmig.core.engine.pipeline import RunStatistics
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 
 class ProgressBar:
-    """A tqdm bar of documents on stderr, with the RU/s measured between two updates."""
+    """A tqdm bar of documents on stderr, with the RU/s measured between two updates; nothing at all
+    (not even tqdm's import and monitor thread) when it is not shown."""
 
     def __init__(self, description: str, total: int | None, *, enabled: bool | None = None) -> None:
-        show = sys.stderr.isatty() if enabled is None else enabled
-        self._bar = tqdm(total=total, desc=description, unit="doc", unit_scale=True, dynamic_ncols=True,
-                         disable=not show, file=sys.stderr, smoothing=0.1)
+        self._bar: tqdm | None = None
+        if sys.stderr.isatty() if enabled is None else enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=description, unit="doc", unit_scale=True, dynamic_ncols=True,
+                             file=sys.stderr, smoothing=0.1)
         self._last = (time.monotonic(), 0.0)
         self._ru_rate = 0.0
 
     def update(self, documents: int, ru: float, details: str) -> None:
         """Move the bar to ``documents``; show the RU/s since the last update and ``details``."""
+        if self._bar is None:
+            return
         now = time.monotonic()
         then, ru_then = self._last
         if now > then:
@@ -34,7 +42,8 @@ class ProgressBar:
         self._bar.set_postfix_str(f"{self._ru_rate:,.0f} RU/s, {details}", refresh=False)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 class CopyProgress(ProgressBar):
