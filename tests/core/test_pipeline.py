@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +157,22 @@ async def test_documents_a_transform_rejects_or_that_hold_nan_are_dead_lettered(
     stats = await run_transfer(allowed)
     assert sorted(i for _, i in sink.written) == ["d0", "d3"]
     assert stats.dead_lettered == 2
+
+
+async def test_an_identity_copy_of_an_unchecked_source_dead_letters_nan(tmp_path: Path) -> None:
+    """Sinks no longer look for NaN/Infinity: the pipeline checks every document a source did not
+    decode from JSON itself (here an in-memory source), even when nothing transforms it."""
+    docs = documents(3)
+    docs[1]["meta"] = {"score": [0.5, float("inf")]}
+    sink = MemorySink()
+    allowed = Transfer(**{**job(tmp_path, MemorySource({"r0": docs}), sink).__dict__, "allow_dead_letters": True})
+    stats = await run_transfer(allowed)
+    assert sorted(i for _, i in sink.written) == ["d0", "d2"]
+    assert stats.dead_lettered == 1
+    (record,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert "inf at /meta/score/1 is NaN or Infinity" in record["reason"]
+    # JSON has no Infinity: the dead-letter file keeps the document with it spelled as text.
+    assert record["document"]["meta"] == {"score": [0.5, "Infinity"]} and record["non_finite_numbers_as_text"]
 
 
 async def test_a_transform_routing_to_a_target_it_did_not_declare_is_a_clear_error(tmp_path: Path) -> None:

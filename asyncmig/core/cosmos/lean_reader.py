@@ -334,7 +334,7 @@ class LeanChangeFeed:
                 state.rotate()
                 position = state.encode()
                 backoff = Backoff()  # the budget is for one fault, not for the whole range
-                yield SourcePage(documents, position)
+                yield SourcePage(documents, position, numbers_checked=True)
             elif reply.status == _NOT_MODIFIED or not moved:
                 idle += 1
                 state.rotate()

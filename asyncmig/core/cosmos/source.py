@@ -196,7 +196,7 @@ class CosmosSource:
             async for page in pages:
                 final = page.position
                 if page.documents:
-                    yield SourcePage(page.documents, where(final))
+                    yield SourcePage(page.documents, where(final), numbers_checked=page.numbers_checked)
         if then is not None:
             final = None  # the bulk pass is over: go on from the all-versions start
         yield SourcePage([], where(final), caught_up=True)

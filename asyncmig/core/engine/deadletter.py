@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -148,7 +149,12 @@ class DeadLetterFile:
             "status": status,
             "document": document,
         }
-        line = jsoncodec.dumps(record) + b"\n"
+        try:
+            line = jsoncodec.dumps(record) + b"\n"
+        except jsoncodec.NonFiniteNumber:  # the very reason it is here: keep it, spelled as text
+            record["document"] = _non_finite_as_text(document)
+            record["non_finite_numbers_as_text"] = True
+            line = jsoncodec.dumps(record) + b"\n"
         if self._needs_newline:
             line = b"\n" + line
         fd = self._open()
@@ -193,3 +199,15 @@ class DeadLetterFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _non_finite_as_text(value: Any) -> Any:
+    """A copy of ``value`` with each NaN/Infinity written as the string ``"NaN"``, ``"Infinity"``
+    or ``"-Infinity"`` (JSON has no such numbers; the record says they were rewritten)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _non_finite_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_non_finite_as_text(v) for v in value]
+    return value

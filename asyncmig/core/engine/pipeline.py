@@ -322,7 +322,7 @@ class Pipeline:
         superseded = 0
         changes = [(doc, False) for doc in page.documents] + [(doc, True) for doc in page.deleted]
         try:
-            admitted = await self._admitted(key, changes, rejected)
+            admitted = await self._admitted(key, changes, rejected, page.numbers_checked)
         except BaseException:
             self.in_flight.release(held)  # a stop before the page was registered: it is read again later
             raise
@@ -386,7 +386,8 @@ class Pipeline:
                 self._units_done(key, page_id, len(units) - sent)
 
     async def _admitted(
-        self, key: str, changes: list[tuple[Document, bool]], rejected: list[tuple[Document, Rejection]]
+        self, key: str, changes: list[tuple[Document, bool]], rejected: list[tuple[Document, Rejection]],
+        numbers_checked: bool,
     ) -> list[tuple[Document, Document | None, str, bool, _Gated | None]]:
         """Transform a page's changes and pass them through the version gate, in version order.
 
@@ -398,11 +399,13 @@ class Pipeline:
         transformed: list[tuple[Document, Document, str, bool, tuple[str, Any, str, Any], int | None]] = []
         for source_doc, deleting in changes:
             try:
-                outputs = self._apply(source_doc)
-            except (Rejected, NonFiniteNumber) as exc:  # this document's fault: dead-letter it
-                reason = exc.reason if isinstance(exc, Rejected) else str(exc)
+                outputs = self._apply(source_doc, numbers_checked)
+            except Rejected as exc:  # this document's fault: dead-letter it
                 what = "a deleted document's last version" if deleting else self.transform.name
-                rejected.append((source_doc, Rejection(source_doc, f"transform {what}: {reason}")))
+                rejected.append((source_doc, Rejection(source_doc, f"transform {what}: {exc.reason}")))
+                continue
+            except NonFiniteNumber as exc:  # made by the transform, or given by an unchecked source
+                rejected.append((source_doc, Rejection(source_doc, str(exc), 400)))
                 continue
             version = document_version(source_doc)
             source_id = source_doc.get("id") if isinstance(source_doc, dict) else None
@@ -438,8 +441,11 @@ class Pipeline:
         if gated is not None:
             self._gate.release(*gated)
 
-    def _apply(self, doc: Document) -> Routed:
-        """The transform's output for ``doc``, checked: declared targets, finite numbers.
+    def _apply(self, doc: Document, numbers_checked: bool) -> Routed:
+        """The transform's output for ``doc``, checked: declared targets, finite numbers (unless
+        ``numbers_checked`` and the transform is the identity: nothing can have made NaN since).
+
+        Every document the sink is given has passed here: sinks do not look for NaN/Infinity again.
 
         :raises Rejected, NonFiniteNumber: the document cannot be copied (it is dead-lettered).
         :raises UsageError: the transform routed to a target it did not declare.
@@ -464,7 +470,7 @@ class Pipeline:
                     f"transform {transform.name} routed document {out.get('id')!r} to target {target!r}, but "
                     f"declares only {declared}; add it to the transform's targets"
                 )
-            if transform is not IDENTITY:
+            if transform is not IDENTITY or not numbers_checked:
                 jsoncodec.ensure_finite(out)
         return outputs
 

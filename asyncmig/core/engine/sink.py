@@ -78,7 +78,10 @@ class Sink(Protocol):
         ...
 
     def plan(self, target: str, documents: list[Document]) -> tuple[list[WriteUnit], list[Rejection]]:
-        """Group documents into write units; documents that can never be written are rejected."""
+        """Group documents into write units; documents that can never be written are rejected.
+
+        The documents hold no NaN or Infinity: the pipeline checked them (a sink need not look again).
+        """
         ...
 
     async def write(self, unit: WriteUnit) -> WriteOutcome:

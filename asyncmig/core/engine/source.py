@@ -27,6 +27,9 @@ class SourcePage:
     caught_up: bool = False
     # Changes still to read in this partition after this page, when the source knows.
     behind: int | None = None
+    # Every document was decoded by :func:`asyncmig.core.jsoncodec.loads`, which refuses NaN and
+    # Infinity: the pipeline need not look for them again before an identity copy writes them.
+    numbers_checked: bool = False
 
 
 class Source(Protocol):

@@ -77,7 +77,7 @@ class FileSource:
             pages = reader.pages(self.page_size)
             while (page := await anyio.to_thread.run_sync(next, pages, None)) is not None:
                 consumed += len(page)
-                yield SourcePage(page, str(consumed))
+                yield SourcePage(page, str(consumed), numbers_checked=True)
         finally:
             reader.close()
 
