@@ -39,12 +39,10 @@ from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
 from asyncmig.core.cosmos.lean_writer import (
     BulkReply,
-    BulkUpsert,
     LeanContainer,
     LeanWriter,
     PhysicalRange,
     bulk_operations,
-    bulk_size,
 )
 from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
@@ -133,7 +131,7 @@ class _BulkUnit(WriteUnit):
     """Upserts of one target physical range, sent as one non-atomic (bulk) batch."""
 
     range_id: str = ""
-    operations: list[BulkUpsert] = field(default_factory=list)  # each document's bulk upsert
+    operations: list[bytes] = field(default_factory=list)  # each document's bulk upsert
     epks: list[str] = field(default_factory=list)  # each document's effective partition key, to re-route
 
 
@@ -257,7 +255,7 @@ class CosmosSink:
         caps), whatever the logical partitions. An undefined key travels as ``[{}]``, as the SDKs'
         bulk modes send it; the empty key of a container without one goes as a single upsert."""
         units: list[WriteUnit] = []
-        by_range: dict[str, list[tuple[Document, BulkUpsert, str]]] = defaultdict(list)
+        by_range: dict[str, list[tuple[Document, bytes, str]]] = defaultdict(list)
         for key, members in groups.items():
             values = keys[key]
             epk = effective_partition_key(spec.definition, values)
@@ -273,16 +271,16 @@ class CosmosSink:
         return units
 
     def _bulk_units(self, target: str, spec: _Target, lane: str,
-                    members: list[tuple[Document, BulkUpsert, str]]) -> list[WriteUnit]:
+                    members: list[tuple[Document, bytes, str]]) -> list[WriteUnit]:
         """Chunks of one range's operations, each within the operation and byte caps."""
         r = spec.range_of(members[0][2])
         range_id = "" if r is None else r.id
         most = self._operations_per_request(spec)
         units: list[WriteUnit] = []
-        chunk: list[tuple[Document, BulkUpsert, str]] = []
+        chunk: list[tuple[Document, bytes, str]] = []
         chunk_bytes = 0
         for member in members:
-            size = bulk_size(member[1])
+            size = len(member[1])
             if chunk and (len(chunk) >= most or chunk_bytes + size > self.batch_bytes):
                 units.append(_bulk_unit(target, lane, range_id, chunk))
                 chunk, chunk_bytes = [], 0
@@ -497,9 +495,9 @@ class CosmosSink:
             spec.routing_version += 1
             self._share_budget()
 
-    def _reroute(self, target: str, spec: _Target, members: list[tuple[Document, BulkUpsert, str]]) -> list[WriteUnit]:
+    def _reroute(self, target: str, spec: _Target, members: list[tuple[Document, bytes, str]]) -> list[WriteUnit]:
         """Operations of a split range as bulk batches to the ranges that serve them now."""
-        by_lane: dict[str, list[tuple[Document, BulkUpsert, str]]] = defaultdict(list)
+        by_lane: dict[str, list[tuple[Document, bytes, str]]] = defaultdict(list)
         for member in members:
             by_lane[spec.lane(target, member[2])].append(member)
         return [unit for lane, group in by_lane.items() for unit in self._bulk_units(target, spec, lane, group)]
@@ -615,7 +613,7 @@ def _float(value: Any) -> float:
         return 0.0
 
 
-def _bulk_unit(target: str, lane: str, range_id: str, members: list[tuple[Document, BulkUpsert, str]]) -> _BulkUnit:
+def _bulk_unit(target: str, lane: str, range_id: str, members: list[tuple[Document, bytes, str]]) -> _BulkUnit:
     """A bulk batch of the members (also of one: one code path for every per-operation answer)."""
     return _BulkUnit(target, lane, [m[0] for m in members], range_id=range_id,
                      operations=[m[1] for m in members], epks=[m[2] for m in members])
