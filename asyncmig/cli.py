@@ -123,9 +123,9 @@ def _add_copy(sub: Any) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
     polite = p.add_argument_group("sharing the target with an application (docs/throughput.md)")
     polite.add_argument("--priority", choices=["low", "high"],
-                        help="priority of the copy's writes: low ones are throttled first when the target is busy "
-                        "(needs priority-based execution enabled on the account); default low with --follow, "
-                        "whose target an application is using")
+                        help="priority of the copy's requests (its reads of the source and its writes): low ones are "
+                        "throttled first when a container is busy (needs priority-based execution enabled on the "
+                        "account); default low with --follow, whose source an application is using")
     polite.add_argument("--throughput-bucket", type=int, metavar="N",
                         help="meter the copy's writes in throughput bucket N (1-5) of the target container")
     shared = p.add_argument_group("one copy shared by several workers (docs/scale-out.md)")

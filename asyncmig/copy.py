@@ -58,7 +58,7 @@ class CopySpec:
     insecure: bool = False
     progress: bool | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
-    politeness: Politeness = field(default_factory=Politeness)  # priority and throughput bucket of the writes
+    politeness: Politeness = field(default_factory=Politeness)  # priority (reads and writes), throughput bucket (writes)
 
 
 @dataclass
@@ -173,7 +173,8 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
     async with open_containers(spec) as opened:
         budget, provisioned = opened.budget, opened.provisioned
         source = CosmosSource(opened.source, page_size=spec.options.page_size,
-                              what=f"{spec.source.database}/{spec.source.container}", deletes=True)
+                              what=f"{spec.source.database}/{spec.source.container}", deletes=True,
+                              priority=spec.politeness.priority)
         count = await source.count()
         job = Transfer(
             source=source, sink=CosmosSink(opened.targets, Governor(budget), endpoint=spec.target.endpoint,

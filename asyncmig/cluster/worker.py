@@ -117,7 +117,8 @@ class LeasedWorker:
             leases = LeaseStore(await LeaseStore.ensure_container(opened.target_database, self.options.container),
                                 copy_id(identity), self.owner, ttl_seconds=self.options.ttl_seconds)
             source = CosmosSource(opened.source, page_size=spec.options.page_size,
-                                  what=f"{spec.source.database}/{spec.source.container}")
+                                  what=f"{spec.source.database}/{spec.source.container}",
+                                  priority=spec.politeness.priority)
             await source.open()
             await leases.seed(await source.partitions())
             budget, targets = opened.budget, opened.targets

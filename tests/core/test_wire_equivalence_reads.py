@@ -134,8 +134,9 @@ async def container(proxy: CapturingProxy, cosmos: Cosmos) -> AsyncIterator[Cont
             await client.delete_database(database.id)
 
 
-async def _read(container: ContainerProxy, path: str, feed_range: Any, position: str | None = None) -> list[str]:
-    source = CosmosSource(container, page_size=PAGE, read_path=path)  # type: ignore[arg-type]
+async def _read(container: ContainerProxy, path: str, feed_range: Any, position: str | None = None,
+                priority: Any = None) -> list[str]:
+    source = CosmosSource(container, page_size=PAGE, read_path=path, priority=priority)  # type: ignore[arg-type]
     await source.open()
     return [doc["id"] async for page in source.pages(feed_range, position) for doc in page.documents]
 
@@ -180,6 +181,28 @@ async def test_feed_range_reads_send_the_same_requests(proxy: CapturingProxy, co
         assert len(sdk) >= 2  # at least the first page and the closing 304
         assert "if-none-match" not in sdk[0].headers  # from the beginning
         _assert_same_wire(sdk, lean)
+
+
+async def test_low_priority_reads_say_so_on_both_paths(proxy: CapturingProxy, container: ContainerProxy) -> None:
+    """``--priority low`` covers the source's reads too (a live source is the application's own
+    container): every change-feed request and the count query carry the priority header."""
+    feed_range = (await _feed_ranges(container))[0]
+    sent: dict[str, list[Captured]] = {}
+    for path in ("sdk", "lean"):
+        proxy.reset()
+        source = CosmosSource(container, page_size=PAGE, read_path=path, priority="Low")  # type: ignore[arg-type]
+        await source.open()
+        assert [d async for page in source.pages(feed_range, None) for d in page.documents]
+        assert await source.count_partition(feed_range) is not None
+        sent[path] = [c for c in proxy.captured if c.change_feed or c.method == "POST"]
+    for path, requests in sent.items():
+        assert requests and all(c.headers.get("x-ms-cosmos-priority-level") == "Low" for c in requests), path
+    _assert_same_wire(_feed_requests_of(sent["sdk"])[:len(_feed_requests_of(sent["lean"]))],
+                      _feed_requests_of(sent["lean"]))
+
+
+def _feed_requests_of(requests: list[Captured]) -> list[Captured]:
+    return [c for c in requests if c.change_feed]
 
 
 async def test_a_sub_range_of_a_physical_range_sends_the_same_epk_filter(

@@ -267,12 +267,15 @@ class LeanChangeFeed:
     :param on_charge: called with the request charge of every answered read (200 or 304).
     :param mode: latest versions, or all versions and deletes (which Cosmos DB serves only from now on).
     :param start: where a range without a position starts: its beginning, or now.
+    :param priority: sent as ``x-ms-cosmos-priority-level`` on every read (``Low``: throttled first).
     """
 
     def __init__(self, endpoint: CosmosEndpoint, link: str, rid: str, *, page_size: int,
                  on_charge: Callable[[float], None], mode: Mode = "LatestVersion", start: Start = "Beginning",
-                 insecure: bool = False, authorizer: Authorizer | None = None) -> None:
+                 insecure: bool = False, authorizer: Authorizer | None = None,
+                 priority: Literal["High", "Low"] | None = None) -> None:
         self._endpoint = endpoint
+        self._politeness = {"x-ms-cosmos-priority-level": priority} if priority else {}
         self._insecure = insecure
         self._authorizer = authorizer
         self.link = link
@@ -356,7 +359,7 @@ class LeanChangeFeed:
             state.split([(r.low, r.high) for r in physical])
             return None
         headers = {"x-ms-max-item-count": str(self.page_size), "x-ms-cosmos-intended-collection-rid": self.rid,
-                   "x-ms-documentdb-partitionkeyrangeid": physical[0].id}
+                   "x-ms-documentdb-partitionkeyrangeid": physical[0].id, **self._politeness}
         if (physical[0].low, physical[0].high) != (cursor.low, cursor.high):
             headers.update({"x-ms-read-key-type": "EffectivePartitionKeyRange",
                             "x-ms-start-epk": cursor.low, "x-ms-end-epk": cursor.high})

@@ -77,10 +77,11 @@ Priority = Literal["High", "Low"]
 
 @dataclass(frozen=True, slots=True)
 class Politeness:
-    """How a copy yields to the application sharing the target (docs/throughput.md).
+    """How a copy yields to the application sharing its containers (docs/throughput.md).
 
-    :ivar priority: ``Low`` requests are throttled first when the target is busy (priority-based
-        execution must be enabled on the account; otherwise the header is ignored).
+    :ivar priority: ``Low`` requests are throttled first when a container is busy (priority-based
+        execution must be enabled on the account; otherwise the header is ignored); the copy's
+        source reads carry it too (:class:`~asyncmig.core.cosmos.source.CosmosSource`).
     :ivar throughput_bucket: meter the copy's writes in this throughput bucket (1-5), capped at the
         share of the container's RU/s the bucket was given.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 from azure.cosmos.aio import ContainerProxy
@@ -60,11 +60,14 @@ class CosmosSource:
     ``read_path`` (default :data:`~asyncmig.core.cosmos.lean_reader.ENV_READ_PATH`, else lean) picks
     who sends the change-feed requests: :class:`~asyncmig.core.cosmos.lean_reader.LeanChangeFeed`
     (same requests, same continuation tokens, a fraction of the CPU) or the SDK's iterator.
+
+    ``priority`` goes on every read (change feed and count queries): ``Low`` lets the application's
+    own requests to a live source win when its ranges run short of RU.
     """
 
     def __init__(
         self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False,
-        deletes: bool = False, read_path: ReadPath | None = None,
+        deletes: bool = False, read_path: ReadPath | None = None, priority: Literal["High", "Low"] | None = None,
     ) -> None:
         self.container = container
         self.page_size = page_size
@@ -75,6 +78,8 @@ class CosmosSource:
         self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
         self.read_path = chosen_read_path(read_path)
+        self.priority = priority
+        self._options: dict[str, Any] = {"priority": priority} if priority else {}  # every SDK read's
         self._lean: LeanChangeFeed | None = None
 
     def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
@@ -96,7 +101,7 @@ class CosmosSource:
             endpoint, authorizer, insecure = account
             self._lean = LeanChangeFeed(endpoint, self.container.container_link, properties["_rid"],
                                         page_size=self.page_size, on_charge=self._add_charge, insecure=insecure,
-                                        authorizer=authorizer)
+                                        authorizer=authorizer, priority=self.priority)
 
     def _add_charge(self, charge: float) -> None:
         self.read_ru += charge
@@ -204,15 +209,15 @@ class CosmosSource:
     def _pager(self, feed_range: Any, position: str | None, responses: _Responses) -> Any:
         if self.snapshot:
             query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
-                                               response_hook=self._charged)
+                                               response_hook=self._charged, **self._options)
             return query.by_page(position)
         if position:
             iterable = self.container.query_items_change_feed(
-                continuation=position, max_item_count=self.page_size, response_hook=responses.hook)
+                continuation=position, max_item_count=self.page_size, response_hook=responses.hook, **self._options)
         else:
             iterable = self.container.query_items_change_feed(
                 feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
-                response_hook=responses.hook)
+                response_hook=responses.hook, **self._options)
         return iterable.by_page()
 
     async def _changes_from_now(self, partition: Any) -> str | None:
@@ -244,7 +249,7 @@ class CosmosSource:
     def _now_pager(self, feed_range: Any, responses: _Responses) -> Any:
         return self.container.query_items_change_feed(
             feed_range=feed_range, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
-            response_hook=responses.hook,
+            response_hook=responses.hook, **self._options,
         ).by_page()
 
     def _changes(self, items: list[Any]) -> tuple[list[Document], list[Document]]:
@@ -281,7 +286,8 @@ class CosmosSource:
 
     async def _count(self, query: str, **scope: Any) -> int | None:
         try:
-            result = [n async for n in self.container.query_items(query, response_hook=self._charged, **scope)]
+            result = [n async for n in self.container.query_items(query, response_hook=self._charged, **scope,
+                                                                  **self._options)]
         except Exception as exc:  # noqa: BLE001 - a check only; a failure here must not stop a copy
             failure = classify(exc)
             if failure.kind == "fatal":
