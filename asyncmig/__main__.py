@@ -9,8 +9,8 @@ import signal
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 try:
-    from asyncmig.cli import main
+    from asyncmig.cli import console
 except KeyboardInterrupt:
     raise SystemExit(130) from None
 
-raise SystemExit(main())
+raise SystemExit(console())
