@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bench.measure import (
     REPO,
@@ -163,12 +164,26 @@ async def _create_container(account: Account, name: str, throughput: int | None,
     from azure.cosmos import PartitionKey
     from azure.cosmos.aio import CosmosClient
 
-    # The emulator's own header sets a container's physical ranges (a real account ignores it).
-    headers = {"x-asyncmig-partition-count": str(partitions)} if partitions and account.emulated else {}
+    from asyncmig.core.cosmos.transport import Transport
+
     async with CosmosClient(account.endpoint, credential=account.key) as client:
         db = await client.create_database_if_not_exists(account.database)
-        await db.create_container(name, partition_key=PartitionKey(partition_key), offer_throughput=throughput,
-                                  initial_headers=headers)
+        if not (partitions and account.emulated):
+            await db.create_container(name, partition_key=PartitionKey(partition_key), offer_throughput=throughput)
+            return
+    # The emulator's own header sets a container's physical ranges (a real account ignores it). The
+    # SDK's create_container drops initial_headers, so this one request is sent by hand.
+    headers = {"x-asyncmig-partition-count": str(partitions), "Content-Type": "application/json"}
+    if throughput:
+        headers["x-ms-offer-throughput"] = str(throughput)
+    body = json.dumps({"id": name, "partitionKey": {"paths": [partition_key], "kind": "Hash", "version": 2}})
+    transport = Transport(_endpoint(account), connections=1)
+    try:
+        reply = await transport.request("POST", f"/dbs/{quote(account.database)}/colls/", headers, body.encode())
+        if not reply.ok:
+            raise reply.error()
+    finally:
+        await transport.close()
 
 
 def create_container(ctx: Context, account: Account, name: str, throughput: int | None = None,
