@@ -141,6 +141,9 @@ class OpenedContainers:
     target_database: DatabaseProxy
     provisioned: float | None
     budget: float | None
+    # The single target's own RU/s, which sets each of its ranges' share of the budget (None: several
+    # targets, or throughput shared by the database): see :func:`~asyncmig.core.engine.shared_budget.range_share`.
+    container_ru: float | None
 
 
 @asynccontextmanager
@@ -157,9 +160,11 @@ async def open_containers(spec: CopySpec) -> AsyncIterator[OpenedContainers]:
         for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
             targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
         database = target_client.get_database_client(spec.target.database)
-        provisioned = await provisioned_throughput(next(iter(targets.values())), database)
+        throughput = await provisioned_throughput(next(iter(targets.values())), database)
+        provisioned = throughput.ru if throughput else None
+        container_ru = provisioned if throughput and throughput.dedicated and len(targets) == 1 else None
         yield OpenedContainers(source, targets, database, provisioned,
-                               budget_from(provisioned, spec.ru_budget, spec.ru_fraction))
+                               budget_from(provisioned, spec.ru_budget, spec.ru_fraction), container_ru)
 
 
 async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
@@ -177,7 +182,8 @@ async def copy(spec: CopySpec, stop: anyio.Event | None = None) -> CopyResult:
                               priority=spec.politeness.priority)
         count = await source.count()
         job = Transfer(
-            source=source, sink=CosmosSink(opened.targets, Governor(budget), endpoint=spec.target.endpoint,
+            source=source, sink=CosmosSink(opened.targets, Governor(budget, container_ru=opened.container_ru),
+                                           endpoint=spec.target.endpoint,
                                            insecure=spec.insecure, politeness=spec.politeness),
             identity=identity, checkpoint=spec.checkpoint, dead_letter=spec.dead_letter, transform=spec.transform,
             restart=spec.restart, allow_dead_letters=spec.allow_dead_letters,
@@ -234,7 +240,8 @@ async def dry_run(spec: CopySpec, sample_pages: int = 4) -> DryRun:
         await scan_container(container, lambda page: sizes.extend(len(jsoncodec.dumps(d)) for d in page),
                              what=spec.source.container, page_size=source.page_size, ranges=sample_pages,
                              pages_per_range=1)
-        provisioned = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
+        throughput = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
+    provisioned = throughput.ru if throughput else None
     mean = statistics.fmean(sizes) if sizes else 0.0
     per_write = rucost.write(int(mean), 0) if sizes else 0.0
     return DryRun(documents, len(sizes), mean, per_write, per_write * documents,

@@ -49,10 +49,11 @@ class ClusterResult:
     documents: int = 0  # documents covered by the ranges' committed positions (from the leases)
 
 
-async def shared_budget(spec: CopySpec) -> float | None:
-    """The copy's RU/s budget, computed once by the driver for the whole cluster."""
+async def shared_budget(spec: CopySpec) -> tuple[float | None, float | None]:
+    """The copy's RU/s budget, computed once by the driver for the whole cluster, and the target's
+    own RU/s (which sets each range's share of it)."""
     async with open_containers(spec) as opened:
-        return opened.budget
+        return opened.budget, opened.container_ru
 
 
 async def lease_totals(spec: CopySpec, options: LeaseOptions) -> tuple[int, int, int]:
@@ -90,8 +91,8 @@ async def run_cluster(
         raise ValueError(f"a cluster copy needs at least one worker, got {workers}")
     options = options or LeaseOptions()
     options = replace(options, workers=options.workers or workers)  # each takes a fair share of the ranges
-    budget = await shared_budget(spec)
-    bank = await engine.bank(budget) if budget is not None else None
+    budget, container_ru = await shared_budget(spec)
+    bank = await engine.bank(budget, container_ru) if budget is not None else None
     result = ClusterResult(ClusterProgress(), budget=budget)
     last: dict[str, WorkerProgress] = result.workers
     handles: dict[str, WorkerHandle] = {}

@@ -49,8 +49,9 @@ class WorkerHandle(Protocol):
 
 
 class Engine(Protocol):
-    async def bank(self, budget: float) -> Bank:
-        """The one RU budget the workers share (started empty)."""
+    async def bank(self, budget: float, container_ru: float | None) -> Bank:
+        """The one RU budget the workers share (started empty); ``container_ru`` sets each target
+        range's share (see :func:`~asyncmig.core.engine.shared_budget.range_share`)."""
         ...
 
     async def start_worker(self, spec: CopySpec, owner: str, options: LeaseOptions, bank: Bank | None) -> WorkerHandle:
@@ -112,8 +113,8 @@ class LocalEngine:
         assert self._group is not None
         return await self._group.__aexit__(*exc)  # type: ignore[arg-type]
 
-    async def bank(self, budget: float) -> Bank:
-        return BudgetBank(budget)
+    async def bank(self, budget: float, container_ru: float | None) -> Bank:
+        return BudgetBank(budget, container_ru=container_ru)
 
     async def start_worker(self, spec: CopySpec, owner: str, options: LeaseOptions, bank: Bank | None) -> WorkerHandle:
         assert self._group is not None, "use LocalEngine as an async context manager"

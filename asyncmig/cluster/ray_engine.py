@@ -29,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class _BankActor:
-    def __init__(self, budget: float) -> None:
-        self._bank = BudgetBank(budget)
+    def __init__(self, budget: float, container_ru: float | None) -> None:
+        self._bank = BudgetBank(budget, container_ru=container_ru)
 
     async def grant(self, worker: str, lane: str, lanes: int, want: float) -> float:
         return await self._bank.grant(worker, lane, lanes, want)
@@ -114,8 +114,8 @@ class RayEngine:
         """CPUs in the cluster: the default number of workers for ``auto`` and ``ray://``."""
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    async def bank(self, budget: float) -> Bank:
-        actor = _BankActor.options(num_cpus=0).remote(budget)  # type: ignore[attr-defined]
+    async def bank(self, budget: float, container_ru: float | None) -> Bank:
+        actor = _BankActor.options(num_cpus=0).remote(budget, container_ru)  # type: ignore[attr-defined]
         self._actors.append(actor)
         return _RemoteBank(actor)
 

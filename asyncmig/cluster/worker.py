@@ -122,8 +122,10 @@ class LeasedWorker:
             await source.open()
             await leases.seed(await source.partitions())
             budget, targets = opened.budget, opened.targets
-            governor = (Governor(None, shared=SharedBudget(self.bank, self.owner, budget))
-                        if self.bank is not None and budget is not None else Governor(budget))
+            governor = (Governor(None, shared=SharedBudget(self.bank, self.owner, budget,
+                                                           container_ru=opened.container_ru))
+                        if self.bank is not None and budget is not None
+                        else Governor(budget, container_ru=opened.container_ru))
             local = spec.checkpoint.parent / f"{spec.checkpoint.name}.{self.owner}"
             dead_letter = spec.dead_letter.with_name(f"{spec.dead_letter.name}.{self.owner}")
             async with CosmosSink(targets, governor, endpoint=spec.target.endpoint, insecure=spec.insecure,

@@ -49,8 +49,8 @@ class PhaseContext:
 
     async def cosmos_sink(self, targets: dict[str, ContainerProxy]) -> CosmosSink:
         """A sink into ``targets`` paced to the budget the options allow of the first target's throughput."""
-        provisioned = await provisioned_throughput(next(iter(targets.values())), self.database)
-        budget = budget_from(provisioned, self.options.ru_budget, self.options.ru_fraction)
+        throughput = await provisioned_throughput(next(iter(targets.values())), self.database)
+        budget = budget_from(throughput.ru if throughput else None, self.options.ru_budget, self.options.ru_fraction)
         return CosmosSink(targets, Governor(budget), endpoint=self.endpoint, insecure=self.options.insecure)
 
     async def transfer(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import ThroughputProperties
@@ -104,13 +105,22 @@ async def read_offer(owner: ContainerProxy | DatabaseProxy) -> tuple[bool, Throu
         raise failure.as_error(f"reading the throughput of {owner.id!r}") from exc
 
 
-async def provisioned_throughput(container: ContainerProxy, database: DatabaseProxy) -> float | None:
-    """The container's RU/s (the autoscale maximum when autoscaled), its database's when shared, or
-    None on a serverless account (which has no provisioned throughput)."""
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Provisioned RU/s (the autoscale maximum when autoscaled), and whose they are."""
+
+    ru: float
+    dedicated: bool  # the container's own; False: its database's, shared with its other containers
+
+
+async def provisioned_throughput(container: ContainerProxy, database: DatabaseProxy) -> Throughput | None:
+    """The container's RU/s, its database's when shared, or None on a serverless account (which has
+    no provisioned throughput)."""
     for owner in (container, database):
         supported, offer = await read_offer(owner)
         if not supported:
             return None
         if offer is not None:
-            return float(offer.auto_scale_max_throughput or offer.offer_throughput or 0) or None
+            ru = float(offer.auto_scale_max_throughput or offer.offer_throughput or 0)
+            return Throughput(ru, dedicated=owner is container) if ru else None
     return None

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
-from asyncmig.core.engine.shared_budget import SharedBudget
+from asyncmig.core.engine.shared_budget import SharedBudget, range_share
 from asyncmig.errors import UsageError
 
 __all__ = [
@@ -424,10 +424,14 @@ class Governor:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         burst_seconds: float = DEFAULT_BURST_SECONDS,
         shared: SharedBudget | None = None,
+        container_ru: float | None = None,
     ) -> None:
         """``shared`` paces several workers' sinks together, in total and per target range (see
-        :mod:`asyncmig.core.engine.shared_budget`); it takes the place of ``budget``."""
+        :mod:`asyncmig.core.engine.shared_budget`); it takes the place of ``budget``.
+        ``container_ru`` is the target container's own RU/s, which sets each range's share (see
+        :func:`~asyncmig.core.engine.shared_budget.range_share`); None when unknown or shared by its database."""
         self.shared = shared
+        self.container_ru = container_ru
         self.budget = RUBudget(budget, burst_seconds=burst_seconds, initial_credit_seconds=INITIAL_CREDIT_SECONDS)
         self._burst = burst_seconds
         self._initial = initial_concurrency
@@ -436,16 +440,17 @@ class Governor:
         self._lane_budgets: dict[str, RUBudget] = {}
 
     def share_budget(self, lanes: list[str]) -> None:
-        """Split the budget evenly over the target's physical ranges (one lane each).
+        """Give each of the target's physical ranges (one lane each) its share of the budget.
 
         Cosmos DB meters every physical partition on its own, at the provisioned RU/s divided by
-        the number of partitions; a global bucket lets a hot range take more than that share and
-        be throttled while the others idle. No budget: nothing to split (429 feedback alone).
+        the number of partitions; a global bucket alone lets a hot range take more than that share
+        and be throttled. Each lane gets :func:`~asyncmig.core.engine.shared_budget.range_share`; the global bucket caps their sum. No
+        budget: nothing to share (429 feedback alone).
         """
         if self.shared is not None:
             self.shared.lanes = max(len(lanes), 1)
         if self.budget.budget is not None and lanes:
-            share = self.budget.budget / len(lanes)
+            share = range_share(self.budget.budget, self.container_ru, len(lanes))
             for lane in lanes:
                 self._lane_budgets[lane] = RUBudget(share, burst_seconds=self._burst,
                                                     initial_credit_seconds=INITIAL_CREDIT_SECONDS)

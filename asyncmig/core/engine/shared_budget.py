@@ -28,6 +28,22 @@ DEFAULT_GRANT_SECONDS = 0.075
 DEFAULT_MAX_BANKED_SECONDS = 0.25
 
 
+def range_share(budget: float, container_ru: float | None, ranges: int) -> float:
+    """The RU/s one of a target's ``ranges`` physical ranges may use within ``budget``.
+
+    Cosmos DB meters each physical partition at the container's RU/s divided by its partitions, so
+    that is what a range can take without 429s; with a budget below the container's RU/s a busy
+    range may use all of its partition's share while others idle (a skewed key space, or a copy
+    that reaches the ranges in turn), the whole budget still capping the total. Splitting the budget
+    evenly instead left 32-44 % of it unused on such copies. ``container_ru`` is None when unknown
+    or shared by the database (whose partitions other containers use too): then an even split.
+    """
+    ranges = max(ranges, 1)
+    if container_ru is None:
+        return budget / ranges
+    return min(budget, container_ru / ranges)
+
+
 class Bank(Protocol):
     """Where grants come from: in-process (:class:`BudgetBank`) or a remote actor wrapping one."""
 
@@ -51,17 +67,20 @@ class _Bucket:
 
 
 class BudgetBank:
-    """The central token buckets: the whole budget, and each target range's even share of it.
+    """The central token buckets: the whole budget, and each target range's share of it.
 
     Cosmos DB meters every physical partition on its own at the provisioned RU/s divided by the
     number of partitions, and every worker writes to every partition; so the bank paces each range
-    too, across workers, as one process paces its own lanes.
+    too, across workers, as one process paces its own lanes (shares as :func:`range_share` gives
+    them, from ``container_ru``).
     """
 
-    def __init__(self, budget: float, *, max_banked_seconds: float = DEFAULT_MAX_BANKED_SECONDS) -> None:
+    def __init__(self, budget: float, *, max_banked_seconds: float = DEFAULT_MAX_BANKED_SECONDS,
+                 container_ru: float | None = None) -> None:
         if not (math.isfinite(budget) and budget > 0):
             raise ValueError(f"a shared RU budget must be positive and finite, got {budget}")
         self.budget = budget
+        self.container_ru = container_ru
         self._banked = max_banked_seconds
         self._total = _Bucket(budget, budget * max_banked_seconds)
         self._lanes: dict[str, _Bucket] = {}
@@ -70,7 +89,7 @@ class BudgetBank:
 
     def _lane(self, lane: str, lanes: int) -> _Bucket:
         bucket = self._lanes.get(lane)
-        rate = self.budget / max(lanes, 1)
+        rate = range_share(self.budget, self.container_ru, lanes)
         if bucket is None or bucket.rate != rate:  # first use, or the target's ranges changed (a split)
             bucket = self._lanes[lane] = _Bucket(rate, rate * self._banked)
         return bucket
@@ -92,10 +111,11 @@ class SharedBudget:
     """A worker's side of the shared budget: a reserve of granted RU per target range, refilled ahead of need."""
 
     def __init__(self, bank: Bank, worker: str, budget: float, *,
-                 grant_seconds: float = DEFAULT_GRANT_SECONDS) -> None:
+                 grant_seconds: float = DEFAULT_GRANT_SECONDS, container_ru: float | None = None) -> None:
         self.bank = bank
         self.worker = worker
         self.budget = budget
+        self.container_ru = container_ru
         self.grant_seconds = grant_seconds
         self.lanes = 1  # the target's physical ranges; set when the sink knows them
         self._reserve: dict[str, float] = {}
@@ -105,14 +125,15 @@ class SharedBudget:
     async def acquire(self, lane: str, estimated_ru: float) -> None:
         """Wait until the range's reserve can pay ``estimated_ru`` (a request larger than one grant waits
         for a full grant, then runs the reserve into debt that later grants pay back)."""
-        rate = self.budget / max(self.lanes, 1)
+        rate = range_share(self.budget, self.container_ru, self.lanes)
         grant = rate * self.grant_seconds
         lock = self._locks.setdefault(lane, anyio.Lock())
         async with lock:
             need = min(estimated_ru, grant)
-            reserve = self._reserve.get(lane, 0.0)
-            while reserve < need:
-                reserve += await self.bank.grant(self.worker, lane, self.lanes, grant)
+            # The reserve is read afresh after every wait: requests in flight settle meanwhile.
+            while (reserve := self._reserve.get(lane, 0.0)) < need:
+                granted = await self.bank.grant(self.worker, lane, self.lanes, grant)
+                self._reserve[lane] = reserve = self._reserve.get(lane, 0.0) + granted
                 if reserve < need:
                     # The bank is empty: wait about as long as it takes to refill the gap.
                     await anyio.sleep(max((need - reserve) / rate, 0.001))
