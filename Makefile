@@ -14,7 +14,7 @@ help:
 	@echo "make test         the test suite (starts its own emulator processes)"
 	@echo "make faults       the full fault and bad-input matrix"
 	@echo "make emulator     run the local Cosmos-compatible emulator on port $(EMULATOR_PORT)"
-	@echo "make bench        throughput benchmark (all scenarios, ~15 min); make bench-quick (~1 min)"
+	@echo "make bench        throughput benchmark (all scenarios, 6-15 min); make bench-quick (~1 min)"
 	@echo "make lint         ruff, mypy and a dependency vulnerability audit"
 
 $(STAMP): pyproject.toml
