@@ -122,7 +122,7 @@ def _add_copy(sub: Any) -> None:
                    help="most source documents held in memory at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
-    polite = p.add_argument_group("sharing the target with an application (docs/throughput.md)")
+    polite = p.add_argument_group("sharing the containers with an application (docs/throughput.md)")
     polite.add_argument("--priority", choices=["low", "high"],
                         help="priority of the copy's requests (its reads of the source and its writes): low ones are "
                         "throttled first when a container is busy (needs priority-based execution enabled on the "
