@@ -15,8 +15,17 @@ def test_recorded_keys_are_replayed_per_range(tmp_path: Path) -> None:
     journal.record("r1", ["users\x1fc\x1f"])
     journal.record("r1", [])  # nothing written: nothing recorded
     # No close: the lines must already be on disk, as after a SIGKILL.
-    assert replay(checkpoint, 0) == {"r0": {"users\x1fa\x1f12", "users\x1fb\x1f13"}, "r1": {"users\x1fc\x1f"}}
+    assert replay(checkpoint, 0).written == {"r0": {"users\x1fa\x1f12", "users\x1fb\x1f13"}, "r1": {"users\x1fc\x1f"}}
     assert stat.S_IMODE(journal_path(checkpoint, 0).stat().st_mode) == 0o600
+    journal.close()
+
+
+def test_sent_documents_are_replayed_apart_from_written_ones(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "cp.json"
+    journal = Journal(checkpoint, 0)
+    journal.record_sent("r0", ["a", "b"])
+    journal.record("r0", ["a"])  # b was in flight at the kill
+    assert replay(checkpoint, 0) == ({"r0": {"a"}}, {"r0": {"a", "b"}})
     journal.close()
 
 
@@ -27,7 +36,7 @@ def test_a_line_torn_by_the_kill_is_ignored(tmp_path: Path) -> None:
     journal.close()
     path = journal_path(checkpoint, 3)
     path.write_bytes(path.read_bytes() + b'["r0", "c')
-    assert replay(checkpoint, 3) == {"r0": {"a", "b"}}
+    assert replay(checkpoint, 3).written == {"r0": {"a", "b"}}
 
 
 def test_rotation_starts_a_new_generation_and_drops_the_old_one_once_saved(tmp_path: Path) -> None:
@@ -36,15 +45,15 @@ def test_rotation_starts_a_new_generation_and_drops_the_old_one_once_saved(tmp_p
     journal.record("r0", ["before"])
     assert journal.rotate() == 1
     journal.record("r0", ["after"])
-    assert replay(checkpoint, 0) == {"r0": {"before"}}  # still there until the checkpoint is saved
+    assert replay(checkpoint, 0).written == {"r0": {"before"}}  # still there until the checkpoint is saved
     journal.discard_previous()
     assert not journal_path(checkpoint, 0).exists()
-    assert replay(checkpoint, 1) == {"r0": {"after"}}
+    assert replay(checkpoint, 1).written == {"r0": {"after"}}
     journal.close()
 
 
 def test_a_missing_generation_replays_nothing(tmp_path: Path) -> None:
-    assert replay(tmp_path / "cp.json", 7) == {}
+    assert replay(tmp_path / "cp.json", 7) == ({}, {})
 
 
 def test_a_disabled_journal_records_nothing(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.cosmos.transport import CosmosHttpError
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
-from asyncmig.core.engine.transform import Document
+from asyncmig.core.engine.transform import Document, strip_system
 from asyncmig.errors import UsageError
 
 WritePath = Literal["lean", "sdk"]
@@ -514,6 +514,37 @@ class CosmosSink:
         if unit.batch:
             return await self._writer.upsert_batch(spec.lean, key, encoded)
         return await self._writer.upsert(spec.lean, key, encoded[0])
+
+    async def stored(self, target: str, documents: list[Document]) -> list[bool]:
+        """Whether each document is in ``target`` as an upsert of it would leave it (system
+        properties aside; compared as exact JSON): read back one by one, a point read costing a few
+        RU against ~17 for writing a vector document again.
+
+        :raises Exception: what a read raised other than 404 (the caller writes them instead).
+        """
+        spec = self._targets[target]
+        limiter = anyio.CapacityLimiter(DEFAULT_MAX_CONCURRENCY)
+        found = [False] * len(documents)
+
+        async def check(index: int, document: Document) -> None:
+            values = partition_key_values(spec.definition, document)
+            key: Any = values[0] if len(values) == 1 else values
+            charges: list[Mapping[str, Any]] = []
+            async with limiter:
+                try:
+                    current = await spec.container.read_item(
+                        document["id"], partition_key=NonePartitionKeyValue if key == {} else key,
+                        response_hook=lambda headers, _: charges.append(headers))
+                except CosmosResourceNotFoundError:
+                    return
+                finally:
+                    self.stats.ru += sum(_charge(h) or 0.0 for h in charges)
+            found[index] = jsoncodec.canonical(strip_system(current)) == jsoncodec.canonical(document)
+
+        async with anyio.create_task_group() as group:
+            for index, document in enumerate(documents):
+                group.start_soon(check, index, document)
+        return found
 
     async def flush(self) -> dict[str, Any]:
         return {}  # every acknowledged upsert is already durable

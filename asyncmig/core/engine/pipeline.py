@@ -31,6 +31,7 @@ when the source can give one (:attr:`RangeState.bulk_read`, :attr:`RangeState.bu
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -47,11 +48,14 @@ from asyncmig.core.engine.checkpoint import Checkpoint, CommitTracker, RangeStat
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.journal import Journal, discard_all, replay
 from asyncmig.core.engine.ordering import VersionGate, document_version
-from asyncmig.core.engine.sink import DeletingSink, Rejection, Sink, WriteUnit
+from asyncmig.core.engine.sink import CheckingSink, DeletingSink, Rejection, Sink, WriteOutcome, WriteUnit
 from asyncmig.core.engine.source import CountsPartitions, Source, SourcePage
 from asyncmig.core.engine.transform import IDENTITY, Document, Rejected, Routed, Transform
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.errors import AsyncmigError, Interrupted, UsageError, raise_first
+from asyncmig.redaction import redact
+
+log = logging.getLogger(__name__)
 
 _Work = tuple[str, int, WriteUnit]  # (source range key, page id, unit)
 _Gated = tuple[tuple[str, Any, str, Any], int]  # (target, target id, source pk, source id), version
@@ -161,6 +165,8 @@ class Pipeline:
         self._registered: dict[str, int] = {}  # range -> pages registered so far
         self._ahead: dict[str, dict[int, list[str]]] = {}  # range -> page -> keys written, uncommitted
         self._skip: dict[str, set[str]] = {}  # range -> keys a previous run already wrote
+        self._unsure: dict[str, set[str]] = {}  # range -> keys a killed run sent but never saw written
+        self._sending: dict[int, tuple[str, list[str]]] = {}  # id(unit in flight) -> (range, its keys)
         self._written = 0  # documents the sink acknowledged in this run
         self._skipped = 0  # documents an earlier run wrote that this run did not write again
         self._recovered = 0  # writes of a killed run that only its journal recorded
@@ -193,13 +199,15 @@ class Pipeline:
                 state.done = False
         pending = [k for k, s in self.checkpoint.ranges.items() if not s.done]
         durable = self.sink.durable_writes
-        replayed = replay(self.checkpoint_path, self.checkpoint.journal) if durable else {}
+        replayed = replay(self.checkpoint_path, self.checkpoint.journal) if durable else None
         for key in pending:
             state = self.checkpoint.ranges[key]
             self.trackers[key] = CommitTracker(state.position, committed=state.read)
-            journaled = replayed.get(key, set()) - set(state.written_ahead)
+            written = replayed.written.get(key, set()) if replayed else set()
+            journaled = written - set(state.written_ahead)
             self._recovered += len(journaled)
             self._skip[key] = set(state.written_ahead) | journaled
+            self._unsure[key] = (replayed.sent.get(key, set()) if replayed else set()) - self._skip[key]
             self._ahead[key] = {}
             self._registered[key] = 0
         self._journal = Journal(self.checkpoint_path, self.checkpoint.journal, enabled=durable)
@@ -500,8 +508,14 @@ class Pipeline:
                 del work  # an idle writer must not keep its last unit (documents and bytes) alive
 
     async def _write(self, key: str, page_id: int, unit: WriteUnit) -> None:
+        assert self._journal is not None
         try:
-            outcome = await self.sink.write(unit)
+            if await self._already_stored(key, unit):
+                outcome, recovered = WriteOutcome(written=len(unit.documents)), True
+            else:
+                self._journal.record_sent(key, unit.keys)
+                self._sending[id(unit)] = (key, unit.keys)
+                outcome, recovered = await self.sink.write(unit), False
         finally:
             for doc in unit.documents:
                 self._ungate(doc)
@@ -511,12 +525,36 @@ class Pipeline:
         for rejection in outcome.rejected:
             self._dead_letter(key, rejection.document, rejection, unit.target)
         written = [k for d, k in zip(unit.documents, unit.keys, strict=True) if id(d) not in refused]
-        self._written += len(written)
-        assert self._journal is not None
+        if recovered:  # the killed run's write, which the server finished after it died
+            self._recovered += len(written)
+            self._skipped += len(written)
+        else:
+            self._written += len(written)
         self._journal.record(key, written)
+        self._sending.pop(id(unit), None)
         self._ahead[key].setdefault(page_id, []).extend(written)
         self.trackers[key].complete(page_id, len(unit.documents))
         self._units_done(key, page_id, 1)
+
+    async def _already_stored(self, key: str, unit: WriteUnit) -> bool:
+        """Whether a unit a killed run had in flight (sent, never seen written) is already in the
+        target as this write would leave it: then it is not written again. Only whole units are
+        checked (a resumed run cuts the same pages into the same units); a check that fails only
+        means writing them again, which is always safe."""
+        unsure = self._unsure.get(key)
+        if not unsure or unit.delete or not isinstance(self.sink, CheckingSink):
+            return False
+        sent = [k for k in unit.keys if k in unsure]
+        unsure.difference_update(unit.keys)
+        if len(sent) < len(unit.keys):
+            return False
+        try:
+            stored = await self.sink.stored(unit.target, unit.documents)
+        except Exception as exc:  # noqa: BLE001 - a check only: the documents are written again instead
+            log.warning("could not check %d documents a killed run had in flight (%s): writing them again",
+                        len(unit.documents), redact(str(exc)))
+            return False
+        return all(stored)
 
     def _units_done(self, key: str, page_id: int, n: int) -> None:
         """``n`` units of a page are written (or will never be sent); the last one frees its documents."""
@@ -568,6 +606,8 @@ class Pipeline:
             ahead[key] = [k for keys in pages.values() for k in keys]
         assert self._journal is not None
         generation = self._journal.rotate()
+        for key, keys in self._sending.values():  # still in flight: the new generation must know
+            self._journal.record_sent(key, keys)
         self.checkpoint.journal = generation
         self.checkpoint.sink_state = await self.sink.flush()
         self.dead_letters.sync()

@@ -65,6 +65,16 @@ class DeletingSink(Protocol):
         ...
 
 
+@runtime_checkable
+class CheckingSink(Protocol):
+    """A sink that can tell whether documents are already stored as they would be written."""
+
+    async def stored(self, target: str, documents: list[Document]) -> list[bool]:
+        """For each document, whether ``target`` holds it exactly as a write would leave it (asked
+        of the few documents a killed run had sent without seeing them acknowledged)."""
+        ...
+
+
 class Sink(Protocol):
     description: str
     stats: SinkStatistics
