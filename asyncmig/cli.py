@@ -9,7 +9,6 @@ documents; 8 validation failed; 74 a local file could not be written; 75 persist
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import shlex
 import signal
@@ -556,21 +555,6 @@ async def _run(handler: Callable[[argparse.Namespace, anyio.Event], Awaitable[in
         code = await handler(args, stop)
         tg.cancel_scope.cancel()
     return code
-
-
-def console() -> int:
-    """The ``asyncmig`` command (and ``python -m asyncmig``): :func:`main` in a process of its own,
-    whose garbage collector is tuned for a copy first.
-
-    A copy allocates millions of short-lived containers (parsed documents) that reference counting
-    frees; at the collector's default (a young collection every 700 allocations) it still walked them
-    ~45 times per 6,514 vector documents, with a full collection over everything imported: 0.045 s,
-    ~5 % of such a copy's CPU. Objects made at start-up are frozen out of every collection and young
-    collections wait for 20,000 allocations (cyclic garbage is still collected, later).
-    """
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)
-    return main()
 
 
 def main(argv: list[str] | None = None) -> int:
