@@ -33,7 +33,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.engine.transform import SYSTEM_PROPERTIES, Document, Rejected, Routed, Transform
+from asyncmig.core.engine.transform import (
+    SYSTEM_PROPERTIES,
+    Document,
+    Rejected,
+    Routed,
+    Transform,
+    strip_system,
+)
 from asyncmig.vimarsh.plan import (
     PERSONALITY_VECTORS,
     SOURCE_ACTIVITY,
@@ -505,7 +512,7 @@ def transform_user(doc: Document) -> Routed:
     Applying it twice gives the same document, so a resumed run is harmless.
     """
     doc_id = _require_id(doc, USERS_CONTAINER)
-    out = {k: v for k, v in doc.items() if k not in SYSTEM_PROPERTIES}
+    out = strip_system(doc)
     if "user_id" not in out:
         out["user_id"] = doc_id
     for key, value in USER_ADDITIONS:
