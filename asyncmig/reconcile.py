@@ -12,11 +12,10 @@ one re-created in between is left alone. Memory: one (id, partition key) pair pe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 from azure.cosmos.partition_key import NonePartitionKeyValue
@@ -24,7 +23,7 @@ from azure.cosmos.partition_key import NonePartitionKeyValue
 from asyncmig.copy import ContainerRef
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container
-from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.retry import classify, retrying
 
 _Key = tuple[str, bytes]  # (id, the partition key values as canonical JSON)
 _SAMPLE = 20
@@ -68,19 +67,13 @@ async def _keys(container: ContainerProxy, paths: list[str]) -> AsyncIterator[tu
             yield (str(row["id"]), jsoncodec.canonical(values)), values
 
 
-async def _retrying(what: str, operation: Callable[[], Any]) -> Any:
-    backoff = Backoff()
-    while True:
-        try:
-            return await operation()
-        except CosmosResourceNotFoundError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-            failure = classify(exc)
-            delay = backoff.next_delay(failure) if failure.retryable else None
-            if delay is None:
-                raise failure.as_error(what) from exc
-            await anyio.sleep(delay)
+async def _found(operation: Callable[[], Awaitable[Any]]) -> bool:
+    """Run one point operation; False when it answered 404 (no such document)."""
+    try:
+        await operation()
+    except CosmosResourceNotFoundError:
+        return False
+    return True
 
 
 def _key_argument(values: list[Any]) -> Any:
@@ -126,14 +119,11 @@ async def _delete_orphan(
     source: ContainerProxy, target: ContainerProxy, doc_id: str, key: Any, result: ReconcileResult
 ) -> None:
     """Delete one orphan unless its source document exists again (checked right before)."""
-    try:
-        await _retrying(f"reading {doc_id!r} at the source", lambda: source.read_item(doc_id, partition_key=key))
+    if await retrying(lambda: _found(lambda: source.read_item(doc_id, partition_key=key)),
+                      what=f"reading {doc_id!r} at the source"):
         result.kept += 1
         return
-    except CosmosResourceNotFoundError:
-        pass
-    try:
-        await _retrying(f"deleting {doc_id!r} from the target", lambda: target.delete_item(doc_id, partition_key=key))
-    except CosmosResourceNotFoundError:
-        pass  # already gone: what was wanted
+    # A 404 here: already gone, which is what was wanted.
+    await retrying(lambda: _found(lambda: target.delete_item(doc_id, partition_key=key)),
+                   what=f"deleting {doc_id!r} from the target")
     result.deleted += 1

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 from azure.core import MatchConditions
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import Backoff, classify
+from asyncmig.core.cosmos.retry import retrying
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.digest import document_digest
 from asyncmig.core.engine.transform import Document, strip_system
@@ -94,20 +93,15 @@ async def _index_backup(path: Path, definition: Mapping[str, Any]) -> dict[_Key,
 
 async def _replace_if_unchanged(container: ContainerProxy, current: Document, body: Document) -> bool:
     """Replace ``current`` by ``body`` unless it changed since it was read; False when it did."""
-    backoff = Backoff()
-    while True:
+    async def replace() -> bool:
         try:
             await container.replace_item(current["id"], body, etag=current["_etag"],
                                          match_condition=MatchConditions.IfNotModified)
-            return True
         except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
             return False  # written or deleted meanwhile: the newer data wins
-        except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-            failure = classify(exc)
-            delay = backoff.next_delay(failure) if failure.retryable else None
-            if delay is None:
-                raise failure.as_error(f"rolling back users document {current['id']!r}") from exc
-            await anyio.sleep(delay)
+        return True
+
+    return await retrying(replace, what=f"rolling back users document {current['id']!r}")
 
 
 async def revert_users(

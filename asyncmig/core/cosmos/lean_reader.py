@@ -53,7 +53,7 @@ from azure.cosmos._routing.routing_range import Range
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.cosmos.transport import (
     Authorizer,
     CosmosHttpError,
@@ -383,9 +383,7 @@ class LeanChangeFeed:
         """Wait out a retryable failure, or raise. After a split the routing map is read again, and
         the sub-range is retried at once when it now maps elsewhere (while a split is still
         completing, the map is unchanged and the wait applies)."""
-        delay = backoff.next_delay(failure) if failure.retryable else None
-        if delay is None:
-            raise failure.as_error(context) from exc
+        delay = await wait_to_retry(backoff, failure, what=context, sleep=False, cause=exc)
         if isinstance(exc, CosmosHttpError) and exc.status == 410 and exc.sub_status in _SPLIT_SUB_STATUSES:
             before = self._routing.overlapping(cursor.low, cursor.high)
             await self._routing.refresh(transport, self.link, self.rid, self._routing.generation)

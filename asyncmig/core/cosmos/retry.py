@@ -378,19 +378,25 @@ class Backoff:
         raise ValueError(f"a {failure.kind} failure must not be retried ({failure.reason})")
 
 
-async def wait_to_retry(backoff: Backoff, failure: Failure, *, what: str, sleep: bool = True) -> None:
+async def wait_to_retry(backoff: Backoff, failure: Failure, *, what: str, sleep: bool = True,
+                        cause: BaseException | None = None) -> float:
     """Wait out ``failure`` before the next attempt, or raise the error that ends the run.
 
     :param what: names the operation in the error, e.g. ``"reading users"``.
-    :param sleep: False when something else already does the waiting (a partition gate's pause
-        after a 429).
+    :param sleep: False when something else does the waiting (a partition gate's pause after a 429,
+        or the caller, which may find it need not wait): the delay is returned either way.
+    :param cause: the exception ``failure`` was classified from; the error is raised from it.
     :raises AsyncmigError: ``failure.as_error(what)`` when it must not be retried or retries are spent.
     """
     delay = backoff.next_delay(failure) if failure.retryable else None
     if delay is None:
-        raise failure.as_error(what)
+        error = failure.as_error(what)
+        if cause is not None:
+            raise error from cause
+        raise error
     if sleep:
         await anyio.sleep(delay)
+    return delay
 
 
 async def retrying(
@@ -409,10 +415,7 @@ async def retrying(
         try:
             return await operation()
         except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-            try:
-                await wait_to_retry(backoff, classify(exc), what=what)
-            except AsyncmigError as error:
-                raise error from exc
+            await wait_to_retry(backoff, classify(exc), what=what, cause=exc)
         if before_retry is not None:
             before_retry()
 

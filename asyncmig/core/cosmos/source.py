@@ -13,7 +13,7 @@ from azure.cosmos.aio import ContainerProxy
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, ReadPath, chosen_read_path, sdk_client_authorizer
 from asyncmig.core.cosmos.partition_keys import partition_key_values
-from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify
+from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify, wait_to_retry
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 from asyncmig.errors import raise_first
@@ -162,11 +162,8 @@ class CosmosSource:
                 except StopAsyncIteration:
                     break
                 except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
-                    failure = classify(exc)
-                    delay = backoff.next_delay(failure) if failure.retryable else None
-                    if delay is None:
-                        raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                    await anyio.sleep(delay)
+                    await wait_to_retry(backoff, classify(exc), what=f"reading {self.description} {range_key(partition)}",
+                                        cause=exc)
                     pager = self._pager(partition, token, responses)  # resume after the last page handed out
                     pages = pager.__aiter__()
                     continue
@@ -241,10 +238,8 @@ class CosmosSource:
                                     self.description, failure.reason)
                     self.deletes_available = False
                     return None
-                delay = backoff.next_delay(failure) if failure.retryable else None
-                if delay is None:
-                    raise failure.as_error(f"reading {self.description} {range_key(partition)}") from exc
-                await anyio.sleep(delay)
+                await wait_to_retry(backoff, failure, what=f"reading {self.description} {range_key(partition)}",
+                                    cause=exc)
 
     def _now_pager(self, feed_range: Any, responses: _Responses) -> Any:
         return self.container.query_items_change_feed(
