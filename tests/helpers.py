@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 from asyncmig.emulator import process
@@ -21,6 +25,16 @@ class EmulatorProcess(process.EmulatorProcess):
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
+
+
+def run_asyncmig(connection_string: str | None, cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m asyncmig ARGS`` as a user runs it: in ``cwd``, against ``connection_string`` (None:
+    without one in the environment), no stdin, output captured, killed after ``timeout`` seconds."""
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_COSMOS_CONNECTION_STRING"}
+    if connection_string is not None:
+        env["AZURE_COSMOS_CONNECTION_STRING"] = connection_string
+    return subprocess.run([sys.executable, "-m", "asyncmig", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def unique(prefix: str) -> str:

@@ -15,17 +15,13 @@ from azure.cosmos.aio import DatabaseProxy
 from asyncmig.emulator import WELL_KNOWN_KEY
 from tests.conftest import Cosmos
 from tests.core.support import contents, run_copier, seed
-from tests.helpers import unique
+from tests.helpers import run_asyncmig, unique
 
 TIMEOUT_S = 120
 
 
 def _asyncmig(connection: str | None, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AZURE_COSMOS_CONNECTION_STRING"}
-    if connection is not None:
-        env["AZURE_COSMOS_CONNECTION_STRING"] = connection
-    return subprocess.run([sys.executable, "-m", "asyncmig", *args, "--no-progress"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return run_asyncmig(connection, cwd, *args, "--no-progress", timeout=TIMEOUT_S)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:

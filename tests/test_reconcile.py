@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from azure.cosmos import PartitionKey
@@ -13,13 +11,11 @@ from azure.cosmos.aio import DatabaseProxy
 
 from tests.conftest import Cosmos
 from tests.core.support import COPIER_TIMEOUT_S, contents, seed
-from tests.helpers import unique
+from tests.helpers import run_asyncmig, unique
 
 
 def _asyncmig(connection_string: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": connection_string}
-    return subprocess.run([sys.executable, "-m", "asyncmig", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=COPIER_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return run_asyncmig(connection_string, cwd, *args, timeout=COPIER_TIMEOUT_S)
 
 
 async def test_reconcile_deletes_only_what_the_source_no_longer_has(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, run_asyncmig
 
 VECTORS = 300
 DIMENSIONS = 16
@@ -44,8 +44,7 @@ def _env(emulator: EmulatorProcess) -> dict[str, str]:
 
 
 def cli(emulator: EmulatorProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "asyncmig", *args, "--no-progress"], cwd=cwd, env=_env(emulator),
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return run_asyncmig(emulator.connection_string, cwd, *args, "--no-progress", timeout=RUN_TIMEOUT_S)
 
 
 def start_run(emulator: EmulatorProcess, cwd: Path) -> subprocess.Popen[str]:

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from azure.cosmos import PartitionKey
 
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, run_asyncmig
 
 TIMEOUT_S = 180
 
 
 def _cli(emulator: EmulatorProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": emulator.connection_string}
-    return subprocess.run([sys.executable, "-m", "asyncmig", *args, "--no-progress"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return run_asyncmig(emulator.connection_string, cwd, *args, "--no-progress", timeout=TIMEOUT_S)
 
 
 async def test_a_container_with_another_partition_key_stops_the_run_before_data_moves(tmp_path: Path) -> None:

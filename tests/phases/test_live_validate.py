@@ -4,27 +4,14 @@ a real difference, and validation reads its sources by query rather than the cop
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
-from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
 from asyncmig.errors import ValidationFailed
 from asyncmig.phases.context import PhaseContext
 from asyncmig.phases.validate import LiveSource, validate
 from asyncmig.vimarsh import plan
-from tests.conftest import Cosmos
-from tests.phases.migrated import MigratedLayout, build, context
-
-
-@pytest.fixture
-async def layout(database: DatabaseProxy, tmp_path: Path) -> MigratedLayout:
-    return await build(database, tmp_path / "backup_20250805_120000")
-
-
-@pytest.fixture
-def ctx(cosmos: Cosmos, client: CosmosClient, layout: MigratedLayout, tmp_path: Path) -> PhaseContext:
-    return context(client, cosmos.connection_string, layout, tmp_path)
+from tests.phases.migrated import MigratedLayout
 
 
 async def test_a_copy_older_than_its_source_is_named_apart_from_a_real_difference(

@@ -15,7 +15,7 @@ import pytest
 from azure.cosmos.aio import CosmosClient
 
 from tests.core.support import writes_to
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, run_asyncmig
 
 pytestmark = pytest.mark.timeout(600)
 VECTORS = 400
@@ -24,24 +24,13 @@ TIMEOUT_S = 300
 
 
 def _cli(emulator: EmulatorProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AZURE_COSMOS_CONNECTION_STRING": emulator.connection_string}
-    return subprocess.run([sys.executable, "-m", "asyncmig", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return run_asyncmig(emulator.connection_string, cwd, *args, timeout=TIMEOUT_S)
 
 
 def _seed(emulator: EmulatorProcess, cwd: Path) -> None:
     seeded = _cli(emulator, cwd, "seed-demo", "--vectors", str(VECTORS), "--dimensions", str(DIMENSIONS),
                   "--no-progress")
     assert seeded.returncode == 0, seeded.stderr
-
-
-@pytest.fixture
-def emulator(tmp_path: Path):  # noqa: ANN201
-    process = EmulatorProcess("--latency-ms", "1", data_dir=tmp_path / "emulator").start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 async def test_full_run_validates_with_the_planned_layout(emulator: EmulatorProcess, tmp_path: Path) -> None:

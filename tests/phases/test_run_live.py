@@ -30,7 +30,7 @@ from asyncmig.vimarsh.plan import (
     SOURCE_VECTORS,
     USER_SESSIONS,
 )
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, run_asyncmig
 from tests.live_writer import start_writer, stop_writer
 
 pytestmark = pytest.mark.timeout(600)
@@ -42,8 +42,7 @@ def _env(emulator: EmulatorProcess) -> dict[str, str]:
 
 
 def _cli(emulator: EmulatorProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "asyncmig", *args], cwd=cwd, env=_env(emulator), capture_output=True,
-                          text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return run_asyncmig(emulator.connection_string, cwd, *args, timeout=TIMEOUT_S)
 
 
 def _requests(emulator: EmulatorProcess) -> int:
@@ -87,15 +86,6 @@ def live_run(emulator: EmulatorProcess, cwd: Path, *, seed: int, deletes: bool =
         assert cut.returncode == 0, cut.stderr
     out, err = run.communicate(timeout=TIMEOUT_S)
     return subprocess.CompletedProcess(run.args, run.returncode, out, err), counts
-
-
-@pytest.fixture
-def emulator(tmp_path: Path):  # noqa: ANN201
-    process = EmulatorProcess("--latency-ms", "1", data_dir=tmp_path / "emulator").start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 async def test_run_live_follows_a_writing_application_until_cutover(emulator: EmulatorProcess, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import CosmosClient, DatabaseProxy
+from azure.cosmos.aio import CosmosClient
 
 from asyncmig.core.engine.deadletter import DeadLetterFile
 from asyncmig.core.engine.transform import strip_system
@@ -27,17 +27,7 @@ from asyncmig.phases.validate import _Expectations, validate
 from asyncmig.phases.validation_report import MappingCheck, ValidationMismatch
 from asyncmig.vimarsh import plan, transforms
 from tests.conftest import Cosmos
-from tests.phases.migrated import DIMENSIONS, MigratedLayout, build, context, first_with
-
-
-@pytest.fixture
-async def layout(database: DatabaseProxy, tmp_path: Path) -> MigratedLayout:
-    return await build(database, tmp_path / "backup_20250805_120000")
-
-
-@pytest.fixture
-def ctx(cosmos: Cosmos, client: CosmosClient, layout: MigratedLayout, tmp_path: Path) -> PhaseContext:
-    return context(client, cosmos.connection_string, layout, tmp_path)
+from tests.phases.migrated import DIMENSIONS, MigratedLayout, context, first_with
 
 
 def _row(report: dict[str, Any], container: str) -> dict[str, Any]:
