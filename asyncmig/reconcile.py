@@ -18,11 +18,11 @@ from typing import Any
 
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
-from azure.cosmos.partition_key import NonePartitionKeyValue
 
 from asyncmig.copy import ContainerRef
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.connect import cosmos_client, existing_container
+from asyncmig.core.cosmos.partition_keys import sdk_partition_key
 from asyncmig.core.cosmos.retry import classify, retrying
 
 _Key = tuple[str, bytes]  # (id, the partition key values as canonical JSON)
@@ -76,12 +76,6 @@ async def _found(operation: Callable[[], Awaitable[Any]]) -> bool:
     return True
 
 
-def _key_argument(values: list[Any]) -> Any:
-    if values == [{}]:
-        return NonePartitionKeyValue
-    return values[0] if len(values) == 1 else values
-
-
 async def reconcile(
     source: ContainerRef, target: ContainerRef, *, dry_run: bool, insecure: bool = False
 ) -> ReconcileResult:
@@ -111,7 +105,7 @@ async def reconcile(
                 result.sample.append({"id": doc_id, "partition_key": values})
             if dry_run:
                 continue
-            await _delete_orphan(source_container, target_container, doc_id, _key_argument(values), result)
+            await _delete_orphan(source_container, target_container, doc_id, sdk_partition_key(values), result)
     return result
 
 

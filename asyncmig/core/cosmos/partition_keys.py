@@ -52,6 +52,17 @@ def partition_key_object(definition: dict[str, Any]) -> PartitionKey:
     )
 
 
+def sdk_partition_key(values: list[Any]) -> Any:
+    """The ``partition_key`` argument of the SDK's point and batch operations for a key's values
+    (:func:`partition_key_values`): the value of a single path, the list of a hierarchical key, the
+    SDK's ``NonePartitionKeyValue`` for an undefined one."""
+    if values == [{}]:
+        from azure.cosmos.partition_key import NonePartitionKeyValue
+
+        return NonePartitionKeyValue
+    return values[0] if len(values) == 1 else values
+
+
 def effective_partition_key(definition: dict[str, Any], values: list[Any]) -> str:
     """EPK of a partition key value list (the JSON array of the ``x-ms-documentdb-partitionkey`` header)."""
     if values == []:

@@ -32,7 +32,6 @@ from typing import Any, Literal, Self
 import anyio
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
-from azure.cosmos.partition_key import NonePartitionKeyValue
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
@@ -48,6 +47,7 @@ from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
     partition_key_problem,
     partition_key_values,
+    sdk_partition_key,
 )
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.cosmos.transport import CosmosHttpError
@@ -316,7 +316,7 @@ class CosmosSink:
             if len(members) == 1 or not values or {} in values:  # alone, or an empty/undefined key: single upserts
                 units.extend(WriteUnit(target, lane, [doc], encoded=[encoded]) for doc, encoded in members)
                 continue
-            shared = values[0] if len(values) == 1 else values
+            shared = sdk_partition_key(values)
             chunk: list[Document] = []
             chunk_encoded: list[bytes] = []
             chunk_bytes = 0
@@ -341,7 +341,7 @@ class CosmosSink:
                 continue
             values = partition_key_values(spec.definition, doc)
             lane = spec.lane(target, effective_partition_key(spec.definition, values))
-            units.append(WriteUnit(target, lane, [doc], values[0] if len(values) == 1 else values, delete=True))
+            units.append(WriteUnit(target, lane, [doc], sdk_partition_key(values), delete=True))
         return units, rejected
 
     async def write(self, unit: WriteUnit) -> WriteOutcome:
@@ -527,14 +527,12 @@ class CosmosSink:
         found = [False] * len(documents)
 
         async def check(index: int, document: Document) -> None:
-            values = partition_key_values(spec.definition, document)
-            key: Any = values[0] if len(values) == 1 else values
+            key = sdk_partition_key(partition_key_values(spec.definition, document))
             charges: list[Mapping[str, Any]] = []
             async with limiter:
                 try:
                     current = await spec.container.read_item(
-                        document["id"], partition_key=NonePartitionKeyValue if key == {} else key,
-                        response_hook=lambda headers, _: charges.append(headers))
+                        document["id"], partition_key=key, response_hook=lambda headers, _: charges.append(headers))
                 except CosmosResourceNotFoundError:
                     return
                 finally:
@@ -592,10 +590,9 @@ async def _send_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Ma
 async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit, options: Mapping[str, Any]) -> float | None:
     """Delete the unit's document; one already gone (404 without a sub-status) counts as deleted."""
     document = unit.documents[0]
-    key = unit.partition_key if unit.partition_key != {} else NonePartitionKeyValue
     seen: list[Any] = []
     try:
-        await container.delete_item(document["id"], partition_key=key,
+        await container.delete_item(document["id"], partition_key=unit.partition_key,
                                     response_hook=lambda headers, _: seen.append(headers), **options)
     except CosmosResourceNotFoundError as exc:
         if getattr(exc, "sub_status", None) not in (None, 0):  # the container itself is missing
