@@ -21,7 +21,8 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import signing
-from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter
+from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter, bulk_operations
+from asyncmig.core.cosmos.partition_keys import effective_partition_key
 from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.cosmos.transport import signed_resource
@@ -373,3 +374,22 @@ def test_signing_is_the_sdks_signing(verb: str, path: str, resource_id: str, res
     signed_type, link = signing.resource_type_and_link([s for s in path.split("/") if s])
     assert signing.authorization(signing.decode_key(key_b64), verb, signed_type, link, date) == \
         quote(expected, safe="-_.!~*'()")
+
+
+@needs_emulator
+async def test_a_bulk_reply_carries_no_documents_and_they_are_stored_exactly(
+    cosmos: Cosmos, database: DatabaseProxy, writer: LeanWriter
+) -> None:
+    """The lean writer's bulk upserts ask for a minimal reply: the results say what happened (status,
+    charge, etag) without echoing the documents, which land byte-exact all the same."""
+    container = await database.create_container(unique("minimal"), partition_key=PartitionKey("/pk"))
+    lean = await _lean(container)
+    documents = [{"id": f"m{i}", "pk": "p", **FRAGILE} for i in range(3)]
+    epk = effective_partition_key((await container.read())["partitionKey"], ["p"])
+    (serving,) = [r for r in await writer.physical_ranges(lean) if r.low <= epk < r.high]
+    reply = await writer.bulk(lean, serving.id, bulk_operations(["p"], [jsoncodec.dumps(d) for d in documents]))
+    assert [r["statusCode"] for r in reply.results] == [201, 201, 201]
+    assert all("resourceBody" not in r and r["eTag"] and r["requestCharge"] > 0 for r in reply.results)
+    for d in documents:
+        stored = jsoncodec.loads(await _raw_document(cosmos, container, d["id"], d["pk"]))
+        assert jsoncodec.canonical(strip_system(stored)) == jsoncodec.canonical(d)
