@@ -23,7 +23,7 @@ import anyio
 
 from asyncmig import __version__
 from asyncmig.connection import AUTH_MODES, CosmosEndpoint, parse_connection_string
-from asyncmig.core.cosmos.leases import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
+from asyncmig.core.cosmos.lease_defaults import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
 from asyncmig.core.engine.pipeline import PipelineOptions
 from asyncmig.core.engine.transform import IDENTITY, load_transform
 from asyncmig.errors import (

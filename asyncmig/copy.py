@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from azure.cosmos.aio import ContainerProxy, DatabaseProxy
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
-from asyncmig.core.cosmos.connect import cosmos_client, existing_container, provisioned_throughput
+from asyncmig.core.cosmos.container import Account, Container, open_container
 from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.cosmos.source import CosmosSource, scan_container
 from asyncmig.core.engine.checkpoint import run_identity
@@ -32,6 +31,9 @@ from asyncmig.core.engine.governor import Governor, budget_from
 from asyncmig.core.engine.pipeline import PipelineOptions, RunStatistics
 from asyncmig.core.engine.transfer import Transfer, run_transfer
 from asyncmig.core.engine.transform import DEFAULT_TARGET, IDENTITY, Transform
+
+if TYPE_CHECKING:
+    from azure.cosmos.aio import DatabaseProxy
 
 
 @dataclass(frozen=True)
@@ -136,34 +138,43 @@ def copy_identity(spec: CopySpec) -> dict[str, Any]:
 class OpenedContainers:
     """A copy's containers, checked to exist, and the RU budget its writes are paced to."""
 
-    source: ContainerProxy
-    targets: dict[str, ContainerProxy]  # by the transform's target name
-    target_database: DatabaseProxy
+    source: Container
+    targets: dict[str, Container]  # by the transform's target name
+    target_account: Account
+    target_database_name: str
     provisioned: float | None
     budget: float | None
     # The single target's own RU/s, which sets each of its ranges' share of the budget (None: several
     # targets, or throughput shared by the database): see :func:`~asyncmig.core.engine.shared_budget.range_share`.
     container_ru: float | None
 
+    async def target_database(self) -> DatabaseProxy:
+        """The target database through the SDK (the lease store's requests are the SDK's)."""
+        return (await self.target_account.sdk_client()).get_database_client(self.target_database_name)
+
 
 @asynccontextmanager
 async def open_containers(spec: CopySpec) -> AsyncIterator[OpenedContainers]:
-    """Connect to both accounts, check the containers and read the target's throughput.
+    """Reach both accounts, check the containers and read the target's throughput; all over the
+    lean transport (the SDK is loaded only if the copy needs a request that only it sends).
 
     :raises ResourceMissing: a database or container does not exist.
     :raises AsyncmigError: connection and authentication problems.
     """
-    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
-            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
-        source = await existing_container(source_client, spec.source.database, spec.source.container, role="source")
-        targets: dict[str, ContainerProxy] = {}
+    async with Account(spec.source.endpoint, insecure=spec.insecure) as source_account, \
+            Account(spec.target.endpoint, insecure=spec.insecure) as target_account:
+        source, _ = await open_container(source_account, spec.source.database, spec.source.container, role="source")
+        targets: dict[str, Container] = {}
+        first: dict[str, Any] | None = None
         for name, container in zip(spec.transform.targets, target_names(spec), strict=True):
-            targets[name] = await existing_container(target_client, spec.target.database, container, role="target")
-        database = target_client.get_database_client(spec.target.database)
-        throughput = await provisioned_throughput(next(iter(targets.values())), database)
+            targets[name], properties = await open_container(target_account, spec.target.database, container,
+                                                             role="target")
+            first = first or properties
+        assert first is not None  # a transform has at least one target
+        throughput = await target_account.provisioned_throughput(first, spec.target.database)
         provisioned = throughput.ru if throughput else None
         container_ru = provisioned if throughput and throughput.dedicated and len(targets) == 1 else None
-        yield OpenedContainers(source, targets, database, provisioned,
+        yield OpenedContainers(source, targets, target_account, spec.target.database, provisioned,
                                budget_from(provisioned, spec.ru_budget, spec.ru_fraction), container_ru)
 
 
@@ -229,20 +240,14 @@ class DryRun:
 
 async def dry_run(spec: CopySpec, sample_pages: int = 4) -> DryRun:
     """Count the source and estimate the write RU and time from sampled document sizes; writes nothing."""
-    async with cosmos_client(spec.source.endpoint, insecure=spec.insecure) as source_client, \
-            cosmos_client(spec.target.endpoint, insecure=spec.insecure) as target_client:
-        container = await existing_container(source_client, spec.source.database, spec.source.container, role="source")
-        target = await existing_container(target_client, spec.target.database, spec.target.container, role="target")
-        source = CosmosSource(container, page_size=min(spec.options.page_size, 200))
+    async with open_containers(spec) as opened:
+        source = CosmosSource(opened.source, page_size=min(spec.options.page_size, 200))
         await source.open()
         documents = await source.count() or 0
         sizes: list[int] = []
-        await scan_container(container, lambda page: sizes.extend(len(jsoncodec.dumps(d)) for d in page),
+        await scan_container(opened.source, lambda page: sizes.extend(len(jsoncodec.dumps(d)) for d in page),
                              what=spec.source.container, page_size=source.page_size, ranges=sample_pages,
                              pages_per_range=1)
-        throughput = await provisioned_throughput(target, target_client.get_database_client(spec.target.database))
-    provisioned = throughput.ru if throughput else None
     mean = statistics.fmean(sizes) if sizes else 0.0
     per_write = rucost.write(int(mean), 0) if sizes else 0.0
-    return DryRun(documents, len(sizes), mean, per_write, per_write * documents,
-                  budget_from(provisioned, spec.ru_budget, spec.ru_fraction), provisioned)
+    return DryRun(documents, len(sizes), mean, per_write, per_write * documents, opened.budget, opened.provisioned)

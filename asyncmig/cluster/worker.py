@@ -24,13 +24,8 @@ from pathlib import Path
 import anyio
 
 from asyncmig.copy import CopySpec, copy_identity, open_containers
-from asyncmig.core.cosmos.leases import (
-    DEFAULT_LEASE_CONTAINER,
-    DEFAULT_TTL_SECONDS,
-    Lease,
-    LeaseStore,
-    copy_id,
-)
+from asyncmig.core.cosmos.lease_defaults import DEFAULT_LEASE_CONTAINER, DEFAULT_TTL_SECONDS
+from asyncmig.core.cosmos.leases import Lease, LeaseStore, copy_id
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import Checkpoint, RangeState
@@ -114,7 +109,7 @@ class LeasedWorker:
         identity = copy_identity(spec)
         self._cpu_started = time.process_time()
         async with open_containers(spec) as opened:
-            leases = LeaseStore(await LeaseStore.ensure_container(opened.target_database, self.options.container),
+            leases = LeaseStore(await LeaseStore.ensure_container(await opened.target_database(), self.options.container),
                                 copy_id(identity), self.owner, ttl_seconds=self.options.ttl_seconds)
             source = CosmosSource(opened.source, page_size=spec.options.page_size,
                                   what=f"{spec.source.database}/{spec.source.container}",

@@ -19,8 +19,8 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from asyncmig.cli import _politeness
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.connect import cosmos_client_kwargs
 from asyncmig.core.cosmos.lean_writer import bulk_operations
-from asyncmig.core.cosmos.retry import cosmos_client_kwargs
 from asyncmig.core.cosmos.sink import CosmosSink, Politeness
 from asyncmig.core.engine.governor import Governor
 from asyncmig.core.engine.sink import WriteOutcome, WriteUnit

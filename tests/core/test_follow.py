@@ -20,6 +20,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
+from asyncmig.core.cosmos.container import Container
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.engine.checkpoint import Checkpoint
 from asyncmig.core.engine.deadletter import DeadLetterFile
@@ -79,11 +80,12 @@ class FlakySource(CosmosSource):
     """The Cosmos source's reading loop over :class:`FlakyPager` instead of the SDK's pager."""
 
     def __init__(self, documents: list[Document]) -> None:
-        super().__init__(cast(ContainerProxy, None), page_size=1, what="flaky")
+        # A stand-in for the SDK proxy: the pagers below never use it.
+        super().__init__(Container("db", "flaky", proxy=cast(ContainerProxy, object())), page_size=1, what="flaky")
         self.documents = documents
         self.requests = [0]
 
-    def _pager(self, feed_range: Any, position: str | None, responses: Any) -> Any:
+    def _pager(self, proxy: Any, feed_range: Any, position: str | None, responses: Any) -> Any:
         return FlakyPager(self.documents, int(position or 0), self.requests)
 
 
@@ -116,7 +118,7 @@ class EarlyEndPager(FlakyPager):
 
 
 class EarlyEndSource(FlakySource):
-    def _pager(self, feed_range: Any, position: str | None, responses: Any) -> Any:
+    def _pager(self, proxy: Any, feed_range: Any, position: str | None, responses: Any) -> Any:
         return EarlyEndPager(self.documents, int(position or 0), self.requests)
 
 
@@ -130,7 +132,7 @@ async def test_a_pass_is_not_over_when_the_sdk_stops_at_an_empty_page() -> None:
 class NoDeletesSource(FlakySource):
     """An account without the all-versions-and-deletes change feed: asking for it answers 400."""
 
-    def _now_pager(self, feed_range: Any, responses: Any) -> Any:
+    def _now_pager(self, proxy: Any, feed_range: Any, responses: Any) -> Any:
         raise CosmosHttpResponseError(status_code=400, message="Full fidelity change feed is not enabled")
 
 

@@ -21,9 +21,10 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import signing
+from asyncmig.core.cosmos.connect import cosmos_client_kwargs
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter, bulk_operations
 from asyncmig.core.cosmos.partition_keys import effective_partition_key
-from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.retry import Failure, classify
 from asyncmig.core.cosmos.sink import CosmosSink
 from asyncmig.core.cosmos.transport import signed_resource
 from asyncmig.core.engine.governor import Governor

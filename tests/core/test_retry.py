@@ -19,7 +19,8 @@ from azure.cosmos.exceptions import (
 )
 
 from asyncmig.connection import CosmosEndpoint
-from asyncmig.core.cosmos.retry import Backoff, Failure, classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.connect import cosmos_client_kwargs
+from asyncmig.core.cosmos.retry import Backoff, Failure, classify
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.errors import (

@@ -19,8 +19,9 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.connect import cosmos_client_kwargs
 from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, Mode
-from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.source import CosmosSource
 from asyncmig.core.cosmos.transport import Transport
 from asyncmig.errors import AsyncmigError

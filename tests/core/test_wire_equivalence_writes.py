@@ -33,8 +33,9 @@ from azure.cosmos.aio import CosmosClient, DatabaseProxy
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.connect import cosmos_client_kwargs
 from asyncmig.core.cosmos.lean_writer import LeanContainer, LeanWriter, bulk_operations
-from asyncmig.core.cosmos.retry import Failure, classify, cosmos_client_kwargs
+from asyncmig.core.cosmos.retry import Failure, classify
 from asyncmig.core.cosmos.sink import CosmosSink, operation_failure
 from asyncmig.core.engine.governor import Governor
 from tests.conftest import Cosmos, needs_emulator

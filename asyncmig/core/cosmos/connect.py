@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 from azure.cosmos import ThroughputProperties
+from azure.cosmos._retry_options import RetryOptions
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.documents import ConnectionPolicy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from asyncmig.connection import CosmosEndpoint
-from asyncmig.core.cosmos.retry import classify, cosmos_client_kwargs
+from asyncmig.connection import CosmosEndpoint, tls_verify
+from asyncmig.core.cosmos.container import unreachable
+from asyncmig.core.cosmos.metadata import Throughput
+from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.transport import sdk_credential, sign_in_failed
-from asyncmig.errors import ConnectionFailed, ResourceMissing
-from asyncmig.redaction import redact
+from asyncmig.errors import ResourceMissing
 
 
 @asynccontextmanager
@@ -44,6 +47,19 @@ async def cosmos_client(endpoint: CosmosEndpoint, *, insecure: bool = False) -> 
             await credential.close()
 
 
+def cosmos_client_kwargs(endpoint: CosmosEndpoint, *, insecure: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``azure.cosmos.aio.CosmosClient(endpoint.url, credential=endpoint.key, **kw)``.
+
+    Throttle retries are disabled through a ``ConnectionPolicy`` whose ``RetryOptions`` allow 0
+    attempts (``retry_total=0`` would not do it: the SDK treats 0 as "not given"), so every 429
+    reaches :func:`~asyncmig.core.cosmos.retry.classify`. A new policy object is built per call because the SDK mutates it.
+    """
+    policy = ConnectionPolicy()
+    policy.RetryOptions = RetryOptions(max_retry_attempt_count=0)
+    return {"connection_policy": policy, "connection_verify": tls_verify(endpoint, insecure=insecure)}
+
+
+
 async def _connect(client: CosmosClient, endpoint: CosmosEndpoint) -> None:
     try:
         await client.__aenter__()
@@ -54,10 +70,7 @@ async def _connect(client: CosmosClient, endpoint: CosmosEndpoint) -> None:
         failure = classify(exc)
         if failure.status in (401, 403):
             raise failure.as_error(f"connecting to {endpoint.host}") from None
-        raise ConnectionFailed(redact(
-            f"cannot reach the Cosmos DB account at {endpoint.host}: {failure.reason}; check AccountEndpoint "
-            "in the connection string, the network, and (for the local emulator) that it is running"
-        )) from None
+        raise unreachable(endpoint.host, failure.reason) from None
 
 
 async def existing_container(client: CosmosClient, database: str, container: str, *, role: str) -> ContainerProxy:
@@ -103,14 +116,6 @@ async def read_offer(owner: ContainerProxy | DatabaseProxy) -> tuple[bool, Throu
         if failure.status == 400:
             return False, None
         raise failure.as_error(f"reading the throughput of {owner.id!r}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class Throughput:
-    """Provisioned RU/s (the autoscale maximum when autoscaled), and whose they are."""
-
-    ru: float
-    dedicated: bool  # the container's own; False: its database's, shared with its other containers
 
 
 async def provisioned_throughput(container: ContainerProxy, database: DatabaseProxy) -> Throughput | None:

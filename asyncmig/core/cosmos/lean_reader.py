@@ -48,11 +48,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
-from azure.cosmos._base import GetPathFromLink
-from azure.cosmos._routing.routing_range import Range
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.links import normalized_bounds, parsed_range, path_from_link
+from asyncmig.core.cosmos.metadata import PhysicalRange, read_physical_ranges
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
 from asyncmig.core.cosmos.transport import (
     Authorizer,
@@ -135,10 +135,9 @@ class FeedPosition:
     def beginning(cls, container_rid: str, feed_range: Mapping[str, Any], *, mode: Mode = "LatestVersion",
                   start_from: Start = "Beginning") -> FeedPosition:
         """A new position for ``feed_range`` (a ``read_feed_ranges()`` entry), from the beginning or now."""
-        bounds = Range.ParseFromDict(feed_range["Range"])
-        normal = bounds.to_normalized_range()
-        return cls(container_rid, mode, {"Type": start_from}, {"Range": bounds.to_dict()},
-                   deque([_Cursor(normal.min, normal.max, None)]))
+        low, high = normalized_bounds(feed_range["Range"])
+        return cls(container_rid, mode, {"Type": start_from}, {"Range": parsed_range(feed_range["Range"])},
+                   deque([_Cursor(low, high, None)]))
 
     @classmethod
     def parse(cls, token: str, container_rid: str) -> FeedPosition:
@@ -193,31 +192,24 @@ class FeedPosition:
 
 
 def _cursor(entry: Mapping[str, Any]) -> _Cursor:
-    normal = Range.ParseFromDict(entry["range"]).to_normalized_range()
+    low, high = normalized_bounds(entry["range"])
     etag = entry.get("token")
-    return _Cursor(normal.min, normal.max, None if etag is None else str(etag))
+    return _Cursor(low, high, None if etag is None else str(etag))
 
 
 # --------------------------------------------------------------------------------------------
 # Routing: which physical range holds a sub-range
 
 
-@dataclass(frozen=True, slots=True)
-class _PhysicalRange:
-    id: str
-    low: str
-    high: str
-
-
 class _RoutingMap:
     """The container's current partition key ranges, reloaded when a split is reported."""
 
     def __init__(self) -> None:
-        self.ranges: list[_PhysicalRange] = []
+        self.ranges: list[PhysicalRange] = []
         self.generation = 0
         self._lock = anyio.Lock()
 
-    def overlapping(self, low: str, high: str) -> list[_PhysicalRange]:
+    def overlapping(self, low: str, high: str) -> list[PhysicalRange]:
         return [r for r in self.ranges if r.low < high and low < r.high]
 
     async def refresh(self, transport: Transport, link: str, rid: str, seen: int) -> None:
@@ -225,31 +217,8 @@ class _RoutingMap:
         async with self._lock:
             if self.generation != seen:
                 return
-            self.ranges = await _read_ranges(transport, link, rid)
+            self.ranges = await read_physical_ranges(transport, link, rid)
             self.generation += 1
-
-
-async def _read_ranges(transport: Transport, link: str, rid: str) -> list[_PhysicalRange]:
-    """The live partition key ranges: the pkranges feed drained until it answers 304, as the SDK
-    reads it; ranges named as another's parent (split away) are dropped."""
-    path = GetPathFromLink(link, "pkranges")
-    headers = {"A-IM": "Incremental Feed", "x-ms-max-item-count": "-1", "x-ms-cosmos-intended-collection-rid": rid}
-    found: dict[str, dict[str, Any]] = {}
-    while True:
-        reply = await transport.request("GET", path, headers)
-        if reply.status == _NOT_MODIFIED:
-            break
-        if not reply.ok:
-            raise reply.error()
-        for entry in jsoncodec.loads(reply.body).get("PartitionKeyRanges", []):
-            found[str(entry["id"])] = entry
-        etag = reply.headers.get("etag")
-        if etag is None or etag == headers.get("If-None-Match"):
-            break
-        headers = {**headers, "If-None-Match": etag}
-    gone = {str(parent) for entry in found.values() for parent in entry.get("parents") or ()}
-    return sorted((_PhysicalRange(key, str(e["minInclusive"]).upper(), str(e["maxExclusive"]).upper())
-                   for key, e in found.items() if key not in gone), key=lambda r: r.low)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +253,7 @@ class LeanChangeFeed:
         self.mode: Mode = mode
         self.start: Start = start
         self._on_charge = on_charge
-        self._path = GetPathFromLink(link, "docs")
+        self._path = path_from_link(link, "docs")
         self._routing = _RoutingMap()
 
     def _transport(self) -> Transport:
@@ -304,6 +273,34 @@ class LeanChangeFeed:
         try:
             async for page in self._read(transport, state, position, what or self.link):
                 yield page
+        finally:
+            with anyio.CancelScope(shield=True):
+                await transport.close()
+
+    async def now(self, feed_range: Mapping[str, Any]) -> str:
+        """The position of "now" for ``feed_range`` in this reader's mode: one read per sub-range from
+        ``*``, answered 304 with the etag to go on from, as the SDK keeps it after its first read from
+        now. Not retried here.
+
+        :raises CosmosHttpError: the account refused (400: it does not offer the mode).
+        """
+        state = FeedPosition.beginning(self.rid, feed_range, mode=self.mode, start_from="Now")
+        transport = self._transport()
+        try:
+            asked = 0
+            while asked < len(state.cursors):
+                headers = await self._headers(transport, state)
+                if headers is None:
+                    continue  # split locally: each child is asked in turn
+                reply = await transport.request("GET", self._path, headers)
+                if not reply.ok and reply.status != _NOT_MODIFIED:
+                    raise reply.error()
+                if reply.charge is not None:
+                    self._on_charge(reply.charge)
+                state.current.etag = reply.headers.get("etag") or state.current.etag
+                state.rotate()
+                asked += 1
+            return state.encode()
         finally:
             with anyio.CancelScope(shield=True):
                 await transport.close()
@@ -423,6 +420,8 @@ def sdk_client_authorizer(client_connection: Any) -> tuple[CosmosEndpoint, Autho
         return CosmosEndpoint(url, key), MasterKeyAuthorizer(key), insecure
     if client_connection.aad_credentials is not None:
         scope, overridden = token_scope(url)
-        authorizer = EntraAuthorizer(client_connection.aad_credentials, scope, owned=False, overridden=overridden)
-        return CosmosEndpoint(url), authorizer, insecure
+        endpoint = CosmosEndpoint(url)
+        authorizer = EntraAuthorizer(client_connection.aad_credentials, scope, owned=False, overridden=overridden,
+                                     account=endpoint.host)
+        return endpoint, authorizer, insecure
     return None

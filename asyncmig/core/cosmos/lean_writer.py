@@ -53,10 +53,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from azure.cosmos._base import GetPathFromLink
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.links import path_from_link
+from asyncmig.core.cosmos.metadata import PhysicalRange, read_physical_ranges
 from asyncmig.core.cosmos.transport import Authorizer, CosmosHttpError, Response, Transport
 
 __all__ = ["BulkReply", "LeanContainer", "LeanWriter", "PhysicalRange", "bulk_operations", "partition_key_header"]
@@ -111,16 +112,6 @@ def _operation_results(body: bytes) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class PhysicalRange:
-    """A target physical range as the service names it: ``id`` addresses a bulk batch to it,
-    ``[low, high)`` is the effective-partition-key interval it serves."""
-
-    id: str
-    low: str
-    high: str
-
-
-@dataclass(frozen=True, slots=True)
 class BulkReply:
     """A bulk batch's answer: the request charge and one result per operation, in order (each a
     dict with ``statusCode``, maybe ``subStatusCode``, ``requestCharge``, ``retryAfterMilliseconds``)."""
@@ -148,8 +139,8 @@ class LeanContainer:
     path: str = field(init=False)
 
     def __post_init__(self) -> None:
-        # The SDK's own path builder: names quoted with '/' safe, left alone for RID-like links.
-        self.path = GetPathFromLink(self.link, "docs")
+        # The SDK's path rule: names quoted with "/" safe, left alone for RID-like links.
+        self.path = path_from_link(self.link, "docs")
 
 
 class LeanWriter:
@@ -194,23 +185,8 @@ class LeanWriter:
         return BulkReply(response.charge, results, response.headers)
 
     async def physical_ranges(self, container: LeanContainer) -> list[PhysicalRange]:
-        """The container's current physical ranges, read from its partition key ranges feed (ranges
-        that were split away, listed as a newer range's parent, are left out)."""
-        path = container.path[: -len("docs/")] + "pkranges/"
-        found: list[dict[str, Any]] = []
-        continuation: str | None = None
-        while True:
-            headers = {"x-ms-continuation": continuation} if continuation else {}
-            response = await self._transport.request("GET", path, headers)
-            if not response.ok:
-                raise response.error()
-            found += jsoncodec.loads(response.body).get("PartitionKeyRanges", [])
-            continuation = response.headers.get("x-ms-continuation")
-            if not continuation:
-                break
-        gone = {parent for r in found for parent in r.get("parents") or ()}
-        return sorted((PhysicalRange(str(r["id"]), r["minInclusive"], r["maxExclusive"])
-                       for r in found if r["id"] not in gone), key=lambda r: r.low)
+        """The container's current physical ranges (see :func:`~asyncmig.core.cosmos.metadata.read_physical_ranges`)."""
+        return await read_physical_ranges(self._transport, container.link)
 
     async def upsert_batch(
         self, container: LeanContainer, partition_key: Sequence[Any], documents: Sequence[bytes]

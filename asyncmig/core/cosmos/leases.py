@@ -40,12 +40,10 @@ from azure.cosmos.exceptions import (
 )
 
 from asyncmig.core import jsoncodec
+from asyncmig.core.cosmos.lease_defaults import DEFAULT_TTL_SECONDS
 from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.engine.checkpoint import RangeState
 from asyncmig.errors import LeaseLost
-
-DEFAULT_LEASE_CONTAINER = "asyncmig-leases"
-DEFAULT_TTL_SECONDS = 30.0
 
 
 def copy_id(identity: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """What to retry, how long to wait, and an SDK client that leaves retrying to us.
 
-The SDK's own throttle retries are switched off (:func:`cosmos_client_kwargs`): it would sleep
+The SDK's own throttle retries are switched off (:func:`asyncmig.core.cosmos.connect.cosmos_client_kwargs`): it would sleep
 inside a request while holding a partition slot, hide the 429s the governor needs to see, and give
 up after 9 tries / 30 s. :func:`classify` sorts every failure into one of five kinds, by HTTP
 status and sub-status (the table ``_RULES``, documented in docs/reliability.md):
@@ -30,12 +30,8 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import anyio
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-from azure.cosmos._retry_options import RetryOptions
-from azure.cosmos.documents import ConnectionPolicy
-from azure.cosmos.exceptions import CosmosClientTimeoutError
 
-from asyncmig.connection import CosmosEndpoint, tls_verify
-from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error
+from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error, sdk_exceptions
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
@@ -50,7 +46,7 @@ from asyncmig.redaction import redact
 from asyncmig.settings import ENV_CONNECTION_STRING
 
 __all__ = [
-    "Backoff", "Failure", "FailureKind", "classify", "cosmos_client_kwargs", "retrying", "wait_to_retry",
+    "Backoff", "Failure", "FailureKind", "classify", "retrying", "wait_to_retry",
 ]
 
 T = TypeVar("T")
@@ -314,8 +310,9 @@ def classify(exc: BaseException, *, document: bool = False) -> Failure:
                             document=document)
     if isinstance(exc, aiohttp.ClientResponseError):
         return _from_status(exc.status, None, exc.headers, exc.message, document=document)
-    if isinstance(exc, ServiceRequestError | ServiceResponseError | CosmosClientTimeoutError
-                  | aiohttp.ClientError | ConnectionError | TimeoutError):
+    sdk = sdk_exceptions()
+    if isinstance(exc, ServiceRequestError | ServiceResponseError | aiohttp.ClientError | ConnectionError
+                  | TimeoutError) or (sdk is not None and isinstance(exc, sdk.CosmosClientTimeoutError)):
         return Failure("transient", None, None, None, None, _reason(type(exc).__name__ + ":", str(exc)))
     if isinstance(exc, Rejected | NonFiniteNumber):
         return Failure("permanent", None, None, None, None, _reason("rejected:", str(exc)))
@@ -418,15 +415,3 @@ async def retrying(
             await wait_to_retry(backoff, classify(exc), what=what, cause=exc)
         if before_retry is not None:
             before_retry()
-
-
-def cosmos_client_kwargs(endpoint: CosmosEndpoint, *, insecure: bool = False) -> dict[str, Any]:
-    """Keyword arguments for ``azure.cosmos.aio.CosmosClient(endpoint.url, credential=endpoint.key, **kw)``.
-
-    Throttle retries are disabled through a ``ConnectionPolicy`` whose ``RetryOptions`` allow 0
-    attempts (``retry_total=0`` would not do it: the SDK treats 0 as "not given"), so every 429
-    reaches :func:`classify`. A new policy object is built per call because the SDK mutates it.
-    """
-    policy = ConnectionPolicy()
-    policy.RetryOptions = RetryOptions(max_retry_attempt_count=0)
-    return {"connection_policy": policy, "connection_verify": tls_verify(endpoint, insecure=insecure)}

@@ -8,8 +8,9 @@ and names with spaces and non-ASCII characters) also guards the lean writer.
 The SDK signs ``verb``, the resource type, the resource link and ``x-ms-date`` (the ``date``
 header is always empty because the SDK never sends one) with HMAC-SHA256 of the base64-decoded
 account key. Which link it signs depends on the path shape and on whether the link is name-based
-or a RID; the SDK's own ``IsNameBased`` decides, including its quirk of treating a database name
-of 8 valid base64 characters as a RID, so this module asks that function instead of re-deriving it.
+or a RID; the SDK's rule, restated in :func:`~asyncmig.core.cosmos.links.is_name_based` (tested
+against the SDK's own), decides, including its quirk of treating a database name of 8 valid base64
+characters as a RID.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from email.utils import formatdate
 from urllib.parse import quote
 
-from azure.cosmos._base import IsNameBased
+from asyncmig.core.cosmos.links import is_name_based
 
 __all__ = ["authorization", "decode_key", "http_date", "resource_type_and_link", "signature"]
 
@@ -57,7 +58,7 @@ def resource_type_and_link(segments: Sequence[str]) -> tuple[str, str]:
         resource_type, link = segments[-2], "/".join(segments)
     else:
         resource_type, link = segments[-1], "/".join(segments[:-1])
-    if link and not IsNameBased(link):
+    if link and not is_name_based(link):
         link = link.split("/")[-1].lower()
     return resource_type, link
 

@@ -27,22 +27,16 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
-from azure.cosmos.aio import ContainerProxy
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import rucost
-from asyncmig.core.cosmos.lean_writer import (
-    BulkReply,
-    LeanContainer,
-    LeanWriter,
-    PhysicalRange,
-    bulk_operations,
-)
+from asyncmig.core.cosmos.container import Container
+from asyncmig.core.cosmos.lean_writer import BulkReply, LeanContainer, LeanWriter, bulk_operations
+from asyncmig.core.cosmos.metadata import PhysicalRange
 from asyncmig.core.cosmos.partition_keys import (
     effective_partition_key,
     partition_key_problem,
@@ -50,11 +44,14 @@ from asyncmig.core.cosmos.partition_keys import (
     sdk_partition_key,
 )
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
-from asyncmig.core.cosmos.transport import CosmosHttpError
+from asyncmig.core.cosmos.transport import CosmosHttpError, as_http_error
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import Document, strip_system
 from asyncmig.errors import UsageError
+
+if TYPE_CHECKING:
+    from azure.cosmos.aio import ContainerProxy
 
 WritePath = Literal["lean", "sdk"]
 # Chooses the write path when the caller does not: an operational escape hatch back to the SDK's
@@ -138,7 +135,7 @@ class _BulkUnit(WriteUnit):
 
 @dataclass(slots=True)
 class _Target:
-    container: ContainerProxy
+    container: Container
     definition: dict[str, Any]
     ranges: list[PhysicalRange]  # ids are empty on the SDK path, which addresses ranges by key
     lean: LeanContainer | None  # how the lean path addresses it; None on the SDK path
@@ -171,7 +168,7 @@ class CosmosSink:
     durable_writes = True  # an acknowledged upsert is durable by itself
 
     def __init__(
-        self, targets: dict[str, ContainerProxy], governor: Governor, *, endpoint: CosmosEndpoint | None = None,
+        self, targets: Mapping[str, Container | ContainerProxy], governor: Governor, *, endpoint: CosmosEndpoint | None = None,
         write_path: WritePath | None = None, insecure: bool = False, batch_bytes: int = DEFAULT_BATCH_BYTES,
         politeness: Politeness | None = None,
     ) -> None:
@@ -183,11 +180,11 @@ class CosmosSink:
         self.write_path: WritePath = "lean" if chosen == "lean" else "sdk"
         self._endpoint = endpoint
         self._insecure = insecure
-        self._containers = targets
+        self._containers = {name: Container.of(container) for name, container in targets.items()}
         self.governor = governor
         self.batch_bytes = batch_bytes
         self.politeness = politeness or Politeness()
-        self.description = ", ".join(c.id for c in targets.values())
+        self.description = ", ".join(c.id for c in self._containers.values())
         self._targets: dict[str, _Target] = {}
         self._writer: LeanWriter | None = None
         self.stats = SinkStatistics()
@@ -205,10 +202,10 @@ class CosmosSink:
         for name, container in self._containers.items():
             try:
                 properties = await container.read()
-                feed = [fr["Range"] async for fr in container.read_feed_ranges(force_refresh=True)]
+                feed = [fr["Range"] for fr in await container.feed_ranges()]
             except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
                 raise classify(exc).as_error(f"opening target container {container.id!r}") from exc
-            address = LeanContainer(container.container_link, properties["_rid"], _rid_reader(container)) if lean else None
+            address = LeanContainer(container.link, properties["_rid"], _rid_reader(container)) if lean else None
             ranges = sorted((PhysicalRange("", r["min"], r["max"]) for r in feed), key=lambda r: r.low)
             self._targets[name] = _Target(container, properties["partitionKey"], ranges, address)
         if lean and self._writer is None:
@@ -506,9 +503,9 @@ class CosmosSink:
     async def _send(self, spec: _Target, unit: WriteUnit) -> float | None:
         """Send one unit's request; returns its charge (None when the response did not say)."""
         if unit.delete:
-            return await _delete_with_sdk(spec.container, unit, self.politeness.sdk_options())
+            return await _delete_with_sdk(await spec.container.sdk(), unit, self.politeness.sdk_options())
         if self._writer is None or spec.lean is None:
-            return await _send_with_sdk(spec.container, unit, self.politeness.sdk_options())
+            return await _send_with_sdk(await spec.container.sdk(), unit, self.politeness.sdk_options())
         encoded = unit.encoded if unit.encoded is not None else [jsoncodec.dumps(d) for d in unit.documents]
         key = partition_key_values(spec.definition, unit.documents[0])
         if unit.batch:
@@ -523,6 +520,7 @@ class CosmosSink:
         :raises Exception: what a read raised other than 404 (the caller writes them instead).
         """
         spec = self._targets[target]
+        proxy = await spec.container.sdk()
         limiter = anyio.CapacityLimiter(DEFAULT_MAX_CONCURRENCY)
         found = [False] * len(documents)
 
@@ -531,10 +529,12 @@ class CosmosSink:
             charges: list[Mapping[str, Any]] = []
             async with limiter:
                 try:
-                    current = await spec.container.read_item(
+                    current = await proxy.read_item(
                         document["id"], partition_key=key, response_hook=lambda headers, _: charges.append(headers))
-                except CosmosResourceNotFoundError:
-                    return
+                except Exception as exc:  # noqa: BLE001 - a missing document is an answer; the rest propagate
+                    if (http := as_http_error(exc)) is not None and http.status == 404:
+                        return
+                    raise
                 finally:
                     self.stats.ru += sum(_charge(h) or 0.0 for h in charges)
             found[index] = jsoncodec.canonical(strip_system(current)) == jsoncodec.canonical(document)
@@ -594,10 +594,11 @@ async def _delete_with_sdk(container: ContainerProxy, unit: WriteUnit, options: 
     try:
         await container.delete_item(document["id"], partition_key=unit.partition_key,
                                     response_hook=lambda headers, _: seen.append(headers), **options)
-    except CosmosResourceNotFoundError as exc:
-        if getattr(exc, "sub_status", None) not in (None, 0):  # the container itself is missing
+    except Exception as exc:  # noqa: BLE001 - a document already gone counts as deleted; the rest propagate
+        http = as_http_error(exc)
+        if http is None or http.status != 404 or http.sub_status not in (None, 0):  # sub-status: the container is missing
             raise
-        return _charge(exc.headers)
+        return _charge(http.headers)
     return _charge(seen[-1] if seen else None)
 
 
@@ -653,7 +654,7 @@ def _bulk_subset(unit: _BulkUnit, indexes: list[int]) -> _BulkUnit:
                      operations=[unit.operations[i] for i in indexes], epks=[unit.epks[i] for i in indexes])
 
 
-def _rid_reader(container: ContainerProxy) -> Callable[[], Awaitable[str]]:
+def _rid_reader(container: Container) -> Callable[[], Awaitable[str]]:
     """Reads the container's current ``_rid`` (after it was deleted and re-created)."""
     async def read_rid() -> str:
         return str((await container.read())["_rid"])

@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from azure.cosmos.aio import ContainerProxy
 
 from asyncmig.core import jsoncodec
-from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, ReadPath, chosen_read_path, sdk_client_authorizer
+from asyncmig.core.cosmos.container import Container
+from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, ReadPath, chosen_read_path
 from asyncmig.core.cosmos.partition_keys import partition_key_values
 from asyncmig.core.cosmos.retry import HEADER_CHARGE, Backoff, classify, wait_to_retry
 from asyncmig.core.engine.source import DEFAULT_PAGE_SIZE, SourcePage
 from asyncmig.core.engine.transform import Document
 from asyncmig.errors import raise_first
+
+if TYPE_CHECKING:
+    from azure.cosmos.aio import ContainerProxy
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +66,30 @@ class CosmosSource:
 
     ``priority`` goes on every read (change feed and count queries): ``Low`` lets the application's
     own requests to a live source win when its ranges run short of RU.
+
+    ``container`` is a :class:`~asyncmig.core.cosmos.container.Container` from an account (a copy:
+    everything on the lean path, the SDK loaded only if a request only it sends is needed) or an SDK
+    proxy (the other phases).
     """
 
     def __init__(
-        self, container: ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False,
+        self, container: Container | ContainerProxy, *, page_size: int = DEFAULT_PAGE_SIZE, what: str = "", snapshot: bool = False,
         deletes: bool = False, read_path: ReadPath | None = None, priority: Literal["High", "Low"] | None = None,
     ) -> None:
-        self.container = container
+        self.container = Container.of(container)
         self.page_size = page_size
         self.snapshot = snapshot
         self.deletes = deletes and not snapshot
         self.deletes_available: bool | None = None  # None: not asked yet
-        self.description = what or container.id
+        self.description = what or self.container.id
         self.read_ru = 0.0
         self._definition: dict[str, Any] = {"paths": ["/id"], "kind": "Hash", "version": 2}
+        self._rid: str | None = None
         self.read_path = chosen_read_path(read_path)
         self.priority = priority
         self._options: dict[str, Any] = {"priority": priority} if priority else {}  # every SDK read's
         self._lean: LeanChangeFeed | None = None
+        self._lean_changes: LeanChangeFeed | None = None  # for the all-versions "now" positions
 
     def _charged(self, headers: Mapping[str, Any], _result: Any) -> None:
         """The SDK's per-response hook: adds each page's (or count's) charge to :attr:`read_ru`."""
@@ -94,14 +103,19 @@ class CosmosSource:
         except Exception as exc:  # noqa: BLE001 - classified into an asyncmig error
             raise classify(exc).as_error(f"opening source container {self.description!r}") from exc
         self._definition = properties["partitionKey"]
-        account = sdk_client_authorizer(self.container.client_connection) if self.read_path == "lean" else None
-        if account is None:
+        self._rid = str(properties["_rid"])
+        access = self.container.access() if self.read_path == "lean" else None
+        if access is None:
             self.read_path = "sdk"  # a resource-token client: only the SDK can sign its requests
         elif not self.snapshot:
-            endpoint, authorizer, insecure = account
-            self._lean = LeanChangeFeed(endpoint, self.container.container_link, properties["_rid"],
+            endpoint, authorizer, insecure = access
+            self._lean = LeanChangeFeed(endpoint, self.container.link, self._rid,
                                         page_size=self.page_size, on_charge=self._add_charge, insecure=insecure,
                                         authorizer=authorizer, priority=self.priority)
+            self._lean_changes = LeanChangeFeed(endpoint, self.container.link, self._rid, page_size=1,
+                                                on_charge=self._add_charge, mode="AllVersionsAndDeletes",
+                                                start="Now", insecure=insecure, authorizer=authorizer,
+                                                priority=self.priority)
 
     def _add_charge(self, charge: float) -> None:
         self.read_ru += charge
@@ -115,12 +129,11 @@ class CosmosSource:
         return partition_key_values(self._definition, document) if isinstance(document, dict) else None
 
     async def partitions(self) -> dict[str, Any]:
-        ranges = [fr async for fr in self.container.read_feed_ranges(force_refresh=True)]
-        return {range_key(fr): fr for fr in ranges}
+        return {range_key(fr): fr for fr in await self.container.feed_ranges()}
 
     async def count_partition(self, partition: Any) -> int | None:
         """The range's documents by an independent ``COUNT`` query (None when it failed)."""
-        return await self._count("SELECT VALUE COUNT(1) FROM c", feed_range=partition)
+        return await self._count(partition)
 
     async def pages(self, partition: Any, position: str | None) -> AsyncGenerator[SourcePage, None]:
         latest, changes = _parse_position(position)
@@ -151,9 +164,10 @@ class CosmosSource:
         backoff = Backoff()
         responses = _Responses(self._charged)
         empty_moves = 0
+        proxy = await self.container.sdk()
         while True:
             started, read_any = token, False
-            pager = self._pager(partition, token, responses)
+            pager = self._pager(proxy, partition, token, responses)
             pages = pager.__aiter__()
             while True:
                 try:
@@ -164,7 +178,7 @@ class CosmosSource:
                 except Exception as exc:  # noqa: BLE001 - classified: retried or turned into an asyncmig error
                     await wait_to_retry(backoff, classify(exc), what=f"reading {self.description} {range_key(partition)}",
                                         cause=exc)
-                    pager = self._pager(partition, token, responses)  # resume after the last page handed out
+                    pager = self._pager(proxy, partition, token, responses)  # resume after the last page handed out
                     pages = pager.__aiter__()
                     continue
                 backoff = Backoff()  # a page read: the allowance is for faults in a row, not per run
@@ -203,16 +217,16 @@ class CosmosSource:
             final = None  # the bulk pass is over: go on from the all-versions start
         yield SourcePage([], where(final), caught_up=True)
 
-    def _pager(self, feed_range: Any, position: str | None, responses: _Responses) -> Any:
+    def _pager(self, proxy: ContainerProxy, feed_range: Any, position: str | None, responses: _Responses) -> Any:
         if self.snapshot:
-            query = self.container.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
+            query = proxy.query_items("SELECT * FROM c", feed_range=feed_range, max_item_count=self.page_size,
                                                response_hook=self._charged, **self._options)
             return query.by_page(position)
         if position:
-            iterable = self.container.query_items_change_feed(
+            iterable = proxy.query_items_change_feed(
                 continuation=position, max_item_count=self.page_size, response_hook=responses.hook, **self._options)
         else:
-            iterable = self.container.query_items_change_feed(
+            iterable = proxy.query_items_change_feed(
                 feed_range=feed_range, start_time="Beginning", max_item_count=self.page_size,
                 response_hook=responses.hook, **self._options)
         return iterable.by_page()
@@ -224,11 +238,15 @@ class CosmosSource:
         backoff = Backoff()
         while True:
             try:
-                responses = _Responses(self._charged)
-                async for _ in self._now_pager(partition, responses):  # "now" answers 304 (no page): the position is all we need
-                    break
+                if self._lean_changes is not None:
+                    position: str | None = await self._lean_changes.now(partition)
+                else:
+                    responses = _Responses(self._charged)
+                    async for _ in self._now_pager(await self.container.sdk(), partition, responses):
+                        break  # "now" answers 304 (no page): the position is all we need
+                    position = responses.continuation()
                 self.deletes_available = True
-                return responses.continuation()
+                return position
             except Exception as exc:  # noqa: BLE001 - classified: a refusal of the mode, retried, or fatal
                 failure = classify(exc)
                 if failure.status == 400:
@@ -241,8 +259,8 @@ class CosmosSource:
                 await wait_to_retry(backoff, failure, what=f"reading {self.description} {range_key(partition)}",
                                     cause=exc)
 
-    def _now_pager(self, feed_range: Any, responses: _Responses) -> Any:
-        return self.container.query_items_change_feed(
+    def _now_pager(self, proxy: ContainerProxy, feed_range: Any, responses: _Responses) -> Any:
+        return proxy.query_items_change_feed(
             feed_range=feed_range, start_time="Now", mode="AllVersionsAndDeletes", max_item_count=1,
             response_hook=responses.hook, **self._options,
         ).by_page()
@@ -279,19 +297,18 @@ class CosmosSource:
             node[segments[-1]] = value
         return document
 
-    async def _count(self, query: str, **scope: Any) -> int | None:
+    async def _count(self, feed_range: Any = None) -> int | None:
         try:
-            result = [n async for n in self.container.query_items(query, response_hook=self._charged, **scope,
-                                                                  **self._options)]
+            return await self.container.count(feed_range, rid=self._rid, priority=self.priority,
+                                              on_charge=self._add_charge)
         except Exception as exc:  # noqa: BLE001 - a check only; a failure here must not stop a copy
             failure = classify(exc)
             if failure.kind == "fatal":
                 raise failure.as_error(f"counting {self.description}") from exc
             return None
-        return sum(int(cast(int, n)) for n in result)
 
     async def count(self) -> int | None:
-        return await self._count("SELECT VALUE COUNT(1) FROM c")
+        return await self._count()
 
 
 class _Responses:
@@ -348,7 +365,7 @@ PageHandler = Callable[[list[Document]], Awaitable[None] | None]
 
 
 async def scan_container(
-    container: ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
+    container: Container | ContainerProxy, handle: PageHandler, *, what: str, page_size: int = DEFAULT_PAGE_SIZE,
     concurrency: int = 8, ranges: int | None = None, pages_per_range: int | None = None, snapshot: bool = False,
 ) -> float:
     """Hand every document of ``container`` to ``handle``, a page at a time, ``concurrency`` feed

@@ -20,13 +20,16 @@ The SDK client (:mod:`asyncmig.core.cosmos.connect`) takes the same credential: 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
+from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -36,7 +39,6 @@ from aiohttp.helpers import get_env_proxy_for_url
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-from azure.cosmos.exceptions import CosmosBatchOperationError
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -61,9 +63,12 @@ __all__ = [
     "entra_credential",
     "sdk_credential",
     "sign_in_failed",
+    "sdk_exceptions",
     "signed_resource",
     "token_scope",
 ]
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "2020-07-15"
 # The SDK's defaults (documents.py:ConnectionPolicy): 5 s to connect, 65 s to read a response.
@@ -156,7 +161,8 @@ def as_http_error(exc: BaseException) -> CosmosHttpError | None:
     else None. :func:`asyncmig.core.cosmos.retry.classify` reads only this representation."""
     if isinstance(exc, CosmosHttpError):
         return exc
-    if isinstance(exc, CosmosBatchOperationError):
+    sdk = sdk_exceptions()
+    if sdk is not None and isinstance(exc, sdk.CosmosBatchOperationError):
         return BatchOperationFailed(exc.headers or {}, exc.error_index, int(exc.status_code or 0), exc.sub_status,
                                     exc.http_error_message or "", exc.operation_responses or ())
     if isinstance(exc, HttpResponseError) and exc.status_code:
@@ -166,6 +172,12 @@ def as_http_error(exc: BaseException) -> CosmosHttpError | None:
         message = getattr(exc, "http_error_message", None) or exc.message
         return CosmosHttpError(int(exc.status_code), getattr(exc, "sub_status", None), headers or {}, str(message))
     return None
+
+
+def sdk_exceptions() -> ModuleType | None:
+    """``azure.cosmos.exceptions`` if the SDK is loaded, else None: its exceptions can exist only
+    then, and the lean paths never load it (importing any of it costs ~60 ms of CPU)."""
+    return sys.modules.get("azure.cosmos.exceptions")
 
 
 def _batch_error(
@@ -251,11 +263,13 @@ class EntraAuthorizer:
     :param credential: any ``azure-identity`` async credential; closed by :meth:`close` when ``owned``.
     :param scope: see :func:`token_scope`; falls back to ``https://cosmos.azure.com/.default`` when
         Entra does not know the account's own scope, unless the scope was overridden.
+    :param account: the account's host, which a failed sign-in names (default: the scope).
     """
 
     def __init__(self, credential: AsyncTokenCredential, scope: str, *, owned: bool = True,
-                 overridden: bool = False) -> None:
+                 overridden: bool = False, account: str | None = None) -> None:
         self._credential = credential
+        self._account = account
         self._scope = scope
         self._owned = owned
         self._may_fall_back = not overridden and scope != COSMOS_SCOPE
@@ -290,7 +304,7 @@ class EntraAuthorizer:
             if self._may_fall_back and _UNKNOWN_RESOURCE in str(exc):
                 self._scope, self._may_fall_back = COSMOS_SCOPE, False
                 return await self._fetch()
-            raise sign_in_failed(self._scope, exc) from None
+            raise sign_in_failed(self._account or self._scope, exc) from None
 
     async def close(self) -> None:
         if self._owned:
@@ -363,7 +377,7 @@ def authorizer_for(endpoint: CosmosEndpoint) -> Authorizer:
     if endpoint.key:
         return MasterKeyAuthorizer(endpoint.key)
     scope, overridden = token_scope(endpoint.url)
-    return EntraAuthorizer(entra_credential(), scope, overridden=overridden)
+    return EntraAuthorizer(entra_credential(), scope, overridden=overridden, account=endpoint.host)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,11 +437,17 @@ class Transport:
             "Accept": "application/json",
             **(headers or {}),
         }
+        started = time.perf_counter()
         async with self._session.request(method, self._base_url + path, data=body, headers=sent,
                                          proxy=self._proxy, proxy_headers=self._proxy_headers) as reply:
             # Read even a body the caller does not need: an unread body closes the pooled connection.
             payload = await reply.read()
-            return Response(reply.status, reply.headers, payload)
+            response = Response(reply.status, reply.headers, payload)
+        if log.isEnabledFor(logging.DEBUG):  # -v: each request, as the SDK's HTTP logging shows them (no headers)
+            log.debug("%s %s -> %d, %s RU, %d bytes, %.1f ms", method, path, response.status,
+                      reply.headers.get("x-ms-request-charge", "?"), len(payload),
+                      (time.perf_counter() - started) * 1000)
+        return response
 
     async def close(self) -> None:
         try:
