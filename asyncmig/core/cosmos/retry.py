@@ -29,9 +29,8 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 import anyio
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error, sdk_exceptions
+from asyncmig.core.cosmos.transport import BatchOperationFailed, as_http_error, if_loaded
 from asyncmig.core.engine.transform import Rejected
 from asyncmig.core.jsoncodec import NonFiniteNumber
 from asyncmig.core.jsoncodec import loads as json_loads
@@ -310,9 +309,10 @@ def classify(exc: BaseException, *, document: bool = False) -> Failure:
                             document=document)
     if isinstance(exc, aiohttp.ClientResponseError):
         return _from_status(exc.status, None, exc.headers, exc.message, document=document)
-    sdk = sdk_exceptions()
-    if isinstance(exc, ServiceRequestError | ServiceResponseError | aiohttp.ClientError | ConnectionError
-                  | TimeoutError) or (sdk is not None and isinstance(exc, sdk.CosmosClientTimeoutError)):
+    sdk, core = if_loaded("azure.cosmos.exceptions"), if_loaded("azure.core.exceptions")
+    if (isinstance(exc, aiohttp.ClientError | ConnectionError | TimeoutError)
+            or (core is not None and isinstance(exc, core.ServiceRequestError | core.ServiceResponseError))
+            or (sdk is not None and isinstance(exc, sdk.CosmosClientTimeoutError))):
         return Failure("transient", None, None, None, None, _reason(type(exc).__name__ + ":", str(exc)))
     if isinstance(exc, Rejected | NonFiniteNumber):
         return Failure("permanent", None, None, None, None, _reason("rejected:", str(exc)))

@@ -30,15 +30,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import anyio
 from aiohttp.helpers import get_env_proxy_for_url
-from azure.core.credentials import AccessToken
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -48,6 +45,11 @@ from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos import signing
 from asyncmig.errors import AuthenticationFailed
 from asyncmig.redaction import redact, register_secret
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.exceptions import ClientAuthenticationError
 
 __all__ = [
     "API_VERSION",
@@ -63,7 +65,7 @@ __all__ = [
     "entra_credential",
     "sdk_credential",
     "sign_in_failed",
-    "sdk_exceptions",
+    "if_loaded",
     "signed_resource",
     "token_scope",
 ]
@@ -161,11 +163,12 @@ def as_http_error(exc: BaseException) -> CosmosHttpError | None:
     else None. :func:`asyncmig.core.cosmos.retry.classify` reads only this representation."""
     if isinstance(exc, CosmosHttpError):
         return exc
-    sdk = sdk_exceptions()
+    sdk = if_loaded("azure.cosmos.exceptions")
     if sdk is not None and isinstance(exc, sdk.CosmosBatchOperationError):
         return BatchOperationFailed(exc.headers or {}, exc.error_index, int(exc.status_code or 0), exc.sub_status,
                                     exc.http_error_message or "", exc.operation_responses or ())
-    if isinstance(exc, HttpResponseError) and exc.status_code:
+    core = if_loaded("azure.core.exceptions")
+    if core is not None and isinstance(exc, core.HttpResponseError) and exc.status_code:
         headers = getattr(exc, "headers", None)
         if headers is None:
             headers = getattr(exc.response, "headers", None)
@@ -174,10 +177,11 @@ def as_http_error(exc: BaseException) -> CosmosHttpError | None:
     return None
 
 
-def sdk_exceptions() -> ModuleType | None:
-    """``azure.cosmos.exceptions`` if the SDK is loaded, else None: its exceptions can exist only
-    then, and the lean paths never load it (importing any of it costs ~60 ms of CPU)."""
-    return sys.modules.get("azure.cosmos.exceptions")
+def if_loaded(module: str) -> ModuleType | None:
+    """``module`` if something imported it, else None. An exception of the SDK (``azure.cosmos``)
+    or of azure-core can exist only once its module is loaded, and a copy on the lean paths loads
+    neither (~60 and ~16 ms of CPU), so their types are looked up here rather than imported."""
+    return sys.modules.get(module)
 
 
 def _batch_error(
@@ -298,6 +302,8 @@ class EntraAuthorizer:
         return token.expires_on - time.time() > TOKEN_REFRESH_MARGIN_S
 
     async def _fetch(self) -> AccessToken:
+        from azure.core.exceptions import ClientAuthenticationError  # noqa: PLC0415 - loaded with any credential
+
         try:
             return await self._credential.get_token(self._scope)
         except ClientAuthenticationError as exc:
