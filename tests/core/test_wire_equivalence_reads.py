@@ -20,6 +20,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient
 from asyncmig.connection import CosmosEndpoint
 from asyncmig.core import jsoncodec
 from asyncmig.core.cosmos.connect import cosmos_client_kwargs
+from asyncmig.core.cosmos.container import Account
 from asyncmig.core.cosmos.lean_reader import LeanChangeFeed, Mode
 from asyncmig.core.cosmos.retry import classify
 from asyncmig.core.cosmos.source import CosmosSource
@@ -45,6 +46,7 @@ class Captured:
     path: str
     headers: dict[str, str]
     status: int = 0
+    body: bytes = b""
 
     @property
     def change_feed(self) -> bool:
@@ -93,7 +95,7 @@ class CapturingProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        entry = Captured(request.method, request.raw_path, {k.lower(): v for k, v in request.headers.items()})
+        entry = Captured(request.method, request.raw_path, {k.lower(): v for k, v in request.headers.items()}, body=body)
         self.captured.append(entry)
         if entry.change_feed and self.canned:
             canned = self.canned.popleft()
@@ -200,6 +202,44 @@ async def test_low_priority_reads_say_so_on_both_paths(proxy: CapturingProxy, co
         assert requests and all(c.headers.get("x-ms-cosmos-priority-level") == "Low" for c in requests), path
     _assert_same_wire(_feed_requests_of(sent["sdk"])[:len(_feed_requests_of(sent["lean"]))],
                       _feed_requests_of(sent["lean"]))
+
+
+async def test_a_copys_metadata_requests_are_the_sdks(proxy: CapturingProxy, container: ContainerProxy,
+                                                      cosmos: Cosmos) -> None:
+    """A copy opens its containers without the SDK (asyncmig/core/cosmos/container.py): the container
+    read and the per-range COUNT it sends are the requests the SDK sends for the same answers, a low
+    priority included."""
+    feed_range = (await _feed_ranges(container))[0]
+    sdk_source = CosmosSource(container, read_path="sdk", priority="Low")
+    proxy.reset()
+    await sdk_source.open()
+    expected = await sdk_source.count_partition(feed_range)
+    sdk = list(proxy.captured)
+    async with Account(CosmosEndpoint(proxy.url, cosmos.key)) as account:
+        lean_source = CosmosSource(account.container(*container.container_link.split("/")[1::2]), priority="Low")
+        proxy.reset()
+        await lean_source.open()
+        assert await lean_source.count_partition(feed_range) == expected == len(await _read(container, "sdk", feed_range))
+        lean = list(proxy.captured)
+
+    def counts(requests: list[Captured]) -> list[Captured]:
+        return [c for c in requests if c.method == "POST" and "x-ms-documentdb-partitionkeyrangeid" in c.headers]
+
+    (sdk_count,), (lean_count,) = counts(sdk), counts(lean)
+    assert lean_count.mattering() == sdk_count.mattering()
+    for header in ("x-ms-documentdb-isquery", "content-type", "x-ms-cosmos-priority-level"):
+        assert lean_count.headers.get(header) == sdk_count.headers.get(header), header
+    assert lean_count.body == sdk_count.body
+    # (the ranges feed is compared by test_the_routing_read_matches_the_sdks: one reader serves both)
+    properties = "/colls/" + container.id + "/"
+    sdk_reads = {_frozen(c) for c in sdk if c.method == "GET" and c.path.endswith(properties)}
+    lean_reads = {_frozen(c) for c in lean if c.method == "GET" and c.path.endswith(properties)}
+    assert lean_reads and lean_reads <= sdk_reads
+
+
+def _frozen(request: Captured) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    method, path, headers = request.mattering()
+    return method, path, tuple(sorted(headers.items()))
 
 
 def _feed_requests_of(requests: list[Captured]) -> list[Captured]:

@@ -21,10 +21,11 @@ __all__ = ["COUNT_PER_RANGE", "PhysicalRange", "Throughput", "count_documents", 
            "read_resource"]
 
 _NOT_MODIFIED = 304
-_QUERY_HEADERS = {"Content-Type": "application/query+json", "x-ms-documentdb-isquery": "True"}
-# What the SDK sends each range for ``SELECT VALUE COUNT(1) FROM c``: the query plan's rewrite, whose
-# partial counts it adds up (the gateway does not aggregate across ranges itself).
-COUNT_PER_RANGE = 'SELECT VALUE [{"item": COUNT(1)}]\nFROM c'
+_QUERY_HEADERS = {"Content-Type": "application/query+json", "x-ms-documentdb-isquery": "true"}
+# What the SDK sends each physical range for a feed-range count (``query_items(..., feed_range=...)``):
+# the query as it is, answered per range with that range's count, which it adds up (the gateway does
+# not aggregate across ranges itself).
+COUNT_PER_RANGE = "SELECT VALUE COUNT(1) FROM c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ async def count_documents(
     """
     total = 0
     path = path_from_link(link, "docs")
-    body = jsoncodec.dumps({"query": COUNT_PER_RANGE, "parameters": []})
+    body = jsoncodec.dumps({"query": COUNT_PER_RANGE})
     for physical in (r for r in ranges if r.low < high and low < r.high):
         scope = {**_QUERY_HEADERS, **(headers or {}), "x-ms-cosmos-intended-collection-rid": rid,
                  "x-ms-documentdb-partitionkeyrangeid": physical.id, "x-ms-read-key-type": "EffectivePartitionKeyRange"}
