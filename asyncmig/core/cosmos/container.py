@@ -32,6 +32,7 @@ from asyncmig.core.cosmos.transport import (
     MasterKeyAuthorizer,
     Transport,
     entra_credential,
+    priority_headers,
     token_scope,
 )
 from asyncmig.errors import ConnectionFailed, ResourceMissing
@@ -235,7 +236,7 @@ class Container:
                                                          **options)]
             return sum(int(cast(int, n)) for n in counts)
         low, high = normalized_bounds(feed_range["Range"]) if feed_range else ("", "FF")
-        headers = {"x-ms-cosmos-priority-level": priority} if priority else None
+        headers = priority_headers(priority)
         rid = rid or str((await self.read())["_rid"])
         return await metadata.count_documents(self.account.transport, self.link, rid, await self.physical_ranges(rid),
                                               low, high, headers=headers, on_charge=on_charge)

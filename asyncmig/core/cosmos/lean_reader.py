@@ -61,6 +61,7 @@ from asyncmig.core.cosmos.transport import (
     MasterKeyAuthorizer,
     Response,
     Transport,
+    priority_headers,
     token_scope,
 )
 from asyncmig.core.engine.source import SourcePage
@@ -244,7 +245,7 @@ class LeanChangeFeed:
                  insecure: bool = False, authorizer: Authorizer | None = None,
                  priority: Literal["High", "Low"] | None = None) -> None:
         self._endpoint = endpoint
-        self._politeness = {"x-ms-cosmos-priority-level": priority} if priority else {}
+        self._politeness = priority_headers(priority)
         self._insecure = insecure
         self._authorizer = authorizer
         self.link = link

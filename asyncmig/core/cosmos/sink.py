@@ -44,7 +44,12 @@ from asyncmig.core.cosmos.partition_keys import (
     sdk_partition_key,
 )
 from asyncmig.core.cosmos.retry import Backoff, Failure, classify, wait_to_retry
-from asyncmig.core.cosmos.transport import CosmosHttpError, as_http_error
+from asyncmig.core.cosmos.transport import (
+    THROUGHPUT_BUCKET_HEADER,
+    CosmosHttpError,
+    as_http_error,
+    priority_headers,
+)
 from asyncmig.core.engine.governor import DEFAULT_MAX_CONCURRENCY, Governor
 from asyncmig.core.engine.sink import Rejection, SinkStatistics, WriteOutcome, WriteUnit
 from asyncmig.core.engine.transform import Document, strip_system
@@ -88,11 +93,9 @@ class Politeness:
 
     def headers(self) -> dict[str, str]:
         """The request headers the lean path adds to every write."""
-        headers: dict[str, str] = {}
-        if self.priority:
-            headers["x-ms-cosmos-priority-level"] = self.priority
+        headers = priority_headers(self.priority)
         if self.throughput_bucket is not None:
-            headers["x-ms-cosmos-throughput-bucket"] = str(self.throughput_bucket)
+            headers[THROUGHPUT_BUCKET_HEADER] = str(self.throughput_bucket)
         return headers
 
     def sdk_options(self) -> dict[str, Any]:

@@ -65,7 +65,10 @@ __all__ = [
     "entra_credential",
     "sdk_credential",
     "sign_in_failed",
+    "PRIORITY_HEADER",
+    "THROUGHPUT_BUCKET_HEADER",
     "if_loaded",
+    "priority_headers",
     "signed_resource",
     "token_scope",
 ]
@@ -84,6 +87,17 @@ _UNKNOWN_RESOURCE = "AADSTS500011"
 # A token is replaced this long before it expires, so no request leaves with one about to lapse.
 TOKEN_REFRESH_MARGIN_S = 300.0
 _FAILED_DEPENDENCY = 424
+
+
+# Cosmos DB's headers for sharing an account politely (docs/throughput.md): the priority level
+# (``Low`` is throttled first when a partition runs short) and the throughput bucket (writes only).
+PRIORITY_HEADER = "x-ms-cosmos-priority-level"
+THROUGHPUT_BUCKET_HEADER = "x-ms-cosmos-throughput-bucket"
+
+
+def priority_headers(priority: str | None) -> dict[str, str]:
+    """The priority-level header for a request, or none (the service's default, High)."""
+    return {PRIORITY_HEADER: priority} if priority else {}
 
 
 # --------------------------------------------------------------------------------------------
