@@ -1,7 +1,7 @@
 """Resource links, URL paths and feed-range bounds, spelled exactly as ``azure-cosmos`` 4.17.1 spells them.
 
 The lean paths build their requests without importing the SDK (importing any ``azure.cosmos``
-module loads all of it: ~60 ms of CPU, a tenth of a 6,514-document copy), so these few rules are
+module loads all of it: ~60 ms of CPU, some 6 % of a 6,514-document copy), so these few rules are
 restated here; tests/core/test_links.py checks each against the SDK's own function.
 """
 

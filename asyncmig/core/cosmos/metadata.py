@@ -2,7 +2,7 @@
 
 Container and database properties, the physical partition key ranges, a resource's offer
 (throughput) and a ``COUNT`` per range: each as ``azure-cosmos`` 4.17.1 sends it, so a copy on the
-lean paths never imports the SDK (that import alone is ~60 ms of CPU, a tenth of what a
+lean paths never imports the SDK (that import alone is ~60 ms of CPU, some 6 % of what a
 6,514-document copy costs). Every refusal comes back as the transport's
 :class:`~asyncmig.core.cosmos.transport.CosmosHttpError`, for the caller to classify.
 """
