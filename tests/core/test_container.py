@@ -151,7 +151,7 @@ def _state(token: str) -> dict[str, Any]:
 async def test_a_wrapped_proxy_keeps_the_sdk_for_its_metadata(database: DatabaseProxy) -> None:
     proxy = await _filled(database)
     wrapped = Container.of(proxy)
-    assert not wrapped.lean and await wrapped.sdk() is proxy
+    assert wrapped.account is None and await wrapped.sdk() is proxy
     assert await wrapped.count(None, on_charge=lambda _: None) == len(DOCUMENTS)
     assert Container.of(wrapped) is wrapped
 

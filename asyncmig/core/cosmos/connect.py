@@ -59,7 +59,6 @@ def cosmos_client_kwargs(endpoint: CosmosEndpoint, *, insecure: bool = False) ->
     return {"connection_policy": policy, "connection_verify": tls_verify(endpoint, insecure=insecure)}
 
 
-
 async def _connect(client: CosmosClient, endpoint: CosmosEndpoint) -> None:
     try:
         await client.__aenter__()

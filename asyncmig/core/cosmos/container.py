@@ -170,11 +170,6 @@ class Container:
         database, name = container.container_link.split("/")[1::2]
         return cls(database, name, proxy=container)
 
-    @property
-    def lean(self) -> bool:
-        """Whether the metadata requests go through the transport (else through the SDK proxy)."""
-        return self.account is not None
-
     async def sdk(self) -> ContainerProxy:
         """The SDK's proxy for this container (opening the account's SDK client if need be)."""
         if self._proxy is None:

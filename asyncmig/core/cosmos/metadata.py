@@ -142,9 +142,7 @@ async def count_documents(
                 raise reply.error()
             if on_charge is not None and reply.charge is not None:
                 on_charge(reply.charge)
-            for partial in jsoncodec.loads(reply.body).get("Documents") or []:
-                for entry in partial if isinstance(partial, list) else [partial]:
-                    total += int(entry.get("item", 0) if isinstance(entry, dict) else entry)
+            total += sum(int(count) for count in jsoncodec.loads(reply.body).get("Documents") or [])
             continuation = reply.headers.get("x-ms-continuation")
             if not continuation:
                 break
